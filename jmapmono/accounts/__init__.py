@@ -1,0 +1,1 @@
+"""Users, passwords, app passwords and delegation: who may use which account."""

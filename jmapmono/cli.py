@@ -1,0 +1,85 @@
+"""The operator CLI: ``python -m jmapmono …`` (also installed as ``jmapmono``).
+
+The command names, flags and exit codes are a contract other tools rely on
+(README.md, "Operator CLI"). Each concern registers its own sub-commands; this
+module only assembles them and maps failures to sysexits-style exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from jmapmono.config import ConfigError, load_config
+from jmapmono.log import setup_logging
+from jmapmono.store import StoreError
+
+# sysexits.h codes, also the `deliver` agent's contract with the MTA.
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOUSER = 67
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+class CommandError(Exception):
+    """A command failed in an expected way: print ``message`` and exit with ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _command_modules() -> list:
+    from jmapmono import server
+    from jmapmono.accounts import commands as account_commands
+    from jmapmono.events import commands as event_commands
+    from jmapmono.mailbox import commands as mailbox_commands
+
+    return [server, account_commands, mailbox_commands, event_commands]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors exit 64, not argparse's 2
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EX_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jmapmono", description="jmapmono JMAP mail server")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in _command_modules():
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (never raise to the shell)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        config = load_config()
+        setup_logging(config.log_level)
+        return handler(args) or EX_OK
+    except CommandError as e:
+        print(f"jmapmono: {e}", file=sys.stderr)
+        return e.code
+    except ConfigError as e:
+        print(f"jmapmono: configuration: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except StoreError as e:
+        print(f"jmapmono: database unavailable: {e}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

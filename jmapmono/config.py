@@ -1,0 +1,139 @@
+"""Configuration from the environment, twelve-factor style.
+
+Every setting has a documented default (see README.md, "Configuration"), so the
+embedded single-box server runs with no configuration at all. Invalid values
+raise :class:`ConfigError` with a one-line message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The eight `urn:ietf:params:jmap:core` limits advertised in the Session."""
+
+    max_size_upload: int = 50_000_000
+    max_concurrent_upload: int = 4
+    max_size_request: int = 10_000_000
+    max_concurrent_requests: int = 4
+    max_calls_in_request: int = 16
+    max_objects_in_get: int = 500
+    max_objects_in_set: int = 500
+    collation_algorithms: tuple[str, ...] = ("i;ascii-numeric", "i;ascii-casemap", "i;unicode-casemap")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved configuration. Build it with :func:`load_config`."""
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    broker_url: str = "memory://localhost/"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_url: str = ""
+    lmtp_listen: str | None = "127.0.0.1:8024"
+    max_message_size: int = 50_000_000
+    log_level: str = "INFO"
+    auth_cache_seconds: int = 60
+    login_failures_per_minute: int = 10
+    upload_ttl_seconds: int = 3600
+    changes_retention_days: int = 30
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def public_base_url(self) -> str:
+        """Absolute base for the URLs in the Session (no trailing slash)."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    def with_overrides(self, **changes: object) -> Config:
+        return replace(self, **changes)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def parse_host_port(value: str, name: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[::1]:24`` for IPv6) or raise ConfigError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read the configuration from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("JMAPMONO_DATA_DIR") or "data")
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'jmapmono.sqlite3'}"
+    scheme = urlsplit(database_url).scheme
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ConfigError(f"DATABASE_URL scheme {scheme!r} is not supported (use sqlite:/// or postgresql://)")
+    broker_url = env.get("BROKER_URL") or "memory://localhost/"
+    if urlsplit(broker_url).scheme not in ("memory", "amqp", "amqps", "pyamqp"):
+        raise ConfigError(f"BROKER_URL {broker_url!r} is not supported (use memory:// or amqp://)")
+    lmtp = env.get("JMAPMONO_LMTP_LISTEN", "127.0.0.1:8024")
+    if lmtp.lower() in ("", "off", "none"):
+        lmtp_listen = None
+    else:
+        parse_host_port(lmtp, "JMAPMONO_LMTP_LISTEN")
+        lmtp_listen = lmtp
+    log_level = (env.get("JMAPMONO_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"JMAPMONO_LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    base_url = env.get("JMAPMONO_BASE_URL", "")
+    if base_url and urlsplit(base_url).scheme not in ("http", "https"):
+        raise ConfigError(f"JMAPMONO_BASE_URL={base_url!r} must start with http:// or https://")
+    d = Limits()
+    limits = Limits(
+        max_size_upload=_int(env, "JMAPMONO_MAX_SIZE_UPLOAD", d.max_size_upload, 1),
+        max_concurrent_upload=_int(env, "JMAPMONO_MAX_CONCURRENT_UPLOAD", d.max_concurrent_upload, 1),
+        max_size_request=_int(env, "JMAPMONO_MAX_SIZE_REQUEST", d.max_size_request, 1024),
+        max_concurrent_requests=_int(env, "JMAPMONO_MAX_CONCURRENT_REQUESTS", d.max_concurrent_requests, 1),
+        max_calls_in_request=_int(env, "JMAPMONO_MAX_CALLS_IN_REQUEST", d.max_calls_in_request, 1),
+        max_objects_in_get=_int(env, "JMAPMONO_MAX_OBJECTS_IN_GET", d.max_objects_in_get, 1),
+        max_objects_in_set=_int(env, "JMAPMONO_MAX_OBJECTS_IN_SET", d.max_objects_in_set, 1),
+    )
+    return Config(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        host=env.get("JMAPMONO_HOST") or "127.0.0.1",
+        port=_int(env, "PORT", 8080, 1),
+        base_url=base_url,
+        lmtp_listen=lmtp_listen,
+        max_message_size=_int(env, "JMAPMONO_MAX_MESSAGE_SIZE", 50_000_000, 1024),
+        log_level=log_level,
+        auth_cache_seconds=_int(env, "JMAPMONO_AUTH_CACHE_SECONDS", 60, 0),
+        login_failures_per_minute=_int(env, "JMAPMONO_LOGIN_FAILURES_PER_MINUTE", 10, 1),
+        upload_ttl_seconds=_int(env, "JMAPMONO_UPLOAD_TTL_SECONDS", 3600, 3600),
+        changes_retention_days=_int(env, "JMAPMONO_CHANGES_RETENTION_DAYS", 30, 1),
+        limits=limits,
+    )

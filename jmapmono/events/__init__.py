@@ -1,0 +1,1 @@
+"""The event buses (mailbox and JMAP), their listeners and registration keys."""

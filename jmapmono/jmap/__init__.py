@@ -1,0 +1,1 @@
+"""JMAP request processing and one module per data type (methods registered in ``registry``)."""

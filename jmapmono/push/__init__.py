@@ -1,0 +1,1 @@
+"""Push front ends: WebSocket, EventSource and web push. They only listen."""

@@ -1,0 +1,93 @@
+"""Versioned schema migrations from the one ``schema.sql``.
+
+``schema.sql`` is a sequence of sections headed ``-- version: N``; each is
+applied once, in order, in its own transaction, and recorded in
+``schema_migrations``. The file is written in SQLite's dialect with a few
+portable conventions that :func:`to_postgres` rewrites, so there is one source
+of truth. A statement whose first line is ``-- only: sqlite`` (or
+``postgres``) applies to that backend alone (full-text search).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jmapmono.store.base import Database
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "schema.sql"
+_VERSION = re.compile(r"^-- version: (\d+)\s*$", re.M)
+_ONLY = re.compile(r"^\s*-- only: (sqlite|postgres)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    statements: tuple[str, ...]
+
+
+def to_postgres(statement: str) -> str:
+    """Rewrite one SQLite-dialect DDL statement for Postgres."""
+    s = re.sub(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b", "BIGSERIAL PRIMARY KEY", statement)
+    s = re.sub(r"\bBLOB\b", "BYTEA", s)
+    s = re.sub(r"\bINTEGER\b", "BIGINT", s)
+    return s
+
+
+def _split(body: str, dialect: str) -> list[str]:
+    statements = []
+    for raw in body.split(";\n"):
+        text = raw.strip()
+        if not text or all(line.strip().startswith("--") or not line.strip() for line in text.splitlines()):
+            continue
+        only = _ONLY.search(text.splitlines()[0]) if text else None
+        if only and only.group(1) != dialect:
+            continue
+        statements.append(to_postgres(text) if dialect == "postgres" else text)
+    return statements
+
+
+def load_migrations(dialect: str, path: Path = SCHEMA_PATH) -> list[Migration]:
+    text = path.read_text()
+    parts = _VERSION.split(text)
+    migrations = []
+    for i in range(1, len(parts), 2):
+        migrations.append(Migration(int(parts[i]), tuple(_split(parts[i + 1], dialect))))
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"{path}: versions must be 1..N in order, found {versions}")
+    return migrations
+
+
+def migrate(db: Database) -> int:
+    """Apply every pending migration; return the schema version now in force."""
+    migrations = load_migrations(db.dialect)
+    with db.transaction() as tx:
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+        )
+    for migration in migrations:
+        with db.transaction() as tx:
+            if db.dialect == "postgres":  # several nodes may start at once
+                tx.execute("SELECT pg_advisory_xact_lock(7461)")
+            if tx.one("SELECT version FROM schema_migrations WHERE version = ?", (migration.version,)):
+                continue
+            started = time.monotonic()
+            for statement in migration.statements:
+                tx.execute(statement)
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (migration.version, int(time.time())),
+            )
+            log.info(
+                "event=migration_applied version=%d statements=%d ms=%.1f",
+                migration.version,
+                len(migration.statements),
+                (time.monotonic() - started) * 1000,
+            )
+    return migrations[-1].version if migrations else 0

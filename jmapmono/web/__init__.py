@@ -1,0 +1,1 @@
+"""The HTTP front end: Flask app factory, authentication and routes."""

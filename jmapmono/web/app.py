@@ -1,0 +1,78 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from jmapmono.config import Config, load_config
+from jmapmono.jmap import registry
+from jmapmono.log import kv, setup_logging
+from jmapmono.services import Services
+
+log = logging.getLogger("jmapmono.http")
+
+
+def create_app(config: Config | None = None, services: Services | None = None) -> Flask:
+    """Build the WSGI app on ``services`` (or on services built from ``config``)."""
+    if services is None:
+        config = config or load_config()
+        setup_logging(config.log_level)
+        services = Services(config)
+    app = Flask("jmapmono", static_folder=None)
+    app.config["SERVICES"] = services
+    app.config["MAX_CONTENT_LENGTH"] = None  # each route enforces its own limit
+    registry.load_all()
+
+    from jmapmono.web import routes
+
+    for blueprint in routes.BLUEPRINTS:
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.monotonic()
+
+    @app.after_request
+    def _log_request(response: Response) -> Response:
+        principal = g.get("principal")
+        log.info(
+            kv(
+                event="http",
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                user=principal.email if principal else None,
+                ip=request.remote_addr,
+                ms=f"{(time.monotonic() - g.get('started', time.monotonic())) * 1000:.1f}",
+            )
+        )
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        response = jsonify({"type": "about:blank", "status": e.code, "title": e.name, "detail": e.description})
+        response.status_code = e.code or 500
+        response.content_type = "application/problem+json"
+        if e.code == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="jmapmono", charset="UTF-8"'
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        log.exception(kv(event="http_error", path=request.path, error=type(e).__name__))
+        response = jsonify(
+            {"type": "about:blank", "status": 500, "title": "Internal Server Error", "detail": "see the server log"}
+        )
+        response.status_code = 500
+        response.content_type = "application/problem+json"
+        return response
+
+    return app
+
+
+def services_of(app: Flask) -> Services:
+    return app.config["SERVICES"]

@@ -1,0 +1,9 @@
+"""Every blueprint of the HTTP front end, in registration order."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from jmapmono.web import api, blobs, session
+
+BLUEPRINTS: list[Blueprint] = [session.bp, api.bp, blobs.bp]

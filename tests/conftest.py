@@ -1,0 +1,116 @@
+"""Test fixtures. gevent patches the process before anything else is imported.
+
+Backends: every test that takes ``services`` (or ``db``) runs against SQLite and
+against a real Postgres started for the run. ``rabbitmq`` is a real broker
+started on first use. Set JMAPMONO_TEST_BACKENDS=sqlite for a quick local run.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from jmapmono.config import Config, load_config  # noqa: E402
+from jmapmono.store import Database, open_database  # noqa: E402
+from jmapmono.store.migrations import migrate  # noqa: E402
+from tests.support.servers import PostgresServer, RabbitMQServer  # noqa: E402
+
+BACKENDS = [b for b in os.environ.get("JMAPMONO_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """One migrated database per test process, emptied after each test."""
+    url = postgres_server.new_database()
+    db = open_database(url)
+    migrate(db)
+    db.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQServer]:
+    server = RabbitMQServer()
+    yield server
+    server.close()
+
+
+def _truncate_all(db: Database) -> None:
+    with db.transaction() as tx:
+        tables = [
+            r["tablename"]
+            for r in tx.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            if r["tablename"] != "schema_migrations"
+        ]
+        if tables:
+            tx.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jmapmono.sqlite3'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield url
+    db = open_database(url)
+    _truncate_all(db)
+    db.close()
+
+
+@pytest.fixture
+def config(database_url: str, tmp_path: Path) -> Config:
+    """Configuration as a deployment would load it, on the test's database, LMTP off."""
+    env = {
+        "DATABASE_URL": database_url,
+        "JMAPMONO_DATA_DIR": str(tmp_path / "data"),
+        "BROKER_URL": "memory://localhost/",
+        "JMAPMONO_LMTP_LISTEN": "off",
+        "JMAPMONO_LOG_LEVEL": "INFO",
+    }
+    return load_config(env)
+
+
+@pytest.fixture
+def db(config: Config) -> Iterator[Database]:
+    database = open_database(config.database_url)
+    migrate(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def services(config: Config, db: Database):
+    from jmapmono.services import Services
+
+    s = Services(config, db)
+    yield s
+
+
+@pytest.fixture
+def app(services):
+    from jmapmono.web.app import create_app
+
+    return create_app(services=services)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

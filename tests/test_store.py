@@ -1,0 +1,65 @@
+"""The store: migrations, transactions, rollback, after-commit hooks, on both backends."""
+
+import pytest
+
+from jmapmono.store.migrations import load_migrations, migrate, to_postgres
+
+
+def test_migrations_are_recorded_and_idempotent(db):
+    with db.read() as tx:
+        versions = [r["version"] for r in tx.query("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [m.version for m in load_migrations(db.dialect)]
+    assert migrate(db) == versions[-1]  # a second start applies nothing and fails on nothing
+
+
+def test_rollback_on_error_keeps_nothing(db):
+    with pytest.raises(RuntimeError):
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO blobs (id, size, data, created_at) VALUES (?, ?, ?, ?)", ("Gx", 1, b"x", 0))
+            raise RuntimeError("boom")
+    with db.read() as tx:
+        assert tx.value("SELECT COUNT(*) FROM blobs") == 0
+
+
+def test_bytes_round_trip_exactly(db):
+    data = bytes(range(256)) * 3 + b"\r\n.\r\n"
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO blobs (id, size, data, created_at) VALUES (?, ?, ?, ?)", ("Gy", len(data), data, 0))
+    with db.read() as tx:
+        assert bytes(tx.value("SELECT data FROM blobs WHERE id = ?", ("Gy",))) == data
+
+
+def test_after_commit_runs_only_after_commit(db):
+    seen = []
+    with db.transaction() as tx:
+        tx.after_commit(lambda: seen.append("committed"))
+        assert seen == []
+    assert seen == ["committed"]
+    with pytest.raises(ValueError):
+        with db.transaction() as tx:
+            tx.after_commit(lambda: seen.append("rolled back"))
+            raise ValueError
+    assert seen == ["committed"]
+
+
+def test_nested_transaction_joins_outer(db):
+    with pytest.raises(RuntimeError):
+        with db.transaction() as outer:
+            outer.execute("INSERT INTO blobs (id, size, data, created_at) VALUES ('Ga', 1, ?, 0)", (b"a",))
+            with db.transaction() as inner:
+                inner.execute("INSERT INTO blobs (id, size, data, created_at) VALUES ('Gb', 1, ?, 0)", (b"b",))
+            raise RuntimeError
+    with db.read() as tx:
+        assert tx.value("SELECT COUNT(*) FROM blobs") == 0
+
+
+def test_percent_and_placeholders_survive_translation(db):
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO blobs (id, size, data, created_at) VALUES (?, 1, ?, 0)", ("G%1", b"z"))
+        assert tx.value("SELECT id FROM blobs WHERE id LIKE 'G%'") == "G%1"
+
+
+def test_postgres_dialect_rewrite():
+    assert to_postgres("id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER, d BLOB") == (
+        "id BIGSERIAL PRIMARY KEY, n BIGINT, d BYTEA"
+    )
