@@ -64,3 +64,14 @@ CREATE TABLE blob_refs (
 );
 CREATE INDEX blob_refs_blob ON blob_refs(blob_id);
 CREATE INDEX blob_refs_expires ON blob_refs(expires_at);
+
+-- Messages. (The full mail model extends this table.)
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id TEXT NOT NULL,
+    blob_id TEXT NOT NULL REFERENCES blobs(id),
+    size INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    mailbox_name TEXT NOT NULL DEFAULT 'Inbox'
+);
+CREATE INDEX messages_account ON messages(account_id, received_at);

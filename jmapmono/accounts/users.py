@@ -1,0 +1,208 @@
+"""Users, their accounts and delegation.
+
+A user logs in with an email address; their own JMAP account has an opaque,
+stable id. A delegate gets full access to an owner's account, which then
+appears in the delegate's Session.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jmapmono.config import Config
+from jmapmono.store import Database, Transaction
+
+log = logging.getLogger(__name__)
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
+
+
+class AccountError(Exception):
+    """A user-level operation was refused (unknown user, duplicate, invalid address)."""
+
+
+class UnknownUser(AccountError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    email: str
+    account_id: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class AccountAccess:
+    """One account a user can see, as listed in their Session."""
+
+    account_id: str
+    name: str
+    owner_user_id: int
+    is_personal: bool
+    is_read_only: bool = False
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def normalize_email(email: str) -> str:
+    email = email.strip().lower()
+    if not EMAIL_RE.match(email):
+        raise AccountError(f"{email!r} is not an email address")
+    return email
+
+
+def new_account_id() -> str:
+    """``a`` + 16 random base32 characters: opaque, URL-safe, never reused."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    return "a" + "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(15)
+
+
+def _user(row: dict) -> User:
+    return User(row["id"], row["email"], row["account_id"], row["created_at"])
+
+
+class Accounts:
+    """User and delegation records. Password checks live in :mod:`jmapmono.accounts.passwords`."""
+
+    def __init__(self, db: Database, config: Config) -> None:
+        self.db = db
+        self.config = config
+        #: Called inside the creating transaction (e.g. the mailbox layer provisions mailboxes).
+        self.on_user_created: list[Callable[[Transaction, User], None]] = []
+        #: Called after commit when delegation changes: (owner, delegate, granted).
+        self.on_delegation_changed: list[Callable[[User, User, bool], None]] = []
+
+    def create_user(self, email: str, password: str | None = None) -> tuple[User, str]:
+        """Create a user; return it with its password (generated when not given)."""
+        from jmapmono.accounts.passwords import hash_password
+
+        email = normalize_email(email)
+        password = password or generate_password()
+        hashed = hash_password(password)
+        with self.db.transaction() as tx:
+            if tx.one("SELECT id FROM users WHERE email = ?", (email,)):
+                raise AccountError(f"user {email} already exists")
+            row = tx.one(
+                "INSERT INTO users (email, account_id, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                "RETURNING id, email, account_id, created_at",
+                (email, new_account_id(), hashed, now_ms()),
+            )
+            user = _user(row)
+            for hook in self.on_user_created:
+                hook(tx, user)
+        log.info("event=user_created user=%s account=%s", user.email, user.account_id)
+        return user, password
+
+    def get(self, email: str) -> User | None:
+        try:
+            email = normalize_email(email)
+        except AccountError:
+            return None
+        with self.db.read() as tx:
+            row = tx.one("SELECT id, email, account_id, created_at FROM users WHERE email = ?", (email,))
+        return _user(row) if row else None
+
+    def require(self, email: str) -> User:
+        user = self.get(email)
+        if user is None:
+            raise UnknownUser(f"no such user: {email}")
+        return user
+
+    def by_id(self, user_id: int) -> User | None:
+        with self.db.read() as tx:
+            row = tx.one("SELECT id, email, account_id, created_at FROM users WHERE id = ?", (user_id,))
+        return _user(row) if row else None
+
+    def by_account_id(self, account_id: str) -> User | None:
+        with self.db.read() as tx:
+            row = tx.one("SELECT id, email, account_id, created_at FROM users WHERE account_id = ?", (account_id,))
+        return _user(row) if row else None
+
+    def list(self) -> list[User]:
+        with self.db.read() as tx:
+            rows = tx.query("SELECT id, email, account_id, created_at FROM users ORDER BY email")
+        return [_user(r) for r in rows]
+
+    def delete(self, email: str) -> User:
+        user = self.require(email)
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM users WHERE id = ?", (user.id,))
+        log.info("event=user_deleted user=%s account=%s", user.email, user.account_id)
+        return user
+
+    def set_password(self, email: str, password: str) -> None:
+        from jmapmono.accounts.passwords import hash_password
+
+        user = self.require(email)
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hash_password(password), user.id))
+        log.info("event=password_changed user=%s", user.email)
+
+    def delegate(self, owner_email: str, delegate_email: str) -> bool:
+        """Give DELEGATE full access to OWNER's account; False if it already had it."""
+        owner, delegate = self.require(owner_email), self.require(delegate_email)
+        if owner.id == delegate.id:
+            raise AccountError("a user cannot delegate to themselves")
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "INSERT INTO delegations (owner_id, delegate_id, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (owner_id, delegate_id) DO NOTHING",
+                (owner.id, delegate.id, now_ms()),
+            )
+        if changed:
+            log.info("event=delegation_granted owner=%s delegate=%s", owner.email, delegate.email)
+            for hook in self.on_delegation_changed:
+                hook(owner, delegate, True)
+        return bool(changed)
+
+    def undelegate(self, owner_email: str, delegate_email: str) -> bool:
+        owner, delegate = self.require(owner_email), self.require(delegate_email)
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "DELETE FROM delegations WHERE owner_id = ? AND delegate_id = ?", (owner.id, delegate.id)
+            )
+        if changed:
+            log.info("event=delegation_revoked owner=%s delegate=%s", owner.email, delegate.email)
+            for hook in self.on_delegation_changed:
+                hook(owner, delegate, False)
+        return bool(changed)
+
+    def accessible_accounts(self, user_id: int) -> dict[str, AccountAccess]:
+        """Every account the user can see: their own first, then those delegated to them."""
+        with self.db.read() as tx:
+            rows = tx.query(
+                "SELECT u.id, u.email, u.account_id, 1 AS personal FROM users u WHERE u.id = ? "
+                "UNION ALL "
+                "SELECT o.id, o.email, o.account_id, 0 AS personal FROM delegations d "
+                "JOIN users o ON o.id = d.owner_id WHERE d.delegate_id = ? ORDER BY personal DESC, email",
+                (user_id, user_id),
+            )
+        return {r["account_id"]: AccountAccess(r["account_id"], r["email"], r["id"], bool(r["personal"])) for r in rows}
+
+    def access(self, user_id: int, account_id: str) -> AccountAccess | None:
+        """The user's access to ``account_id``, or None when they cannot see it."""
+        return self.accessible_accounts(user_id).get(account_id)
+
+    def users_with_access(self, account_id: str) -> list[int]:
+        """Ids of every user who can see ``account_id`` (the owner and its delegates)."""
+        with self.db.read() as tx:
+            rows = tx.query(
+                "SELECT u.id FROM users u WHERE u.account_id = ? "
+                "UNION SELECT d.delegate_id FROM delegations d JOIN users u ON u.id = d.owner_id "
+                "WHERE u.account_id = ?",
+                (account_id, account_id),
+            )
+        return [r["id"] for r in rows]
