@@ -15,7 +15,7 @@ run: system-run $(VENV)/.run
 test: system-test $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -n 2 --dist loadfile -q -ra
+	$(PY) tests/run_parallel.py
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .

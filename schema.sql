@@ -51,9 +51,10 @@ CREATE TABLE blobs (
     created_at INTEGER NOT NULL
 );
 
--- Who may read a blob and why. ref is 'upload' (expires_at set: collected
--- after it unless something else references the blob) or what holds it, e.g.
--- 'message:<id>' (expires_at NULL).
+-- Who may read a blob and why. ref is 'upload:<user id>' for an upload or a
+-- Blob/copy (readable by that user only; expires_at set: collected after it
+-- unless something else references the blob) or what holds it, e.g.
+-- 'message:<id>' (expires_at NULL). See jmapmono/mailbox/blobs.py.
 CREATE TABLE blob_refs (
     account_id TEXT NOT NULL,
     blob_id TEXT NOT NULL REFERENCES blobs(id),
@@ -65,13 +66,185 @@ CREATE TABLE blob_refs (
 CREATE INDEX blob_refs_blob ON blob_refs(blob_id);
 CREATE INDEX blob_refs_expires ON blob_refs(expires_at);
 
--- Messages. (The full mail model extends this table.)
+-- ---------------------------------------------------------------------------
+-- Mail (jmapmono/mailbox/): mailboxes, messages, threads, maintained counts,
+-- the change log behind */changes and the event outbox. Only the
+-- MailboxManager writes these tables. Ids are opaque text, never reused.
+
+-- name_key is the case-folded name: sibling names are unique case-insensitively.
+-- The four counters are maintained in every mutating transaction (counts.py).
+CREATE TABLE mailboxes (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    parent_id TEXT REFERENCES mailboxes(id),
+    role TEXT,
+    sort_order INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    total_emails INTEGER NOT NULL DEFAULT 0,
+    unread_emails INTEGER NOT NULL DEFAULT 0,
+    total_threads INTEGER NOT NULL DEFAULT 0,
+    unread_threads INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX mailboxes_sibling_name ON mailboxes(account_id, COALESCE(parent_id, ''), name_key);
+CREATE UNIQUE INDEX mailboxes_role ON mailboxes(account_id, role);
+CREATE INDEX mailboxes_parent ON mailboxes(parent_id);
+
+-- Subscriptions are per user: a delegate's differ from the owner's.
+CREATE TABLE mailbox_subscriptions (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    mailbox_id TEXT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, mailbox_id)
+);
+CREATE INDEX mailbox_subscriptions_mailbox ON mailbox_subscriptions(mailbox_id);
+
+-- One email. Raw bytes are the blob (ref 'message:<id>'); the rest is the parsed
+-- header summary Email/get answers from. Address lists and id lists are JSON text.
 CREATE TABLE messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT PRIMARY KEY,
     account_id TEXT NOT NULL,
     blob_id TEXT NOT NULL REFERENCES blobs(id),
+    thread_id TEXT NOT NULL,
     size INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
-    mailbox_name TEXT NOT NULL DEFAULT 'Inbox'
+    sent_at INTEGER,
+    subject TEXT,
+    from_json TEXT NOT NULL DEFAULT '[]',
+    sender_json TEXT NOT NULL DEFAULT '[]',
+    to_json TEXT NOT NULL DEFAULT '[]',
+    cc_json TEXT NOT NULL DEFAULT '[]',
+    bcc_json TEXT NOT NULL DEFAULT '[]',
+    reply_to_json TEXT NOT NULL DEFAULT '[]',
+    message_id_json TEXT NOT NULL DEFAULT '[]',
+    in_reply_to_json TEXT NOT NULL DEFAULT '[]',
+    references_json TEXT NOT NULL DEFAULT '[]',
+    preview TEXT NOT NULL DEFAULT '',
+    has_attachment INTEGER NOT NULL DEFAULT 0,
+    problems_json TEXT NOT NULL DEFAULT '[]',
+    created_at INTEGER NOT NULL
 );
-CREATE INDEX messages_account ON messages(account_id, received_at);
+CREATE INDEX messages_account_received ON messages(account_id, received_at, id);
+CREATE INDEX messages_thread ON messages(thread_id, received_at);
+
+-- Mailbox membership. received_at and thread_id are copied from the message
+-- (both immutable) so that a mailbox's newest-first view and its thread
+-- collapsing read this index alone, however large the mailbox.
+CREATE TABLE message_mailboxes (
+    message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    mailbox_id TEXT NOT NULL REFERENCES mailboxes(id),
+    received_at INTEGER NOT NULL,
+    thread_id TEXT NOT NULL,
+    PRIMARY KEY (message_id, mailbox_id)
+);
+CREATE INDEX message_mailboxes_view ON message_mailboxes(mailbox_id, received_at DESC, message_id);
+
+-- JMAP keywords, lower-cased ($seen, $flagged, $draft, $answered, ...).
+CREATE TABLE message_keywords (
+    message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    keyword TEXT NOT NULL,
+    PRIMARY KEY (message_id, keyword)
+);
+CREATE INDEX message_keywords_keyword ON message_keywords(keyword, message_id);
+
+-- Bounded plain text of each message (subject, addresses, body) for full-text search.
+CREATE TABLE message_search (
+    message_id TEXT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    account_id TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+
+-- Threading keys: one row per id a message names (its Message-ID, In-Reply-To,
+-- References) with a hash of its base subject (threads.py).
+CREATE TABLE thread_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id TEXT NOT NULL,
+    msgid TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    message_id TEXT NOT NULL
+);
+CREATE INDEX thread_keys_lookup ON thread_keys(account_id, msgid, subject);
+CREATE INDEX thread_keys_message ON thread_keys(message_id);
+
+-- Per (mailbox, thread): emails of the thread in the mailbox, and how many unread.
+CREATE TABLE mailbox_threads (
+    mailbox_id TEXT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    thread_id TEXT NOT NULL,
+    emails INTEGER NOT NULL,
+    unread INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, thread_id)
+);
+
+-- The change log (changes.py). account_changes.last is the account's sequence,
+-- locked by every mutating transaction so that sequence order is commit order.
+-- kind: 'c' created, 'u' updated, 'd' destroyed. A type's state is the seq of
+-- its last change; pruned_through is the newest seq of it already pruned.
+CREATE TABLE account_changes (
+    account_id TEXT PRIMARY KEY,
+    last INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE change_log (
+    account_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    count_only INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, seq)
+);
+CREATE INDEX change_log_type ON change_log(account_id, type, seq);
+CREATE INDEX change_log_age ON change_log(created_at);
+CREATE TABLE change_states (
+    account_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    pruned_through INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, type)
+);
+
+-- Events written by the transaction that made the change; a relay publishes
+-- them after commit and sets dispatched_at.
+CREATE TABLE event_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    bus TEXT NOT NULL,
+    event TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    dispatched_at INTEGER
+);
+CREATE INDEX event_outbox_pending ON event_outbox(id) WHERE dispatched_at IS NULL;
+
+-- Event bus (jmapmono/events). A group-listener event that failed every
+-- attempt is parked here, one row per bus, group and event id (parking it
+-- again adds to attempts); `events redeliver` sets redeliver_requested_at and
+-- a running bus claims the row (claimed_until) and deletes it once handled.
+CREATE TABLE event_dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    bus TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    failed_at INTEGER NOT NULL,
+    redeliver_requested_at INTEGER,
+    claimed_until INTEGER,
+    UNIQUE (bus, group_name, event_id)
+);
+CREATE INDEX event_dead_letters_requested ON event_dead_letters(bus, redeliver_requested_at);
+
+-- Event ids a group listener has handled (done = 1) or is handling (done = 0
+-- until lease_until), so duplicate copies are skipped; pruned by updated_at.
+CREATE TABLE event_processed (
+    bus TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    done INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (bus, group_name, event_id)
+);
+CREATE INDEX event_processed_updated ON event_processed(updated_at);

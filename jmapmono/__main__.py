@@ -1,11 +1,7 @@
-"""``python -m jmapmono``: patch for gevent first, then hand over to the CLI."""
+"""``python -m jmapmono``: patch for gevent first when the command needs it, then run the CLI."""
 
-from gevent import monkey
+import sys
 
-monkey.patch_all()
-
-import sys  # noqa: E402
-
-from jmapmono.cli import main  # noqa: E402
+from jmapmono.entry import main
 
 sys.exit(main())

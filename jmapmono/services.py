@@ -14,7 +14,9 @@ from jmapmono.config import Config
 
 if TYPE_CHECKING:
     from jmapmono.accounts.users import Accounts
+    from jmapmono.events.bus import EventBus
     from jmapmono.mailbox.blobs import BlobStore
+    from jmapmono.mailbox.changes import ChangeLog
     from jmapmono.mailbox.manager import MailboxManager
 
 
@@ -27,7 +29,11 @@ class Services:
     def accounts(self) -> Accounts:
         from jmapmono.accounts.users import Accounts
 
-        return Accounts(self.db, self.config)
+        accounts = Accounts(self.db, self.config)
+        # A new account gets its default mailboxes; a deleted one's mail goes with it (same transaction).
+        accounts.on_user_created.append(lambda tx, user: self.mailboxes.provision(tx, user))
+        accounts.on_user_deleted.append(lambda tx, user: self.mailboxes.remove_account_data(tx, user))
+        return accounts
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -41,7 +47,32 @@ class Services:
 
         return MailboxManager(self.db, self.blobs, self.accounts)
 
+    @cached_property
+    def changes(self) -> ChangeLog:
+        """The change log behind */changes (written by the MailboxManager)."""
+        from jmapmono.mailbox.changes import ChangeLog
+
+        return ChangeLog(self.db, self.config)
+
+    @cached_property
+    def mailbox_bus(self) -> EventBus:
+        """The mailbox event bus (not started: the serving process registers its groups, then starts it)."""
+        from jmapmono.events.bus import EventBus
+
+        return EventBus("mailbox", self.config.broker_url, self.db)
+
+    @cached_property
+    def jmap_bus(self) -> EventBus:
+        """The JMAP event bus: state changes keyed by account, for push."""
+        from jmapmono.events.bus import EventBus
+
+        return EventBus("jmap", self.config.broker_url, self.db)
+
     def close(self) -> None:
+        for name in ("jmap_bus", "mailbox_bus"):  # only those that were created
+            bus = self.__dict__.get(name)
+            if bus is not None:
+                bus.stop()
         self.db.close()
 
 

@@ -114,3 +114,23 @@ def app(services):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def alice(services, client, monkeypatch):
+    """A user ``alice@example.org`` with a JMAP client on her own account."""
+    from tests.support.jmap import PASSWORD, JmapClient, cheap_password_hashing
+
+    cheap_password_hashing(monkeypatch)
+    user, _ = services.accounts.create_user("alice@example.org", PASSWORD)
+    return JmapClient(client, user.email, user.account_id)
+
+
+@pytest.fixture
+def bob(services, client, monkeypatch):
+    """A second user ``bob@example.org``, isolated from alice unless a test delegates."""
+    from tests.support.jmap import PASSWORD, JmapClient, cheap_password_hashing
+
+    cheap_password_hashing(monkeypatch)
+    user, _ = services.accounts.create_user("bob@example.org", PASSWORD)
+    return JmapClient(client, user.email, user.account_id)

@@ -11,3 +11,5 @@ class Principal:
     email: str
     #: The user's own account id (opaque, stable).
     account_id: str
+    #: The app password the request was made with; None when the account password was used.
+    app_password_id: str | None = None

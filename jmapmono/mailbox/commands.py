@@ -1,7 +1,172 @@
-"""CLI sub-commands (placeholder)."""
+"""Mail intake sub-commands: ``deliver`` (local delivery agent) and ``lmtp`` (the LMTP server alone).
+
+Both run in a plain process, never under gevent (see :mod:`jmapmono.entry`).
+
+``deliver --to EMAIL [--mailbox NAME] < message`` speaks sendmail's exit codes to
+the MTA that pipes a message into it:
+
+- 0: delivered, durably stored.
+- 65 (EX_DATAERR): the message is empty (nothing but white space) or larger than
+  ``JMAPMONO_MAX_MESSAGE_SIZE``: a permanent error, so the MTA bounces it.
+  8-bit bytes, bad charsets and broken MIME are not errors: stored as they are.
+- 67 (EX_NOUSER): no such user.
+- 75 (EX_TEMPFAIL): the database is unavailable (or any unexpected failure): the
+  MTA keeps the message and retries.
+- 64 (EX_USAGE): bad command line; 78 (EX_CONFIG): bad configuration.
+
+The message is stored byte for byte, with one exception: input that has no CRLF
+at all (an MTA pipe hands over Unix LF line endings) has each LF turned into
+CRLF, the line ending of RFC 5322 that JMAP clients see.
+"""
+
+from __future__ import annotations
 
 import argparse
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, BinaryIO
+
+from jmapmono.config import Config, ConfigError, load_config, parse_host_port
+from jmapmono.log import kv
+
+if TYPE_CHECKING:
+    from jmapmono.services import Services
+
+log = logging.getLogger("jmapmono.deliver")
+
+_READ_CHUNK = 1 << 16
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the CLI."""
+    """Add ``deliver`` and ``lmtp`` to the CLI."""
+    p = sub.add_parser(
+        "deliver",
+        help="deliver one message from standard input (local delivery agent for an MTA)",
+        description="Deliver the message on standard input to EMAIL. Exit codes (sendmail): 0 delivered, "
+        "65 empty or over JMAPMONO_MAX_MESSAGE_SIZE, 67 no such user, 75 temporary failure (try again), "
+        "64 usage, 78 configuration. Input with LF line endings only is stored with CRLF.",
+    )
+    p.add_argument("--to", required=True, metavar="EMAIL", help="the recipient (a user of this server)")
+    p.add_argument("--mailbox", metavar="NAME", help="deliver into this mailbox instead of the Inbox")
+    p.set_defaults(handler=_deliver)
+
+    p = sub.add_parser(
+        "lmtp",
+        help="run the LMTP server alone",
+        description="Accept mail over LMTP (RFC 2033) until SIGTERM/SIGINT. "
+        "Default address: JMAPMONO_LMTP_LISTEN (127.0.0.1:8024).",
+    )
+    p.add_argument("--listen", metavar="HOST:PORT", type=_listen_arg, help="address to listen on")
+    p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(handler=_lmtp)
+
+
+def _listen_arg(value: str) -> str:
+    try:
+        parse_host_port(value, "--listen")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def read_message(stream: BinaryIO, limit: int) -> bytes | None:
+    """Read ``stream`` to its end; the bytes, or None when over ``limit`` (the rest is read and dropped)."""
+    data = stream.read(limit + 1)
+    if len(data) <= limit:
+        return data
+    while stream.read(_READ_CHUNK):  # let the MTA finish writing: no broken pipe on its side
+        pass
+    return None
+
+
+def to_crlf(raw: bytes) -> bytes:
+    """LF line endings to CRLF when the input has no CRLF at all; otherwise the bytes unchanged."""
+    if b"\r\n" in raw or b"\n" not in raw:
+        return raw
+    return raw.replace(b"\n", b"\r\n")
+
+
+def delivery_services(config: Config) -> Services:
+    """Services for accepting mail, whose commits survive a power loss, not only a crash.
+
+    Acknowledging a message (LMTP 250, exit 0) lets the MTA delete its copy. SQLite in WAL
+    mode with synchronous=NORMAL (the store's default) may lose the last commits on power
+    loss, so the delivering process's own connection syncs every commit (about 1 ms each).
+    Postgres commits are synchronous already.
+    """
+    from jmapmono.services import Services
+
+    services = Services(config)
+    conn = getattr(services.db, "conn", None)
+    if services.db.dialect == "sqlite" and conn is not None:
+        conn.execute("PRAGMA synchronous = FULL")
+    return services
+
+
+def _deliver(args: argparse.Namespace) -> int:
+    from jmapmono.accounts.users import AccountError
+    from jmapmono.cli import EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
+    from jmapmono.store import StoreError
+
+    config = load_config()
+    started = time.monotonic()
+    stdin = sys.stdin.buffer if sys.stdin is not None else None
+    try:
+        raw = read_message(stdin, config.max_message_size) if stdin is not None else b""
+    except OSError as e:
+        raise CommandError(f"cannot read the message: {e}", EX_TEMPFAIL) from None
+    if raw is None:
+        raise CommandError(
+            f"message larger than {config.max_message_size} bytes (JMAPMONO_MAX_MESSAGE_SIZE)", EX_DATAERR
+        )
+    if not raw.strip():
+        raise CommandError("empty message", EX_DATAERR)
+    raw = to_crlf(raw)
+    services = None
+    try:
+        services = delivery_services(config)
+        delivered = services.mailboxes.deliver(args.to, raw, args.mailbox)
+    except AccountError:
+        raise CommandError(f"no such user: {args.to}", EX_NOUSER) from None
+    except StoreError as e:
+        raise CommandError(f"database unavailable, try again later: {e}", EX_TEMPFAIL) from None
+    except Exception as e:  # never a traceback to the MTA, never a bounce for our own failure
+        log.error(kv(event="deliver_failed", rcpt=args.to, error=f"{type(e).__name__}: {e}"))
+        raise CommandError(f"delivery failed, try again later: {type(e).__name__}: {e}", EX_TEMPFAIL) from None
+    finally:
+        if services is not None:
+            services.close()
+    log.info(
+        kv(
+            event="deliver",
+            rcpt=args.to,
+            size=len(raw),
+            ms=f"{(time.monotonic() - started) * 1000:.1f}",
+            result="ok",
+            account=delivered.account_id,
+            message=delivered.message_id,
+        )
+    )
+    return EX_OK
+
+
+def _lmtp(args: argparse.Namespace) -> int:
+    from jmapmono.cli import EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, CommandError
+    from jmapmono.entry import gevent_patched
+
+    if gevent_patched():
+        raise CommandError(
+            "the LMTP server cannot run in a gevent-patched process: use `python -m jmapmono lmtp`", EX_SOFTWARE
+        )
+    config = load_config()
+    listen = args.listen or config.lmtp_listen
+    if listen is None:
+        raise CommandError("LMTP is off (JMAPMONO_LMTP_LISTEN=off): give --listen HOST:PORT", EX_CONFIG)
+    host, port = parse_host_port(listen, "--listen")
+    from jmapmono.mailbox.lmtp import run
+
+    try:
+        return run(config, host, port, exit_with_parent=args.exit_with_parent)
+    except OSError as e:
+        raise CommandError(f"cannot listen on {listen}: {e.strerror or e}", EX_TEMPFAIL) from None

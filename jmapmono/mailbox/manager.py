@@ -1,17 +1,39 @@
 """The MailboxManager: the only code path that changes mail.
 
-Minimal form: delivery stores the raw message durably (bytes kept exactly)
-and returns where it went.
+Every public mutation is ONE transaction that starts by locking the account's change
+log (writers of one account are serialised, so change order is commit order), records
+every change with its new states (changes.py), and writes ONE mailbox event into the
+outbox (a bulk operation on 50 messages is one event). MIME is parsed before the
+transaction: nothing slow or yielding runs while it is open.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from jmapmono.accounts.users import Accounts, UnknownUser, now_ms
+from jmapmono.accounts.users import Accounts, UnknownUser, User, now_ms
+from jmapmono.log import kv
+from jmapmono.mailbox import messages as msgs
 from jmapmono.mailbox.blobs import BlobStore
-from jmapmono.store import Database
+from jmapmono.mailbox.events import Added, Expunged, FlagsUpdated, MessagesUpdated, Moved
+from jmapmono.mailbox.mailboxes import MailboxOps
+from jmapmono.mailbox.mime import parse_message
+from jmapmono.mailbox.model import (
+    Appended,
+    AppendResult,
+    DestroyResult,
+    MailboxError,
+    MessageUpdate,
+    NewMessage,
+    UpdateResult,
+    normalize_keywords,
+)
+from jmapmono.mailbox.mutation import Mutation
+from jmapmono.mailbox.reads import Reads
+from jmapmono.store import Database, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -21,27 +43,270 @@ class Delivered:
     account_id: str
     message_id: str
     blob_id: str
+    thread_id: str = ""
+    mailbox_id: str = ""
 
 
-class MailboxManager:
+def summarize(raw: bytes) -> msgs.Summary:
+    """The stored summary of ``raw``. Never raises: mail that cannot be parsed is kept as it is."""
+    try:
+        p = parse_message(raw)
+        return msgs.Summary(
+            size=len(raw),
+            subject=p.subject,
+            base_subject=p.base_subject or "",
+            sent_at=p.sent_at,
+            addresses={
+                "from": p.from_,
+                "sender": p.sender,
+                "to": p.to,
+                "cc": p.cc,
+                "bcc": p.bcc,
+                "reply_to": p.reply_to,
+            },
+            message_ids=list(p.message_ids),
+            in_reply_to=list(p.in_reply_to),
+            references=list(p.references),
+            preview=p.preview or "",
+            has_attachment=bool(p.has_attachment),
+            problems=list(p.problems),
+            search_text=p.search_text or "",
+        )
+    except Exception as e:  # never reject mail for its MIME: keep the bytes, note the problem
+        log.warning(kv(event="mime_unparsable", size=len(raw), error=type(e).__name__))
+        return msgs.Summary(size=len(raw), problems=[f"unparsable: {type(e).__name__}"])
+
+
+class MailboxManager(MailboxOps, Reads):
+    """Mailbox and message mutations (this class and :class:`MailboxOps`), and reads (:class:`Reads`)."""
+
     def __init__(self, db: Database, blobs: BlobStore, accounts: Accounts) -> None:
         self.db = db
         self.blobs = blobs
         self.accounts = accounts
 
+    # -- delivery -----------------------------------------------------------------------------------------------
+
     def deliver(self, recipient: str, raw: bytes, mailbox_name: str | None = None) -> Delivered:
-        """Store ``raw`` for the user ``recipient``; durable when this returns. Raises UnknownUser."""
+        """Deliver ``raw`` to ``recipient``'s mailbox named ``mailbox_name`` (case-insensitive), else the Inbox.
+
+        Durable when this returns; the bytes are kept exactly. Raises UnknownUser.
+        """
+        started = time.monotonic()
         user = self.accounts.get(recipient)
         if user is None:
             raise UnknownUser(f"no such user: {recipient}")
+        summary = summarize(raw)
         with self.db.transaction() as tx:
-            blob_id = self.blobs.store_bytes(tx, raw)
-            row = tx.one(
-                "INSERT INTO messages (account_id, blob_id, size, received_at, mailbox_name) "
-                "VALUES (?, ?, ?, ?, ?) RETURNING id",
-                (user.account_id, blob_id, len(raw), now_ms(), mailbox_name or "Inbox"),
+            m = Mutation(tx, user.account_id)
+            self._ensure_defaults(tx, m, user)
+            target = self._mailbox_for_delivery(tx, user.account_id, mailbox_name)
+            appended = msgs.append(tx, m, self.blobs, raw, summary, {target}, frozenset(), now_ms(), delivery=True)
+            event = Added(account_id=user.account_id, delivery=True)
+            self._describe_added(event, [(appended, {target}, frozenset())])
+            m.finish(event)
+        log.info(
+            kv(
+                event="delivered",
+                account=user.account_id,
+                message=appended.id,
+                mailbox=target,
+                size=len(raw),
+                ms=round((time.monotonic() - started) * 1000, 1),
             )
-            message_id = f"M{row['id']}"
-            self.blobs.add_ref(tx, user.account_id, blob_id, f"message:{message_id}", "message/rfc822")
-        log.info("event=delivered account=%s message=%s size=%d", user.account_id, message_id, len(raw))
-        return Delivered(user.account_id, message_id, blob_id)
+        )
+        return Delivered(user.account_id, appended.id, appended.blob_id, appended.thread_id, target)
+
+    @staticmethod
+    def _describe_added(event: Added, items: list) -> None:
+        for appended, mailboxes, keywords in items:
+            event.messages.append(
+                {
+                    "id": appended.id,
+                    "threadId": appended.thread_id,
+                    "mailboxIds": sorted(mailboxes),
+                    "keywords": sorted(keywords),
+                    "size": appended.size,
+                    "receivedAt": appended.received_at,
+                }
+            )
+        event.message_ids = [a.id for a, _, _ in items]
+        event.thread_ids = sorted({a.thread_id for a, _, _ in items})
+
+    # -- messages -----------------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        account_id: str,
+        raw: bytes,
+        mailbox_ids: Iterable[str],
+        keywords: Iterable[str] = (),
+        received_at: int | None = None,
+    ) -> Appended:
+        """Append one message (import, draft, sent copy). Raises the MailboxError that refused it."""
+        result = self.append_many(account_id, [NewMessage(raw, tuple(mailbox_ids), tuple(keywords), received_at)])
+        if 0 in result.errors:
+            raise result.errors[0]
+        return result.created[0]
+
+    def append_many(self, account_id: str, items: list[NewMessage], delivery: bool = False) -> AppendResult:
+        """Append several messages in one transaction and one ``Added`` event; errors are per item.
+
+        ``delivery`` is for mail arriving from outside (it bumps the EmailDelivery state).
+        """
+        started = time.monotonic()
+        result = AppendResult()
+        prepared = []
+        for i, item in enumerate(items):
+            try:
+                keywords = normalize_keywords(item.keywords)
+            except MailboxError as e:
+                result.errors[i] = e
+                continue
+            prepared.append((i, item, keywords, summarize(item.raw)))
+        with self.db.transaction() as tx:
+            m = Mutation(tx, account_id)
+            known = msgs.existing_mailboxes(tx, account_id, {mb for _, it, _, _ in prepared for mb in it.mailbox_ids})
+            described = []
+            for i, item, keywords, summary in prepared:
+                mailboxes = set(item.mailbox_ids)
+                if not mailboxes or not mailboxes <= known:
+                    what = "an email must be in at least one mailbox" if not mailboxes else "no such mailbox"
+                    result.errors[i] = msgs.InvalidProperties(what, ["mailboxIds"])
+                    continue
+                received = item.received_at if item.received_at is not None else now_ms()
+                appended = msgs.append(tx, m, self.blobs, item.raw, summary, mailboxes, keywords, received, delivery)
+                result.created[i] = appended
+                described.append((appended, mailboxes, keywords))
+            event = Added(account_id=account_id, delivery=delivery)
+            self._describe_added(event, described)
+            result.states = m.finish(event)
+        log.info(
+            kv(
+                event="appended",
+                account=account_id,
+                messages=len(result.created),
+                refused=len(result.errors),
+                delivery=delivery,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        )
+        return result
+
+    def update_messages(self, account_id: str, updates: Mapping[str, MessageUpdate]) -> UpdateResult:
+        """Change keywords and/or mailboxes of several messages: one transaction, one event.
+
+        The event is ``FlagsUpdated`` when only keywords changed, ``Moved`` when only mailboxes
+        did, ``MessagesUpdated`` when both did. Errors (notFound, invalidProperties) are per message.
+        """
+        started = time.monotonic()
+        result = UpdateResult()
+        normalized: dict[str, tuple[MessageUpdate, tuple[frozenset[str] | None, frozenset[str], frozenset[str]]]] = {}
+        for message_id, upd in updates.items():
+            try:
+                kw = (
+                    None if upd.keywords is None else normalize_keywords(upd.keywords),
+                    normalize_keywords(upd.add_keywords),
+                    normalize_keywords(upd.remove_keywords),
+                )
+            except MailboxError as e:
+                result.errors[message_id] = e
+                continue
+            normalized[message_id] = (upd, kw)
+        with self.db.transaction() as tx:
+            m = Mutation(tx, account_id)
+            current = msgs.load(tx, account_id, normalized)
+            wanted: dict[str, msgs.Change] = {}
+            for message_id, (upd, (replace, add, remove)) in normalized.items():
+                cur = current.get(message_id)
+                if cur is None:
+                    wanted[message_id] = msgs.Change(set(), set())  # reported as notFound
+                    continue
+                keywords = (set(replace) if replace is not None else set(cur.keywords)) | add
+                mailboxes = set(upd.mailbox_ids) if upd.mailbox_ids is not None else set(cur.mailboxes)
+                mailboxes = (mailboxes | set(upd.add_mailboxes)) - set(upd.remove_mailboxes)
+                wanted[message_id] = msgs.Change(keywords - remove, mailboxes)
+            done = msgs.update(tx, m, current, wanted)
+            result.updated = done["updated"]
+            result.errors.update(done["errors"])
+            flags, moves = done["flags"], done["moves"]
+            cls = MessagesUpdated if flags and moves else FlagsUpdated if flags else Moved
+            event = cls(account_id=account_id, flags=flags, moves=moves)
+            changed = sorted({f["id"] for f in flags} | {x["id"] for x in moves})
+            event.message_ids = changed
+            event.thread_ids = sorted({current[i].thread_id for i in changed})
+            event.mailbox_ids = sorted({mb for x in moves for mb in set(x["old"]) ^ set(x["new"])})
+            result.states = m.finish(event)
+        log.info(
+            kv(
+                event="messages_updated",
+                account=account_id,
+                updated=len(result.updated),
+                refused=len(result.errors),
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        )
+        return result
+
+    def set_keywords(
+        self, account_id: str, message_ids: Iterable[str], add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> UpdateResult:
+        """Add and remove keywords on several messages (one event)."""
+        add, remove = tuple(add), tuple(remove)
+        return self.update_messages(
+            account_id, {i: MessageUpdate(add_keywords=add, remove_keywords=remove) for i in message_ids}
+        )
+
+    def move_messages(
+        self, account_id: str, message_ids: Iterable[str], add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> UpdateResult:
+        """Add mailboxes to and remove mailboxes from several messages: move, copy, remove (one event)."""
+        add, remove = tuple(add), tuple(remove)
+        return self.update_messages(
+            account_id, {i: MessageUpdate(add_mailboxes=add, remove_mailboxes=remove) for i in message_ids}
+        )
+
+    def destroy_messages(self, account_id: str, message_ids: Iterable[str]) -> DestroyResult:
+        """Destroy (expunge) several messages: one transaction, one ``Expunged`` event."""
+        started = time.monotonic()
+        ids = list(dict.fromkeys(message_ids))
+        result = DestroyResult()
+        with self.db.transaction() as tx:
+            m = Mutation(tx, account_id)
+            current = msgs.load(tx, account_id, ids)
+            result.not_found = [i for i in ids if i not in current]
+            gone = msgs.destroy(tx, m, self.blobs, current) if current else []
+            result.destroyed = [g["id"] for g in gone]
+            event = Expunged(account_id=account_id, messages=gone)
+            event.message_ids = result.destroyed
+            event.thread_ids = sorted({g["threadId"] for g in gone})
+            result.states = m.finish(event)
+        log.info(
+            kv(
+                event="messages_destroyed",
+                account=account_id,
+                destroyed=len(result.destroyed),
+                not_found=len(result.not_found),
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        )
+        return result
+
+    # -- accounts -----------------------------------------------------------------------------------------------
+
+    def remove_account_data(self, tx: Transaction, user: User) -> None:
+        """Delete every mailbox, message and log row of ``user``'s account (inside the deleting transaction)."""
+        account_id = user.account_id
+        for r in tx.query("SELECT id, blob_id FROM messages WHERE account_id = ?", (account_id,)):
+            self.blobs.remove_ref(tx, account_id, r["blob_id"], f"message:{r['id']}")
+        sub = "SELECT id FROM messages WHERE account_id = ?"
+        for table in ("message_keywords", "message_mailboxes", "message_search"):
+            tx.execute(f"DELETE FROM {table} WHERE message_id IN ({sub})", (account_id,))
+        tx.execute("DELETE FROM messages WHERE account_id = ?", (account_id,))
+        mb = "SELECT id FROM mailboxes WHERE account_id = ?"
+        for table in ("mailbox_threads", "mailbox_subscriptions"):
+            tx.execute(f"DELETE FROM {table} WHERE mailbox_id IN ({mb})", (account_id,))
+        tx.execute("UPDATE mailboxes SET parent_id = NULL WHERE account_id = ?", (account_id,))
+        for table in ("mailboxes", "thread_keys", "change_log", "change_states", "account_changes"):
+            tx.execute(f"DELETE FROM {table} WHERE account_id = ?", (account_id,))
+        log.info(kv(event="account_mail_removed", account=account_id))

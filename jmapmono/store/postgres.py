@@ -8,6 +8,7 @@ placeholders and is translated once per statement text.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -16,6 +17,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from jmapmono.store.base import Database, Params, Row, StoreError, Transaction
+
+#: An idle connection older than this is pinged before reuse (dead after a database restart).
+PING_AFTER_IDLE_S = 1.0
 
 
 @lru_cache(maxsize=2048)
@@ -48,7 +52,7 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
         self.pool_size = pool_size
-        self._idle: list[psycopg.Connection] = []
+        self._idle: list[tuple[psycopg.Connection, float]] = []
         self._slots = threading.BoundedSemaphore(pool_size)
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -63,20 +67,34 @@ class PostgresDatabase(Database):
 
     def _acquire(self) -> psycopg.Connection:
         self._slots.acquire()
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is not None and not conn.closed:
-            return conn
+        while True:
+            with self._lock:
+                conn, idle_since = self._idle.pop() if self._idle else (None, 0.0)
+            if conn is None:
+                break
+            if not conn.closed and (time.monotonic() - idle_since < PING_AFTER_IDLE_S or self._alive(conn)):
+                return conn
+            conn.close()
         try:
             return self._connect()
         except BaseException:
             self._slots.release()
             raise
 
+    @staticmethod
+    def _alive(conn: psycopg.Connection) -> bool:
+        """Ping a connection that sat idle: after a database restart it is dead until used."""
+        try:
+            conn.execute("SELECT 1")
+            conn.rollback()
+            return True
+        except psycopg.Error:
+            return False
+
     def _release(self, conn: psycopg.Connection) -> None:
         if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             with self._lock:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
         else:
             conn.close()
         self._slots.release()
@@ -93,7 +111,7 @@ class PostgresDatabase(Database):
         try:
             try:
                 if read_only:
-                    conn.execute("SET TRANSACTION READ ONLY")
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield tx
             except BaseException:
                 conn.rollback()
@@ -116,6 +134,6 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._idle:
+            for conn, _ in self._idle:
                 conn.close()
             self._idle.clear()

@@ -1,59 +1,80 @@
 """HTTP authentication: who is making this request.
 
-Minimal form: HTTP Basic with the user's password. ``require_auth`` sets
-``flask.g.principal`` or answers 401 with a problem document.
+``require_auth`` authenticates the request (HTTP Basic with the account
+password or an app password, or Bearer with an app password; see
+:mod:`jmapmono.accounts.authn`), sets ``flask.g.principal`` and runs the view,
+or answers 401 (with a Basic challenge) or 429 (with ``Retry-After``) as a
+problem document. The checks themselves are framework-free so the WebSocket and
+EventSource front ends use the same ones.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from functools import wraps
 from typing import TypeVar
 
-from flask import current_app, g, request
-from werkzeug.exceptions import Unauthorized
+from flask import Response, current_app, g, jsonify, request
 
-from jmapmono.accounts.passwords import verify_password
+from jmapmono.accounts.authn import AuthError, RateLimited, Unauthenticated, authenticate_headers
 from jmapmono.accounts.principal import Principal
+from jmapmono.store import StoreError
 
 F = TypeVar("F", bound=Callable)
 
+CHALLENGE = 'Basic realm="jmapmono", charset="UTF-8"'
 
-def _basic_credentials() -> tuple[str, str] | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
+
+def problem_response(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """An RFC 7807 problem document, as the rest of the HTTP front end answers errors."""
+    response = jsonify({"type": "about:blank", "status": status, "title": title, "detail": detail})
+    response.status_code = status
+    response.content_type = "application/problem+json"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def auth_error_response(error: AuthError) -> Response:
+    """The HTTP answer to a failed authentication: 429 with Retry-After, else 401 with a challenge."""
+    if isinstance(error, RateLimited):
+        return problem_response(
+            429,
+            "Too Many Requests",
+            f"too many failed logins; try again in {error.retry_after} seconds",
+            {"Retry-After": str(error.retry_after)},
+        )
+    return problem_response(401, "Unauthorized", "valid credentials are required", {"WWW-Authenticate": CHALLENGE})
+
+
+def authenticate_request() -> Principal:
+    """The principal behind the current request; raises Unauthenticated or RateLimited."""
+    return authenticate_headers(
+        current_app.config["SERVICES"], request.headers.get("Authorization"), request.remote_addr
+    )
 
 
 def authenticate() -> Principal | None:
-    """The principal behind the current request's credentials, or None."""
-    services = current_app.config["SERVICES"]
-    creds = _basic_credentials()
-    if creds is None:
+    """The principal behind the current request's credentials, or None (RateLimited still raises)."""
+    try:
+        return authenticate_request()
+    except Unauthenticated:
         return None
-    email, password = creds
-    with services.db.read() as tx:
-        row = tx.one("SELECT id, email, account_id, password_hash FROM users WHERE email = ?", (email.lower(),))
-    if row is None or not verify_password(row["password_hash"], password):
-        return None
-    return Principal(row["id"], row["email"], row["account_id"])
 
 
 def require_auth(view: F) -> F:
+    """Run ``view`` with ``flask.g.principal`` set, or answer 401/429 (503 when the database is down)."""
+
     @wraps(view)
     def wrapper(*args, **kwargs):
-        principal = authenticate()
-        if principal is None:
-            raise Unauthorized("valid credentials are required")
+        try:
+            principal = authenticate_request()
+        except AuthError as e:
+            return auth_error_response(e)
+        except StoreError:
+            return problem_response(
+                503, "Service Unavailable", "the database is unavailable; try again", {"Retry-After": "5"}
+            )
         g.principal = principal
         return view(*args, **kwargs)
 

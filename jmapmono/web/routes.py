@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from jmapmono.web import api, blobs, session
+from jmapmono.web import api, app_passwords, blobs, session
 
-BLUEPRINTS: list[Blueprint] = [session.bp, api.bp, blobs.bp]
+BLUEPRINTS: list[Blueprint] = [session.bp, api.bp, blobs.bp, app_passwords.bp]

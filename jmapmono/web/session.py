@@ -1,5 +1,29 @@
-"""Placeholder blueprint (filled in by its owner)."""
+"""The JMAP Session resource (RFC 8620 §2): ``/.well-known/jmap`` and ``/jmap/session``."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, current_app, g
+
+from jmapmono.jmap.session import build_session
+from jmapmono.store import StoreError
+from jmapmono.web.api import unavailable
+from jmapmono.web.auth import require_auth
 
 bp = Blueprint("session", __name__)
+
+
+@bp.get("/.well-known/jmap")
+@bp.get("/jmap/session")
+@require_auth
+def session() -> Response:
+    """Served directly at the well-known URL (no redirect): one round trip for autodiscovery."""
+    try:
+        document = build_session(current_app.config["SERVICES"], g.principal).document
+    except StoreError:
+        return unavailable()
+    response = Response(json.dumps(document, ensure_ascii=False), content_type="application/json")
+    # RFC 8620 §2: the client refetches on a sessionState change, never from an HTTP cache.
+    response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
+    return response

@@ -1,0 +1,270 @@
+"""Authentication independent of any web framework.
+
+:func:`authenticate_headers` turns an ``Authorization`` header and a client
+address into a :class:`Principal` or raises :class:`Unauthenticated` /
+:class:`RateLimited`; the Flask decorator, and later the WebSocket and
+EventSource front ends, only map those to HTTP answers.
+
+Accepted: ``Basic`` with the account password or an app password, and
+``Bearer`` with an app password. Clients send credentials on every request, so
+a successful password check is remembered for ``auth_cache_seconds`` under an
+HMAC (with a key that lives only in this process) of the email, the password
+and the stored hash: a password change or a deletion changes or removes the
+stored hash and so invalidates the entry at once, and nothing kept in memory
+can be replayed elsewhere. Failures are never cached. Failed logins are
+limited per client address and per user name; once over the limit nothing is
+verified at all (no KDF run) until the window slides.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from jmapmono.accounts import passwords, ratelimit
+from jmapmono.accounts.app_passwords import AppPasswords, TokenOwner, looks_like_token
+from jmapmono.accounts.principal import Principal
+from jmapmono.accounts.users import User
+from jmapmono.log import kv
+
+if TYPE_CHECKING:
+    from jmapmono.services import Services
+
+log = logging.getLogger("jmapmono.auth")
+
+#: Longest user name or token we look at; longer ones are refused unread.
+MAX_CREDENTIAL_LENGTH = 1024
+CACHE_MAX_ENTRIES = 10_000
+
+
+class AuthError(Exception):
+    """Authentication failed; ``reason`` is for the log, never for the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Unauthenticated(AuthError):
+    """No usable credentials: answer 401 with a Basic challenge."""
+
+
+class RateLimited(AuthError):
+    """Too many failed logins from this client or for this user: answer 429 with Retry-After."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate_limited")
+        self.retry_after = retry_after
+
+
+class CredentialCache:
+    """Successful password checks, keyed by an HMAC with a per-process random key; bounded, LRU."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int = CACHE_MAX_ENTRIES, clock=time.monotonic) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self.clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, email: str, password: str, stored_hash: str) -> bytes:
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        for part in (email, password, stored_hash):
+            data = part.encode("utf-8", "surrogatepass")
+            mac.update(len(data).to_bytes(4, "big") + data)
+        return mac.digest()
+
+    def get(self, key: bytes) -> Principal | None:
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self.clock():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: bytes, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (self.clock() + self.ttl, principal)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+def parse_authorization(header: str | None) -> tuple[str, str | tuple[str, str]]:
+    """``("bearer", token)`` or ``("basic", (user, password))``; raises Unauthenticated otherwise."""
+    if not header or not header.strip():
+        raise Unauthenticated("missing")
+    scheme, _, value = header.strip().partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if len(value) > 4 * MAX_CREDENTIAL_LENGTH:
+        raise Unauthenticated("malformed")
+    if scheme == "bearer":
+        if not value or " " in value:
+            raise Unauthenticated("malformed")
+        return "bearer", value
+    if scheme != "basic":
+        raise Unauthenticated("unsupported_scheme")
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise Unauthenticated("malformed") from None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user.strip() or not password:
+        raise Unauthenticated("malformed")
+    return "basic", (user.strip(), password)
+
+
+def _principal(user: User, app_password_id: str | None = None) -> Principal:
+    return Principal(user.id, user.email, user.account_id, app_password_id)
+
+
+class Authenticator:
+    """Per-process authentication state (credential cache, failure limiters) over one Services."""
+
+    def __init__(self, services: Services, clock=time.monotonic) -> None:
+        config = services.config
+        self.accounts = services.accounts
+        self.app_passwords = AppPasswords(services.db, services.accounts)
+        self.cache = CredentialCache(config.auth_cache_seconds, clock=clock)
+        limit = config.login_failures_per_minute
+        self.by_address = ratelimit.SlidingWindowLimiter(limit, clock=clock)
+        self.by_user = ratelimit.SlidingWindowLimiter(limit, clock=clock)
+        passwords.run_kdf(passwords.dummy_hash)  # computed now, so the first unknown user costs no more than later ones
+
+    def authenticate(self, authorization: str | None, remote_addr: str | None) -> Principal:
+        """The principal behind the credentials; raises Unauthenticated or RateLimited."""
+        started = time.monotonic()
+        address = remote_addr or "-"
+        try:
+            scheme, creds = parse_authorization(authorization)
+        except Unauthenticated as e:
+            if e.reason != "missing":  # no credentials at all is the normal first step of Basic
+                self._log_failure(None, address, e.reason, started)
+            raise
+        if scheme == "bearer":
+            assert isinstance(creds, str)
+            return self._bearer(creds, address, started)
+        assert isinstance(creds, tuple)
+        return self._basic(creds[0], creds[1], address, started)
+
+    def _begin(self, user: str | None, address: str, started: float) -> ratelimit.Attempt:
+        pairs = [(self.by_address, address)]
+        if user is not None:
+            pairs.append((self.by_user, user.lower()[:MAX_CREDENTIAL_LENGTH]))
+        try:
+            return ratelimit.begin(*pairs)
+        except ratelimit.RateLimitExceeded as e:
+            self._log_failure(user, address, "rate_limited", started)
+            raise RateLimited(e.retry_after) from None
+
+    def _bearer(self, token: str, address: str, started: float) -> Principal:
+        attempt = self._begin(None, address, started)
+        with _holding(attempt):
+            owner = self.app_passwords.check(token) if looks_like_token(token) else None
+        if owner is None:
+            self._log_failure(None, address, "bad_token", started)
+            raise Unauthenticated("bad_token")
+        attempt.cancel()
+        return _principal(owner.user, owner.app_password_id)
+
+    def _basic(self, email: str, password: str, address: str, started: float) -> Principal:
+        if len(email) > MAX_CREDENTIAL_LENGTH or len(password) > MAX_CREDENTIAL_LENGTH:
+            self._log_failure(email[:100], address, "malformed", started)
+            raise Unauthenticated("malformed")
+        attempt = self._begin(email, address, started)
+        with _holding(attempt):
+            principal, reason = self._check_basic(email, password, address, started)
+        if principal is None:
+            self._log_failure(email, address, reason, started)
+            raise Unauthenticated(reason)
+        attempt.cancel()
+        return principal
+
+    def _check_basic(self, email: str, password: str, address: str, started: float) -> tuple[Principal | None, str]:
+        if looks_like_token(password):
+            owner: TokenOwner | None = self.app_passwords.check(password)
+            if owner is not None and owner.user.email == email.lower():
+                return _principal(owner.user, owner.app_password_id), "app_password"
+            # Not this user's app password: it may still be a password that starts with the prefix.
+        record = self.accounts.login_record(email)
+        if record is None:
+            passwords.run_kdf(passwords.verify_password, passwords.dummy_hash(), password)
+            return None, "unknown_user"
+        user, stored = record
+        principal = self.cache.get(self.cache.key(user.email, password, stored))
+        if principal is not None:
+            return principal, "cached"
+        if not passwords.run_kdf(passwords.verify_password, stored, password):
+            return None, "bad_password"
+        principal = _principal(user)
+        stored = self._rehash_if_needed(user, stored, password)
+        self.cache.put(self.cache.key(user.email, password, stored), principal)
+        log.info(kv(event="login", user=user.email, ip=address, via="password", ms=_ms(started)))
+        return principal, "password"
+
+    def _rehash_if_needed(self, user: User, stored: str, password: str) -> str:
+        """Upgrade a hash made with older parameters; return the hash now stored."""
+        if not passwords.needs_rehash(stored):
+            return stored
+        new_hash = passwords.run_kdf(passwords.hash_password, password)
+        if not self.accounts.upgrade_hash(user.id, stored, new_hash):
+            return stored
+        log.info(kv(event="password_rehashed", user=user.email))
+        return new_hash
+
+    def _log_failure(self, user: str | None, address: str, reason: str, started: float) -> None:
+        log.info(kv(event="login_failed", user=user, ip=address, reason=reason, ms=_ms(started)))
+
+
+@contextmanager
+def _holding(attempt: ratelimit.Attempt) -> Iterator[None]:
+    """Give the attempt's slots back if the check itself fails (e.g. database unavailable)."""
+    try:
+        yield
+    except BaseException:
+        attempt.cancel()
+        raise
+
+
+def _ms(started: float) -> str:
+    return f"{(time.monotonic() - started) * 1000:.1f}"
+
+
+_authenticators: weakref.WeakKeyDictionary[Services, Authenticator] = weakref.WeakKeyDictionary()
+_authenticators_lock = threading.Lock()
+
+
+def authenticator(services: Services) -> Authenticator:
+    """The one Authenticator of ``services`` (created on first use)."""
+    with _authenticators_lock:
+        auth = _authenticators.get(services)
+        if auth is None:
+            auth = _authenticators[services] = Authenticator(services)
+        return auth
+
+
+def authenticate_headers(services: Services, authorization: str | None, remote_addr: str | None) -> Principal:
+    """Authenticate a request from its ``Authorization`` header and client address (any front end)."""
+    return authenticator(services).authenticate(authorization, remote_addr)

@@ -1,0 +1,314 @@
+"""The event bus: one abstraction, used twice (mailbox events, JMAP events), over memory:// or RabbitMQ.
+
+Two kinds of listeners, after Apache James' event bus (minus its lost bindings after a broker blip):
+
+- Group listeners (``register_group``): each event is handled once per cluster, at least once, with
+  retries and backoff, then parked in the database as a dead letter that an operator can redeliver
+  (``python -m jmapmono events …``). Copies of one event id are handled once in effect (see groups.py).
+- Key listeners (``register_key``): only events dispatched with a registration key (an account id)
+  they registered; at most once, never retried. Listeners in the dispatching process are called at
+  once, in-process; other processes get a broker copy (routed only to nodes holding the key).
+
+The transport follows ``BROKER_URL``: ``memory://`` (one process, no broker; memory.py) or ``amqp://``
+(RabbitMQ; rabbitmq.py).
+
+Failure contract for callers of :meth:`EventBus.dispatch`: local key listeners are always told at
+once. When the broker cannot take the event (down, refusing), dispatch logs it and raises
+:class:`BusUnavailable`; the caller's transactional outbox retries the whole dispatch later, so the
+group copy is never lost. A retry re-sends the key copies; every node (this one included) skips key
+copies of an event id it delivered recently, so key listeners still get each event at most once.
+A caller without an outbox catches it and moves on: clients catch up through ``*/changes``/pushState.
+
+Listeners run in their own greenlets (a bounded pool per group, one for key listeners): a listener that
+raises or blocks delays no other. Key listeners should be quick (hand the event to a queue); events
+reach them in dispatch order as long as they do not block. Payloads are shared between the key
+listeners of one process: treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
+
+import gevent
+import gevent.event
+import gevent.pool
+
+from jmapmono.events.event import BusUnavailable, Event
+from jmapmono.events.groups import GroupRunner, GroupSpec
+from jmapmono.log import kv
+from jmapmono.store import Database
+
+__all__ = ["BusUnavailable", "Event", "EventBus", "Registration"]
+
+log = logging.getLogger("jmapmono.events")
+
+GroupHandler = Callable[[Event], None]
+KeyListener = Callable[[Event], None]
+
+_RECENT_KEY_DELIVERIES = 10_000
+
+
+class Registration:
+    """A key listener's registration; :meth:`unregister` is idempotent."""
+
+    def __init__(self, bus: EventBus, key: str, token: int) -> None:
+        self.bus = bus
+        self.key = key
+        self._token = token
+        self.active = True
+
+    def unregister(self) -> None:
+        if self.active:
+            self.active = False
+            self.bus._unregister_key(self.key, self._token)
+
+    def __repr__(self) -> str:
+        return f"<Registration bus={self.bus.name} key={self.key} active={self.active}>"
+
+
+def _check_name(what: str, value: str, limit: int) -> None:
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable() or " " in value:
+        raise ValueError(f"invalid {what} {value!r}: 1-{limit} printable characters, no spaces")
+
+
+class EventBus:
+    """One named bus (``mailbox`` or ``jmap``) on the transport that ``broker_url`` names."""
+
+    def __init__(
+        self,
+        name: str,
+        broker_url: str,
+        db: Database,
+        *,
+        retries: int = 3,
+        retry_backoff: float = 0.2,
+        group_concurrency: int = 16,
+        key_concurrency: int = 1000,
+        redelivery_interval: float = 2.0,
+        lease_seconds: float = 60.0,
+        processed_retention_seconds: float = 3 * 86400,
+    ) -> None:
+        _check_name("bus name", name, 64)
+        self.name = name
+        self.broker_url = broker_url
+        self.db = db
+        #: Identifies this bus instance ("node") on the broker; its own key copies come back and are skipped.
+        self.origin = uuid.uuid4().hex[:16]
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+        self.group_concurrency = group_concurrency
+        self.redelivery_interval = redelivery_interval
+        self.processed_retention_seconds = processed_retention_seconds
+        #: Counters for operators and tests: dispatched, key_delivered, group_handled, dead_lettered, …
+        self.stats: Counter = Counter()
+        self.groups: dict[str, GroupSpec] = {}
+        self._keys: dict[str, dict[int, KeyListener]] = {}
+        self._next_token = 0
+        # Held while a key's listener count crosses zero and while the consumer re-binds every key,
+        # so the broker's bindings always end up matching the local listeners.
+        self.bind_lock = threading.RLock()
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._key_pool = gevent.pool.Pool(key_concurrency)
+        self._background = gevent.pool.Group()
+        self._ready = gevent.event.Event()
+        self._started = False
+        self._stopped = False
+        self.runner = GroupRunner(name, db, self.stats, lease_seconds)
+        scheme = urlsplit(broker_url).scheme
+        if scheme == "memory":
+            from jmapmono.events.memory import MemoryTransport
+
+            self.transport = MemoryTransport(self)
+        elif scheme in ("amqp", "amqps", "pyamqp"):
+            from jmapmono.events.rabbitmq import RabbitMQTransport
+
+            self.transport = RabbitMQTransport(self)
+        else:
+            raise ValueError(f"unsupported broker URL scheme {scheme!r} (use memory:// or amqp://)")
+
+    def __repr__(self) -> str:
+        return f"<EventBus {self.name} {urlsplit(self.broker_url).scheme}:// origin={self.origin}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start consuming (group workers, broker consumer, redelivery poller). Returns at once:
+        the broker connection is made in the background (see :meth:`wait_ready`)."""
+        if self._stopped:
+            raise RuntimeError(f"bus {self.name} was stopped; create a new one")
+        if self._started:
+            return
+        self._started = True
+        self.transport.start()
+        self._background.spawn(self._maintain)
+        log.info(kv(event="bus_started", bus=self.name, transport=urlsplit(self.broker_url).scheme, origin=self.origin))
+
+    def stop(self) -> None:
+        """Stop promptly (≤ about a second even with stuck listeners); idempotent. Events in flight
+        to group listeners stay unacknowledged on the broker and go to another node."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.runner.stopping = True
+        self._ready.clear()
+        started = time.monotonic()
+        self.transport.stop()
+        self._background.kill(block=True, timeout=1)
+        for spec in self.groups.values():
+            spec.pool.kill(block=True, timeout=1)
+        self._key_pool.kill(block=True, timeout=1)
+        if self._started:
+            log.info(kv(event="bus_stopped", bus=self.name, ms=round((time.monotonic() - started) * 1000, 1)))
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the bus consumes (broker connected, keys bound); True if it does."""
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def _set_ready(self, ready: bool) -> None:
+        if ready:
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    # -- dispatch ----------------------------------------------------------------------------------
+
+    def dispatch(self, event: Event, keys: Iterable[str] = ()) -> None:
+        """Send ``event`` to every group listener (once per cluster) and to the key listeners of ``keys``.
+
+        Local key listeners are called first, in-process. Raises :class:`BusUnavailable` when the broker
+        did not take the event (retry the dispatch later); ValueError for a payload that is not JSON.
+        """
+        keys = list(dict.fromkeys(keys))
+        for key in keys:
+            _check_name("registration key", key, 200)
+        try:
+            body = event.to_json()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"event {event.id} ({event.type}) is not JSON-serialisable: {e}") from None
+        self.stats["dispatched"] += 1
+        for key in keys:
+            self._deliver_key(key, event)
+        self.transport.publish(body, event, keys)
+
+    def _deliver_key(self, key: str, event: Event) -> None:
+        """Hand ``event`` to each local listener of ``key`` (once per event id and key)."""
+        listeners = self._keys.get(key)
+        if not listeners:
+            return
+        seen = (event.id, key)
+        if seen in self._recent:
+            self.stats["key_duplicates"] += 1
+            return
+        self._recent[seen] = None
+        if len(self._recent) > _RECENT_KEY_DELIVERIES:
+            self._recent.popitem(last=False)
+        for listener in list(listeners.values()):
+            if self._key_pool.full():
+                self.stats["key_dropped"] += 1
+                log.warning(kv(event="bus_key_dropped", bus=self.name, key=key, event_id=event.id, reason="pool full"))
+                continue
+            self._key_pool.spawn(self._call_listener, listener, key, event)
+
+    def _call_listener(self, listener: KeyListener, key: str, event: Event) -> None:
+        try:
+            listener(event)
+            self.stats["key_delivered"] += 1
+        except Exception as e:
+            self.stats["key_failed"] += 1
+            error = f"{type(e).__name__}: {e}"
+            log.warning(kv(event="bus_listener_failed", bus=self.name, key=key, event_id=event.id, error=error))
+
+    def _on_remote_key(self, key: str, event: Event, origin: str | None) -> None:
+        """A key copy from the broker (called by the transport's consumer)."""
+        if origin == self.origin:
+            self.stats["key_own_skipped"] += 1  # already delivered through the local fast path
+            return
+        self.stats["key_received"] += 1
+        self._deliver_key(key, event)
+
+    # -- group listeners ---------------------------------------------------------------------------
+
+    def register_group(
+        self,
+        group: str,
+        handler: GroupHandler,
+        retries: int | None = None,
+        backoff: float | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        """Add a group listener: every event, once per cluster, retried ``retries`` times (first delay
+        ``backoff`` seconds, doubling), then parked as a dead letter. Before or after :meth:`start`."""
+        _check_name("group", group, 100)
+        if group in self.groups:
+            raise ValueError(f"group {group!r} is already registered on bus {self.name}")
+        spec = GroupSpec(
+            group,
+            handler,
+            self.retries if retries is None else retries,
+            self.retry_backoff if backoff is None else backoff,
+            self.group_concurrency if concurrency is None else concurrency,
+        )
+        if spec.retries < 0 or spec.backoff < 0 or spec.concurrency < 1:
+            raise ValueError("retries and backoff must be 0 or more, concurrency at least 1")
+        self.groups[group] = spec
+        self.transport.add_group(spec)
+
+    def _run_group(self, spec: GroupSpec, event: Event, dead_letter_id: int | None = None) -> None:
+        self.runner.handle(spec, event, dead_letter_id)
+
+    def _maintain(self) -> None:
+        """Poll for redelivery requests; prune old processed ids now and then."""
+        next_prune = 0.0
+        while not self._stopped:
+            if self.groups:
+                try:
+                    self.runner.redeliver_requested(self.groups, self._background.spawn)
+                    if time.monotonic() >= next_prune:
+                        self.runner.prune(self.processed_retention_seconds)
+                        next_prune = time.monotonic() + 600
+                except Exception as e:
+                    if self._stopped:
+                        return  # a kill that surfaced as a store error
+                    log.warning(kv(event="bus_maintenance_failed", bus=self.name, error=f"{type(e).__name__}: {e}"))
+            gevent.sleep(self.redelivery_interval)
+
+    # -- key listeners -----------------------------------------------------------------------------
+
+    def register_key(self, key: str, listener: KeyListener) -> Registration:
+        """Listen to events dispatched with registration key ``key``. The first local listener of a key
+        binds it on the broker (synchronously when connected), the last one to leave unbinds it."""
+        _check_name("registration key", key, 200)
+        with self.bind_lock:
+            self._next_token += 1
+            token = self._next_token
+            listeners = self._keys.setdefault(key, {})
+            listeners[token] = listener
+            if len(listeners) == 1:
+                self.transport.bind_key(key)
+        return Registration(self, key, token)
+
+    def _unregister_key(self, key: str, token: int) -> None:
+        with self.bind_lock:
+            listeners = self._keys.get(key)
+            if listeners is None or listeners.pop(token, None) is None:
+                return
+            if not listeners:
+                del self._keys[key]
+                self.transport.unbind_key(key)
+
+    def keys(self) -> list[str]:
+        """The registration keys that have a local listener."""
+        return list(self._keys)
+
+    def listener_count(self, key: str) -> int:
+        return len(self._keys.get(key, ()))

@@ -1,0 +1,57 @@
+"""The mail capabilities (RFC 8621 §1.3) with their per-account limits.
+
+Declared in one place so the Session is complete whichever data-type modules
+are loaded; the modules register their methods under these URIs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jmapmono.jmap.registry import MAIL, SUBMISSION, VACATION, capability
+
+if TYPE_CHECKING:
+    from jmapmono.services import Services
+
+#: Email/query sort properties we support (RFC 8621 §4.4.2).
+EMAIL_SORT_OPTIONS = [
+    "receivedAt",
+    "sentAt",
+    "size",
+    "from",
+    "to",
+    "subject",
+    "hasKeyword",
+    "allInThreadHaveKeyword",
+    "someInThreadHaveKeyword",
+]
+MAX_MAILBOX_DEPTH = 10
+MAX_SIZE_MAILBOX_NAME = 255
+
+
+def _mail_account(services: Services, account_id: str) -> dict[str, Any]:
+    return {
+        "maxMailboxesPerEmail": None,
+        "maxMailboxDepth": MAX_MAILBOX_DEPTH,
+        "maxSizeMailboxName": MAX_SIZE_MAILBOX_NAME,
+        "maxSizeAttachmentsPerEmail": services.config.max_message_size,
+        "emailQuerySortOptions": EMAIL_SORT_OPTIONS,
+        "mayCreateTopLevelMailbox": True,
+    }
+
+
+def _submission_account(services: Services, account_id: str) -> dict[str, Any]:
+    return {"maxDelayedSend": 0, "submissionExtensions": {}}
+
+
+def _empty_session(services: Services) -> dict[str, Any]:
+    return {}
+
+
+def _empty_account(services: Services, account_id: str) -> dict[str, Any]:
+    return {}
+
+
+capability(MAIL, _empty_session, _mail_account)
+capability(SUBMISSION, _empty_session, _submission_account)
+capability(VACATION, _empty_session, _empty_account)

@@ -1,0 +1,94 @@
+"""The JMAP Session object (RFC 8620 §2), built per user from the registry.
+
+The same object answers ``GET /.well-known/jmap`` and gives every API request
+its ``sessionState`` and the account checks (which accounts the user can see,
+which capabilities each supports, which are read-only). It is rebuilt on each
+request, so a delegation granted by another process shows up at once; every
+capability's ``session_value`` / ``account_value`` is therefore expected to be
+cheap (no database round trip per account where avoidable).
+
+An ``account_value`` that returns ``None`` for an account means that account
+does not support the capability: it is left out of ``accountCapabilities`` and
+its methods answer ``accountNotSupportedByMethod`` there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jmapmono.jmap import registry
+
+if TYPE_CHECKING:
+    from jmapmono.accounts.principal import Principal
+    from jmapmono.accounts.users import AccountAccess
+    from jmapmono.services import Services
+
+API_PATH = "/jmap/api"
+DOWNLOAD_PATH = "/jmap/download/{accountId}/{blobId}/{name}?type={type}"
+UPLOAD_PATH = "/jmap/upload/{accountId}/"
+EVENT_SOURCE_PATH = "/jmap/eventsource?types={types}&closeafter={closeafter}&ping={ping}"
+
+
+@dataclass(frozen=True)
+class Session:
+    """The Session document plus what request processing needs from it."""
+
+    document: dict[str, Any]
+    accounts: dict[str, AccountAccess]
+
+    @property
+    def state(self) -> str:
+        return self.document["state"]
+
+    def account_capabilities(self, account_id: str) -> dict[str, Any]:
+        return self.document["accounts"][account_id]["accountCapabilities"]
+
+
+def session_state(document: dict[str, Any]) -> str:
+    """A short hash of every other Session property: changes whenever any of them does."""
+    rest = {k: v for k, v in document.items() if k != "state"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def build_session(services: Services, principal: Principal) -> Session:
+    """The Session as ``principal`` sees it now (one database read)."""
+    base = services.config.public_base_url
+    specs = sorted(registry.CAPABILITIES.values(), key=lambda s: s.uri)
+    access = services.accounts.accessible_accounts(principal.user_id)
+    accounts: dict[str, Any] = {}
+    for account_id, acc in access.items():
+        caps: dict[str, Any] = {}
+        for spec in specs:
+            if spec.account_value is None:
+                continue
+            value = spec.account_value(services, account_id)
+            if value is not None:
+                caps[spec.uri] = value
+        accounts[account_id] = {
+            "name": acc.name,
+            "isPersonal": acc.is_personal,
+            "isReadOnly": acc.is_read_only,
+            "accountCapabilities": caps,
+        }
+    own = accounts.get(principal.account_id)
+    primary = {
+        spec.uri: principal.account_id
+        for spec in specs
+        if spec.primary and spec.account_value is not None and own and spec.uri in own["accountCapabilities"]
+    }
+    document: dict[str, Any] = {
+        "capabilities": {spec.uri: spec.session_value(services) for spec in specs},
+        "accounts": accounts,
+        "primaryAccounts": primary,
+        "username": principal.email,
+        "apiUrl": base + API_PATH,
+        "downloadUrl": base + DOWNLOAD_PATH,
+        "uploadUrl": base + UPLOAD_PATH,
+        "eventSourceUrl": base + EVENT_SOURCE_PATH,
+    }
+    document["state"] = session_state(document)
+    return Session(document, access)

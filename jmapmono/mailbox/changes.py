@@ -1,0 +1,294 @@
+"""The change log and per-type states: what JMAP ``*/changes`` pages over.
+
+Per account, one counter row (``account_changes``) is locked by the first statement of
+every mutating transaction (:func:`lock`), so on Postgres the writers of one account
+are serialised and sequence order is commit order; SQLite serialises every writer
+anyway. Each change row takes the next number of that counter (no gaps, no rollback
+holes), and ``change_states`` holds each type's state: the sequence number of its last
+change. A state token is that number in base 36, so every sequence number is a state
+(paging can stop anywhere) and the token a ``/set`` returns is at once answerable by
+``/changes``, since both are written in the mutating transaction.
+
+EmailDelivery is logged like any type (one row per delivered message), which keeps the
+sequence gap-free and its state moving only on delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from jmapmono.accounts.users import now_ms
+from jmapmono.config import Config
+from jmapmono.log import kv
+from jmapmono.store import Database, Transaction
+
+log = logging.getLogger(__name__)
+
+#: Data types whose changes the log keeps (state-only ones included).
+TYPES = ("Mailbox", "Email", "Thread", "EmailDelivery", "Identity", "EmailSubmission", "VacationResponse")
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_BATCH = 500
+_INSERT_CHUNK = 100
+
+
+class CannotCalculateChanges(Exception):
+    """The state is unknown, in the future, or older than what the log still holds."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    old_state: str
+    new_state: str
+    has_more_changes: bool
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    destroyed: list[str] = field(default_factory=list)
+    #: True when every change in the window only moved counts (Mailbox updatedProperties).
+    count_only_updates: bool = False
+
+
+def token(seq: int) -> str:
+    """The state token of sequence number ``seq`` (base 36)."""
+    if seq == 0:
+        return "0"
+    out = []
+    while seq:
+        seq, r = divmod(seq, 36)
+        out.append(_DIGITS[r])
+    return "".join(reversed(out))
+
+
+def parse_token(state: object) -> int | None:
+    """The sequence number behind a token, or None when it is not one of ours."""
+    if not isinstance(state, str) or not 0 < len(state) <= 13 or any(c not in _DIGITS for c in state):
+        return None
+    if len(state) > 1 and state[0] == "0":
+        return None
+    return int(state, 36)
+
+
+def _check_type(type: str) -> None:
+    if type not in TYPES:
+        raise ValueError(f"unknown change-log type {type!r}")
+
+
+def lock(tx: Transaction, account_id: str) -> int:
+    """Lock ``account_id``'s counter for the rest of ``tx`` (serialises its writers); return the last seq."""
+    sql = "UPDATE account_changes SET last = last WHERE account_id = ? RETURNING last"
+    row = tx.one(sql, (account_id,))
+    if row is None:
+        tx.execute(
+            "INSERT INTO account_changes (account_id, last) VALUES (?, 0) ON CONFLICT (account_id) DO NOTHING",
+            (account_id,),
+        )
+        row = tx.one(sql, (account_id,))
+    return int(row["last"])
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The changes of one type in one operation (see :func:`record`)."""
+
+    type: str
+    created: Iterable[str] = ()
+    updated: Iterable[str] = ()
+    destroyed: Iterable[str] = ()
+    count_only: bool | Iterable[str] = ()
+
+    def rows(self) -> list[tuple[str, str, int]]:
+        """(object id, kind, count-only flag) in log order; an id created here is not also 'updated'."""
+        created = list(dict.fromkeys(self.created))
+        skip = set(created)
+        rows: list[tuple[str, str, int]] = [(i, "c", 0) for i in created]
+        flag = 1 if self.count_only is True else 0
+        updated = [i for i in dict.fromkeys(self.updated) if i not in skip]
+        rows += [(i, "u", flag) for i in updated]
+        if not isinstance(self.count_only, bool):
+            skip |= set(updated)
+            rows += [(i, "u", 1) for i in dict.fromkeys(self.count_only) if i not in skip]
+        rows += [(i, "d", 0) for i in dict.fromkeys(self.destroyed)]
+        return rows
+
+
+def record(
+    tx: Transaction,
+    account_id: str,
+    type: str,
+    created: Iterable[str] = (),
+    updated: Iterable[str] = (),
+    destroyed: Iterable[str] = (),
+    count_only: bool | Iterable[str] = (),
+) -> str | None:
+    """Log changes of one type inside the mutating ``tx``; return the type's new state (None if nothing).
+
+    ``count_only`` is True when every id in ``updated`` changed only in its counts, or the
+    ids (beside ``updated``) whose only change was their counts.
+    """
+    return record_all(tx, account_id, [Batch(type, created, updated, destroyed, count_only)]).get(type)
+
+
+def record_all(tx: Transaction, account_id: str, batches: Iterable[Batch]) -> dict[str, str]:
+    """Log the changes of several types at once (one counter update); return each changed type's new state."""
+    rows: list[tuple[str, str, str, int]] = []
+    for batch in batches:
+        _check_type(batch.type)
+        rows += [(batch.type, oid, kind, only) for oid, kind, only in batch.rows()]
+    if not rows:
+        return {}
+    bump = "UPDATE account_changes SET last = last + ? WHERE account_id = ? RETURNING last"
+    last = tx.value(bump, (len(rows), account_id))
+    if last is None:
+        lock(tx, account_id)
+        last = tx.value(bump, (len(rows), account_id))
+    seq, at = int(last) - len(rows), now_ms()
+    states: dict[str, int] = {}
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        params: list[object] = []
+        for type, object_id, kind, only in chunk:
+            seq += 1
+            states[type] = seq
+            params += [account_id, seq, type, object_id, kind, only, at]
+        tx.execute(
+            "INSERT INTO change_log (account_id, seq, type, object_id, kind, count_only, created_at) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+            params,
+        )
+    tx.execute(
+        "INSERT INTO change_states (account_id, type, state, pruned_through) VALUES "
+        + ", ".join(["(?, ?, ?, 0)"] * len(states))
+        + " ON CONFLICT (account_id, type) DO UPDATE SET state = excluded.state",
+        [v for type, state in sorted(states.items()) for v in (account_id, type, state)],
+    )
+    return {type: token(state) for type, state in states.items()}
+
+
+def state(tx: Transaction, account_id: str, type: str) -> str:
+    """The current state token of ``type`` in ``account_id`` ("0" before any change)."""
+    _check_type(type)
+    value = tx.value("SELECT state FROM change_states WHERE account_id = ? AND type = ?", (account_id, type))
+    return token(int(value or 0))
+
+
+def states(tx: Transaction, account_id: str, types: Iterable[str] = TYPES) -> dict[str, str]:
+    """The current state token of each of ``types``."""
+    types = list(types)
+    for t in types:
+        _check_type(t)
+    rows = tx.query("SELECT type, state FROM change_states WHERE account_id = ?", (account_id,))
+    found = {r["type"]: int(r["state"]) for r in rows}
+    return {t: token(found.get(t, 0)) for t in types}
+
+
+class ChangeLog:
+    """Reads and prunes the change log (writers use :func:`record` inside their transaction)."""
+
+    def __init__(self, db: Database, config: Config | None = None) -> None:
+        self.db = db
+        self.config = config
+
+    def state(self, account_id: str, type: str) -> str:
+        with self.db.read() as tx:
+            return state(tx, account_id, type)
+
+    def states(self, account_id: str, types: Iterable[str] = TYPES) -> dict[str, str]:
+        with self.db.read() as tx:
+            return states(tx, account_id, types)
+
+    def changes_since(self, account_id: str, type: str, since_state: str, max_changes: int | None = None) -> Changes:
+        """What changed in ``type`` after ``since_state``, at most ``max_changes`` ids (None: all)."""
+        _check_type(type)
+        if max_changes is not None and max_changes < 1:
+            raise ValueError("max_changes must be positive")
+        since = parse_token(since_state)
+        if since is None:
+            raise CannotCalculateChanges(f"{since_state!r} is not a {type} state")
+        with self.db.read() as tx:
+            last = int(tx.value("SELECT last FROM account_changes WHERE account_id = ?", (account_id,)) or 0)
+            row = tx.one(
+                "SELECT state, pruned_through FROM change_states WHERE account_id = ? AND type = ?", (account_id, type)
+            )
+            current, pruned = (int(row["state"]), int(row["pruned_through"])) if row else (0, 0)
+            if since > max(last, current):
+                raise CannotCalculateChanges(f"{type} state {since_state!r} is in the future")
+            if since < pruned:
+                raise CannotCalculateChanges(f"{type} state {since_state!r} is older than the change log")
+            if since >= current:
+                return Changes(since_state, token(current), False)
+            return self._page(tx, account_id, type, since, since_state, current, max_changes)
+
+    def _page(
+        self, tx: Transaction, account_id: str, type: str, since: int, since_state: str, current: int, limit: int | None
+    ) -> Changes:
+        seen: dict[str, list[bool]] = {}  # id -> [created in window, destroyed at the end]
+        count_only, new, more, cursor = True, since, False, since
+        while not more and cursor < current:
+            rows = tx.query(
+                "SELECT seq, object_id, kind, count_only FROM change_log "
+                "WHERE account_id = ? AND type = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (account_id, type, cursor, current, _BATCH),
+            )
+            if not rows:
+                break
+            for r in rows:
+                oid, kind = r["object_id"], r["kind"]
+                entry = seen.get(oid)
+                if entry is None:
+                    if limit is not None and len(seen) >= limit:
+                        more = True
+                        break
+                    entry = seen[oid] = [kind == "c", False]
+                entry[1] = kind == "d"
+                if kind != "u" or not r["count_only"]:
+                    count_only = False
+                new = int(r["seq"])
+            cursor = int(rows[-1]["seq"])
+        if not more:
+            new = current
+        created = [i for i, (c, d) in seen.items() if c and not d]
+        updated = [i for i, (c, d) in seen.items() if not c and not d]
+        destroyed = [i for i, (c, d) in seen.items() if not c and d]
+        return Changes(since_state, token(new), more, created, updated, destroyed, bool(seen) and count_only)
+
+    def prune(self, older_than_ms: int) -> int:
+        """Delete change rows older than ``older_than_ms``; remember per type the oldest answerable state."""
+        started = time.monotonic()
+        with self.db.read() as tx:
+            accounts = [
+                r["account_id"]
+                for r in tx.query("SELECT DISTINCT account_id FROM change_log WHERE created_at < ?", (older_than_ms,))
+            ]
+        deleted = 0
+        for account_id in accounts:
+            with self.db.transaction() as tx:
+                lock(tx, account_id)  # same lock order as writers: account first, then its states
+                for r in tx.query(
+                    "SELECT type, MAX(seq) AS through FROM change_log WHERE account_id = ? AND created_at < ? "
+                    "GROUP BY type ORDER BY type",
+                    (account_id, older_than_ms),
+                ):
+                    tx.execute(
+                        "UPDATE change_states SET pruned_through = ? "
+                        "WHERE account_id = ? AND type = ? AND pruned_through < ?",
+                        (r["through"], account_id, r["type"], r["through"]),
+                    )
+                deleted += tx.execute(
+                    "DELETE FROM change_log WHERE account_id = ? AND created_at < ?", (account_id, older_than_ms)
+                )
+        log.info(
+            kv(
+                event="changes_pruned",
+                accounts=len(accounts),
+                rows=deleted,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        )
+        return deleted
+
+    def prune_expired(self) -> int:
+        """Prune what is older than the configured retention (``changes_retention_days``, ≥ 30 by default)."""
+        days = self.config.changes_retention_days if self.config else 30
+        return self.prune(now_ms() - days * 86_400_000)

@@ -1,0 +1,74 @@
+"""One MailboxManager operation in progress: what it changed, recorded once at its end.
+
+A :class:`Mutation` is opened first thing in the operation's transaction (it takes the
+account's change-log lock), collects created/updated/destroyed ids per data type and
+the count deltas, and :meth:`Mutation.finish` applies the counts, writes the change
+log, fills the event with the new states and counts, and writes it to the outbox, all
+in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from jmapmono.mailbox import changes, counts, outbox
+from jmapmono.mailbox.events import MailboxEvent
+from jmapmono.store import Transaction
+
+#: The order types are recorded in (fixed, so that seqs of one operation read naturally).
+_ORDER = ("Email", "Thread", "Mailbox", "EmailDelivery")
+
+
+class Mutation:
+    def __init__(self, tx: Transaction, account_id: str) -> None:
+        self.tx = tx
+        self.account_id = account_id
+        self.counts = counts.CountDeltas()
+        self._created: dict[str, dict[str, None]] = {}
+        self._updated: dict[str, dict[str, None]] = {}
+        self._destroyed: dict[str, dict[str, None]] = {}
+        self._moved: set[str] = set()
+        changes.lock(tx, account_id)
+
+    def created(self, type: str, ids: Iterable[str]) -> None:
+        self._created.setdefault(type, {}).update(dict.fromkeys(ids))
+
+    def updated(self, type: str, ids: Iterable[str]) -> None:
+        self._updated.setdefault(type, {}).update(dict.fromkeys(ids))
+
+    def destroyed(self, type: str, ids: Iterable[str]) -> None:
+        self._destroyed.setdefault(type, {}).update(dict.fromkeys(ids))
+
+    def apply_counts(self) -> set[str]:
+        """Apply the count deltas gathered so far (before deleting a mailbox, say); return all moved so far."""
+        self._moved |= self.counts.apply(self.tx)
+        return self._moved
+
+    def finish(self, event: MailboxEvent) -> dict[str, str]:
+        """Apply counts, log every change, complete ``event`` and write it; return the new states.
+
+        Writes no event when the operation changed nothing.
+        """
+        moved = self.apply_counts()
+        types = list(_ORDER) + sorted((set(self._created) | set(self._updated) | set(self._destroyed)) - set(_ORDER))
+        batches = []
+        for type in types:
+            created = list(self._created.get(type, ()))
+            updated = list(self._updated.get(type, ()))
+            destroyed = list(self._destroyed.get(type, ()))
+            count_only: Iterable[str] = ()
+            if type == "Mailbox":
+                gone = set(created) | set(updated) | set(destroyed)
+                count_only = sorted(m for m in moved if m not in gone)
+            batches.append(changes.Batch(type, created, updated, destroyed, count_only))
+        states = changes.record_all(self.tx, self.account_id, batches)
+        if not states:
+            return states
+        event.account_id = self.account_id
+        event.states = states
+        event.counts = {k: v.to_json() for k, v in sorted(counts.read(self.tx, moved).items())}
+        touched = set(self._created.get("Mailbox", ())) | set(self._updated.get("Mailbox", ()))
+        touched |= set(self._destroyed.get("Mailbox", ())) | moved
+        event.mailbox_ids = sorted(set(event.mailbox_ids) | touched)
+        outbox.write(self.tx, event)
+        return states

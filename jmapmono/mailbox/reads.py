@@ -1,0 +1,141 @@
+"""Reads of the mail model for the JMAP layer: mailboxes with counts, messages, threads, states.
+
+Each read is one read transaction, states included, so a state token always describes
+the data returned with it (or something older, which ``*/changes`` then catches up).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from jmapmono.mailbox import changes
+from jmapmono.mailbox.messages import chunks, marks
+from jmapmono.mailbox.model import Counts, Mailbox, Message
+from jmapmono.store import Transaction
+
+_MAILBOX_COLUMNS = (
+    "m.id, m.account_id, m.name, m.parent_id, m.role, m.sort_order, m.created_at, "
+    "m.total_emails, m.unread_emails, m.total_threads, m.unread_threads"
+)
+
+
+def _mailbox(r: dict, subscribed: bool | None) -> Mailbox:
+    counts = Counts(r["total_emails"], r["unread_emails"], r["total_threads"], r["unread_threads"])
+    return Mailbox(
+        r["id"],
+        r["account_id"],
+        r["name"],
+        r["parent_id"],
+        r["role"],
+        r["sort_order"],
+        r["created_at"],
+        counts,
+        subscribed,
+    )
+
+
+def read_mailboxes(
+    tx: Transaction, account_id: str, ids: Iterable[str] | None = None, user_id: int | None = None
+) -> list[Mailbox]:
+    """The account's mailboxes (all, or those of ``ids`` that exist), sorted by sortOrder then name."""
+    sub = "SELECT mailbox_id FROM mailbox_subscriptions WHERE user_id = ?"
+    rows = tx.query(f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes m WHERE m.account_id = ?", (account_id,))
+    if ids is not None:
+        wanted = set(ids)
+        rows = [r for r in rows if r["id"] in wanted]
+    subscribed: set[str] = set()
+    if user_id is not None:
+        subscribed = {r["mailbox_id"] for r in tx.query(sub, (user_id,))}
+    out = [_mailbox(r, None if user_id is None else r["id"] in subscribed) for r in rows]
+    return sorted(out, key=lambda mb: (mb.sort_order, mb.name.casefold(), mb.id))
+
+
+def read_messages(tx: Transaction, account_id: str, ids: Iterable[str]) -> dict[str, Message]:
+    """The account's messages among ``ids`` (missing ones are left out), keywords and mailboxes included."""
+    rows: dict[str, dict[str, Any]] = {}
+    keywords: dict[str, set[str]] = {}
+    mailboxes: dict[str, set[str]] = {}
+    for chunk in chunks(sorted(set(ids))):
+        m = marks(len(chunk))
+        for r in tx.query(f"SELECT * FROM messages WHERE account_id = ? AND id IN ({m})", (account_id, *chunk)):
+            rows[r["id"]] = r
+        for r in tx.query(f"SELECT message_id, keyword FROM message_keywords WHERE message_id IN ({m})", chunk):
+            keywords.setdefault(r["message_id"], set()).add(r["keyword"])
+        for r in tx.query(f"SELECT message_id, mailbox_id FROM message_mailboxes WHERE message_id IN ({m})", chunk):
+            mailboxes.setdefault(r["message_id"], set()).add(r["mailbox_id"])
+    return {
+        i: Message(
+            id=i,
+            account_id=r["account_id"],
+            blob_id=r["blob_id"],
+            thread_id=r["thread_id"],
+            size=int(r["size"]),
+            received_at=int(r["received_at"]),
+            sent_at=r["sent_at"],
+            subject=r["subject"],
+            from_=json.loads(r["from_json"]),
+            sender=json.loads(r["sender_json"]),
+            to=json.loads(r["to_json"]),
+            cc=json.loads(r["cc_json"]),
+            bcc=json.loads(r["bcc_json"]),
+            reply_to=json.loads(r["reply_to_json"]),
+            message_id=json.loads(r["message_id_json"]),
+            in_reply_to=json.loads(r["in_reply_to_json"]),
+            references=json.loads(r["references_json"]),
+            preview=r["preview"],
+            has_attachment=bool(r["has_attachment"]),
+            keywords=frozenset(keywords.get(i, ())),
+            mailbox_ids=frozenset(mailboxes.get(i, ())),
+        )
+        for i, r in rows.items()
+    }
+
+
+def read_threads(tx: Transaction, account_id: str, thread_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Thread id -> its email ids, oldest received first (threads with no email are left out)."""
+    out: dict[str, list[str]] = {}
+    for chunk in chunks(sorted(set(thread_ids))):
+        for r in tx.query(
+            f"SELECT thread_id, id FROM messages WHERE account_id = ? AND thread_id IN ({marks(len(chunk))}) "
+            "ORDER BY thread_id, received_at, id",
+            (account_id, *chunk),
+        ):
+            out.setdefault(r["thread_id"], []).append(r["id"])
+    return out
+
+
+class Reads:
+    """Mixed into MailboxManager (which provides ``db``): each method reads with its state."""
+
+    db: Any
+
+    def get_mailboxes(
+        self, account_id: str, ids: Iterable[str] | None = None, user_id: int | None = None
+    ) -> tuple[list[Mailbox], str]:
+        """Mailboxes (with counts, and ``is_subscribed`` for ``user_id``) and the Mailbox state."""
+        with self.db.read() as tx:
+            state = changes.state(tx, account_id, "Mailbox")
+            return read_mailboxes(tx, account_id, ids, user_id), state
+
+    def mailbox_by_role(self, account_id: str, role: str) -> Mailbox | None:
+        with self.db.read() as tx:
+            found = [mb for mb in read_mailboxes(tx, account_id) if mb.role == role]
+        return found[0] if found else None
+
+    def get_messages(self, account_id: str, ids: Iterable[str]) -> tuple[dict[str, Message], str]:
+        """Messages by id and the Email state."""
+        with self.db.read() as tx:
+            state = changes.state(tx, account_id, "Email")
+            return read_messages(tx, account_id, ids), state
+
+    def get_threads(self, account_id: str, thread_ids: Iterable[str]) -> tuple[dict[str, list[str]], str]:
+        """Thread id -> email ids (oldest first), and the Thread state."""
+        with self.db.read() as tx:
+            state = changes.state(tx, account_id, "Thread")
+            return read_threads(tx, account_id, thread_ids), state
+
+    def states(self, account_id: str) -> dict[str, str]:
+        with self.db.read() as tx:
+            return changes.states(tx, account_id)
