@@ -248,3 +248,72 @@ CREATE TABLE event_processed (
     PRIMARY KEY (bus, group_name, event_id)
 );
 CREATE INDEX event_processed_updated ON event_processed(updated_at);
+
+-- ---------------------------------------------------------------------------
+-- Outbox relay (jmapmono/events/relay.py). A relay claims a batch of pending
+-- rows for a short lease (claimed_until) before publishing them outside any
+-- transaction, so several relays (nodes, workers) share the work; a relay that
+-- dies leaves its claim to lapse and another publishes the rows (at least once).
+-- Dispatched rows are pruned by dispatched_at after a retention period.
+ALTER TABLE event_outbox ADD COLUMN claimed_until INTEGER;
+CREATE INDEX event_outbox_dispatched ON event_outbox(dispatched_at) WHERE dispatched_at IS NOT NULL;
+
+-- ---------------------------------------------------------------------------
+-- Sending (jmapmono/mailbox/identities.py, submissions.py, vacation.py): the
+-- addresses an account sends as, what it sent, and its vacation response.
+-- Written only through those modules (change log + outbox like the mail tables).
+
+-- JMAP Identity. is_default marks the one every account gets for its login
+-- address (created on first use, mayDelete false). Address lists are JSON or NULL.
+CREATE TABLE identities (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    email TEXT NOT NULL,
+    reply_to_json TEXT,
+    bcc_json TEXT,
+    text_signature TEXT NOT NULL DEFAULT '',
+    html_signature TEXT NOT NULL DEFAULT '',
+    is_default INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX identities_account ON identities(account_id, created_at);
+CREATE UNIQUE INDEX identities_default ON identities(account_id) WHERE is_default = 1;
+
+-- JMAP EmailSubmission: one message sent (there is no delayed send, so
+-- undo_status is 'final'). envelope_json is the envelope used (given or
+-- derived); delivery_status_json maps each recipient to its DeliveryStatus.
+CREATE TABLE email_submissions (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    identity_id TEXT NOT NULL,
+    email_id TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    envelope_json TEXT NOT NULL,
+    send_at INTEGER NOT NULL,
+    undo_status TEXT NOT NULL,
+    delivery_status_json TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX email_submissions_account ON email_submissions(account_id, send_at, id);
+
+-- JMAP VacationResponse (the "singleton"); no row = disabled, every text null.
+CREATE TABLE vacation_responses (
+    account_id TEXT PRIMARY KEY,
+    is_enabled INTEGER NOT NULL DEFAULT 0,
+    from_date INTEGER,
+    to_date INTEGER,
+    subject TEXT,
+    text_body TEXT,
+    html_body TEXT,
+    updated_at INTEGER NOT NULL
+);
+
+-- Whom the vacation response answered and when (RFC 3834: once per sender per
+-- period); emptied whenever the vacation response changes.
+CREATE TABLE vacation_replies (
+    account_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    replied_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, sender)
+);

@@ -49,6 +49,13 @@ class Config:
     login_failures_per_minute: int = 10
     upload_ttl_seconds: int = 3600
     changes_retention_days: int = 30
+    #: SMTP relay (smarthost) for mail to other servers, ``HOST:PORT``; None: only local recipients.
+    smtp_relay: str | None = None
+    smtp_relay_user: str = ""
+    smtp_relay_password: str = field(default="", repr=False)
+    smtp_relay_starttls: bool = False
+    #: A vacation response answers each sender at most once per this many days (RFC 3834 §2).
+    vacation_reply_days: int = 7
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -78,6 +85,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "yes", "true"):
+        return True
+    if raw in ("0", "off", "no", "false"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not on or off")
 
 
 def parse_host_port(value: str, name: str) -> tuple[str, int]:
@@ -111,6 +129,16 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     base_url = env.get("JMAPMONO_BASE_URL", "")
     if base_url and urlsplit(base_url).scheme not in ("http", "https"):
         raise ConfigError(f"JMAPMONO_BASE_URL={base_url!r} must start with http:// or https://")
+    relay = (env.get("JMAPMONO_SMTP_RELAY") or "").strip()
+    if relay.lower() in ("", "off", "none"):
+        smtp_relay = None
+    else:
+        parse_host_port(relay, "JMAPMONO_SMTP_RELAY")
+        smtp_relay = relay
+    relay_user = env.get("JMAPMONO_SMTP_RELAY_USER", "")
+    relay_password = env.get("JMAPMONO_SMTP_RELAY_PASSWORD", "")
+    if bool(relay_user) != bool(relay_password):
+        raise ConfigError("JMAPMONO_SMTP_RELAY_USER and JMAPMONO_SMTP_RELAY_PASSWORD go together")
     d = Limits()
     limits = Limits(
         max_size_upload=_int(env, "JMAPMONO_MAX_SIZE_UPLOAD", d.max_size_upload, 1),
@@ -135,5 +163,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         login_failures_per_minute=_int(env, "JMAPMONO_LOGIN_FAILURES_PER_MINUTE", 10, 1),
         upload_ttl_seconds=_int(env, "JMAPMONO_UPLOAD_TTL_SECONDS", 3600, 3600),
         changes_retention_days=_int(env, "JMAPMONO_CHANGES_RETENTION_DAYS", 30, 1),
+        smtp_relay=smtp_relay,
+        smtp_relay_user=relay_user,
+        smtp_relay_password=relay_password,
+        smtp_relay_starttls=_flag(env, "JMAPMONO_SMTP_RELAY_STARTTLS", False),
+        vacation_reply_days=_int(env, "JMAPMONO_VACATION_REPLY_DAYS", 7, 1),
         limits=limits,
     )

@@ -37,9 +37,12 @@ class Services:
 
     @cached_property
     def blobs(self) -> BlobStore:
+        from jmapmono.jmap.email_blobs import install_part_resolver
         from jmapmono.mailbox.blobs import BlobStore
 
-        return BlobStore(self.db, self.config)
+        store = BlobStore(self.db, self.config)
+        install_part_resolver(store)  # body part blob ids "<message blob id>_<partId>" (RFC 8621 §4.1.4)
+        return store
 
     @cached_property
     def mailboxes(self) -> MailboxManager:

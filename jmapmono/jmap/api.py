@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
+from werkzeug.http import parse_options_header
+
 from jmapmono.jmap import registry
 from jmapmono.jmap.errors import MethodError, RequestError
 from jmapmono.jmap.registry import Invocation, MethodSpec
@@ -53,8 +55,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def check_content_type(value: str | None) -> None:
     """Refuse anything but ``application/json`` (UTF-8) with notJSON / 415."""
-    from werkzeug.http import parse_options_header
-
     mimetype, options = parse_options_header(value or "")
     if mimetype.lower() != "application/json":
         raise RequestError(
@@ -258,7 +258,11 @@ def _walk(value: Any, tokens: list[str], path: str) -> Any:
 
 
 def resolve_references(args: dict[str, Any], responses: list[list[Any]]) -> dict[str, Any]:
-    """Replace every ``#name`` argument by the value its ResultReference points at."""
+    """Replace every ``#name`` argument by the value its ResultReference points at.
+
+    The source is the first earlier response with both the call id AND the name given: a call's implicit
+    responses (e.g. the ``Email/set`` after ``EmailSubmission/set``) share its call id and stay reachable.
+    """
     refs = [k for k in args if k.startswith("#")]
     if not refs:
         return args

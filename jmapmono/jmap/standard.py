@@ -257,9 +257,13 @@ class SetArgs:
     destroy: list[str]
 
 
-def parse_set(inv: Invocation) -> SetArgs:
+def parse_set(inv: Invocation, *, own_references: bool = False) -> SetArgs:
     """Validate a /set call's types and maxObjectsInSet. The handler calls :func:`check_if_in_state` itself,
-    inside the transaction that reads the current state."""
+    inside the transaction that reads the current state.
+
+    ``own_references``: ``#creationId`` keys of ``update`` and items of ``destroy`` naming a record this same
+    call creates stay unresolved (``"#x"``) for the handler, which resolves them after its creations (§5.3).
+    """
     if_in_state = arg_str(inv.args, "ifInState", None, nullable=True)
     create = arg_object(inv.args, "create", None) or {}
     for cid, obj in create.items():
@@ -267,12 +271,21 @@ def parse_set(inv: Invocation) -> SetArgs:
             raise invalid(f"creation id {cid!r} is not an Id")
         if not isinstance(obj, dict):
             raise invalid(f"create[{cid!r}] must be an object")
+
+    def ref(value: Any, name: str) -> str:
+        if own_references and isinstance(value, str) and value.startswith("#") and value[1:] in create:
+            return value
+        return resolve_id(inv, value, name)
+
     update: dict[str, dict[str, Any]] = {}
     for key, patch in (arg_object(inv.args, "update", None) or {}).items():
         if not isinstance(patch, dict):
             raise invalid(f"update[{key!r}] must be a PatchObject")
-        update[resolve_id(inv, key, "update")] = patch
-    destroy = arg_id_list(inv, "destroy", None, unique=True) or []
+        update[ref(key, "update")] = patch
+    destroy_arg = arg(inv.args, "destroy", None)
+    if destroy_arg is not None and not isinstance(destroy_arg, list):
+        raise invalid("'destroy' must be an array of Ids or null")
+    destroy = list(dict.fromkeys(ref(v, "destroy") for v in destroy_arg or []))
     check_max_objects_in_set(inv, len(create) + len(update) + len(destroy))
     return SetArgs(inv.account_id, if_in_state, create, update, destroy)
 

@@ -235,8 +235,13 @@ class BlobStore:
         rows.sort(key=lambda r: (r["ref"] != own, r["type"] is None, r["ref"]))
         return BlobMeta(blob_id, int(rows[0]["size"]), rows[0]["type"])
 
-    def read(self, account_id: str, blob_id: str, user_id: int | None = None) -> BlobContent | None:
-        """The blob's bytes and type if readable by ``account_id`` (and ``user_id``), else None."""
+    def read(
+        self, account_id: str, blob_id: str, user_id: int | None = None, *, resolve: bool = True
+    ) -> BlobContent | None:
+        """The blob's bytes and type if readable by ``account_id`` (and ``user_id``), else None.
+
+        ``resolve=False`` reads stored blobs only (a resolver reading the blob its id derives from uses it).
+        """
         if not is_valid_blob_id(blob_id):
             return None
         with self.db.read() as tx:
@@ -244,7 +249,7 @@ class BlobStore:
             data = tx.value("SELECT data FROM blobs WHERE id = ?", (blob_id,)) if meta else None
         if meta is not None and data is not None:
             return BlobContent(blob_id, bytes(data), meta.type)
-        return self._resolve(account_id, blob_id, user_id)
+        return self._resolve(account_id, blob_id, user_id) if resolve else None
 
     def _resolve(self, account_id: str, blob_id: str, user_id: int | None) -> BlobContent | None:
         for resolver in self.resolvers:

@@ -91,6 +91,20 @@ class MailboxSubscriptionChanged(MailboxEvent):
 
 
 @dataclass(kw_only=True)
+class MailboxesChanged(MailboxEvent):
+    """Several mailbox changes made together (one Mailbox/set): creations, updates, destructions, subscriptions."""
+
+    #: [{"id", "name", "parentId", "role", "sortOrder"}]
+    created: list[dict[str, Any]] = field(default_factory=list)
+    #: [{"id", "old": {changed properties}, "new": {changed properties}}]
+    updated: list[dict[str, Any]] = field(default_factory=list)
+    #: [{"id", "name", "removed_message_ids", "destroyed_message_ids"}]
+    destroyed: list[dict[str, Any]] = field(default_factory=list)
+    #: [{"id", "user_id", "subscribed"}] (subscriptions are per user)
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
 class Added(MailboxEvent):
     """Messages appended; ``delivery`` is true only for mail delivered from outside (LMTP, deliver)."""
 
@@ -123,3 +137,11 @@ class Moved(MessagesUpdated):
 class Expunged(MailboxEvent):
     #: [{"id", "threadId", "mailboxIds"}]
     messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class StatesChanged(MailboxEvent):
+    """Data other than mail changed (Identity, EmailSubmission, VacationResponse): push needs only ``states``."""
+
+    #: Data type -> {"created": [ids], "updated": [ids], "destroyed": [ids]}
+    changes: dict[str, dict[str, list[str]]] = field(default_factory=dict)

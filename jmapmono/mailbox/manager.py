@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from jmapmono.accounts.users import Accounts, UnknownUser, User, now_ms
 from jmapmono.log import kv
+from jmapmono.mailbox import changes
 from jmapmono.mailbox import messages as msgs
+from jmapmono.mailbox.batch import MailboxBatchOps, StateMismatch
 from jmapmono.mailbox.blobs import BlobStore
 from jmapmono.mailbox.events import Added, Expunged, FlagsUpdated, MessagesUpdated, Moved
 from jmapmono.mailbox.mailboxes import MailboxOps
@@ -77,8 +79,17 @@ def summarize(raw: bytes) -> msgs.Summary:
         return msgs.Summary(size=len(raw), problems=[f"unparsable: {type(e).__name__}"])
 
 
-class MailboxManager(MailboxOps, Reads):
-    """Mailbox and message mutations (this class and :class:`MailboxOps`), and reads (:class:`Reads`)."""
+def _check_email_state(tx: Transaction, account_id: str, if_in_state: str | None) -> None:
+    """Raise StateMismatch unless ``if_in_state`` is None or the Email state (checked under the account lock)."""
+    if if_in_state is not None:
+        current = changes.state(tx, account_id, "Email")
+        if current != if_in_state:
+            raise StateMismatch(f"the Email state is {current!r}, not {if_in_state!r}")
+
+
+class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
+    """Mailbox and message mutations (this class, :class:`MailboxOps`, :class:`MailboxBatchOps`), and reads
+    (:class:`Reads`)."""
 
     def __init__(self, db: Database, blobs: BlobStore, accounts: Accounts) -> None:
         self.db = db
@@ -149,10 +160,13 @@ class MailboxManager(MailboxOps, Reads):
             raise result.errors[0]
         return result.created[0]
 
-    def append_many(self, account_id: str, items: list[NewMessage], delivery: bool = False) -> AppendResult:
+    def append_many(
+        self, account_id: str, items: list[NewMessage], delivery: bool = False, if_in_state: str | None = None
+    ) -> AppendResult:
         """Append several messages in one transaction and one ``Added`` event; errors are per item.
 
-        ``delivery`` is for mail arriving from outside (it bumps the EmailDelivery state).
+        ``delivery`` is for mail arriving from outside (it bumps the EmailDelivery state). ``if_in_state``:
+        raise StateMismatch, changing nothing, unless it is the Email state when the transaction starts.
         """
         started = time.monotonic()
         result = AppendResult()
@@ -166,6 +180,7 @@ class MailboxManager(MailboxOps, Reads):
             prepared.append((i, item, keywords, summarize(item.raw)))
         with self.db.transaction() as tx:
             m = Mutation(tx, account_id)
+            _check_email_state(tx, account_id, if_in_state)
             known = msgs.existing_mailboxes(tx, account_id, {mb for _, it, _, _ in prepared for mb in it.mailbox_ids})
             described = []
             for i, item, keywords, summary in prepared:
@@ -193,11 +208,14 @@ class MailboxManager(MailboxOps, Reads):
         )
         return result
 
-    def update_messages(self, account_id: str, updates: Mapping[str, MessageUpdate]) -> UpdateResult:
+    def update_messages(
+        self, account_id: str, updates: Mapping[str, MessageUpdate], if_in_state: str | None = None
+    ) -> UpdateResult:
         """Change keywords and/or mailboxes of several messages: one transaction, one event.
 
         The event is ``FlagsUpdated`` when only keywords changed, ``Moved`` when only mailboxes
         did, ``MessagesUpdated`` when both did. Errors (notFound, invalidProperties) are per message.
+        ``if_in_state``: as for :meth:`append_many`.
         """
         started = time.monotonic()
         result = UpdateResult()
@@ -215,6 +233,7 @@ class MailboxManager(MailboxOps, Reads):
             normalized[message_id] = (upd, kw)
         with self.db.transaction() as tx:
             m = Mutation(tx, account_id)
+            _check_email_state(tx, account_id, if_in_state)
             current = msgs.load(tx, account_id, normalized)
             wanted: dict[str, msgs.Change] = {}
             for message_id, (upd, (replace, add, remove)) in normalized.items():
@@ -266,13 +285,18 @@ class MailboxManager(MailboxOps, Reads):
             account_id, {i: MessageUpdate(add_mailboxes=add, remove_mailboxes=remove) for i in message_ids}
         )
 
-    def destroy_messages(self, account_id: str, message_ids: Iterable[str]) -> DestroyResult:
-        """Destroy (expunge) several messages: one transaction, one ``Expunged`` event."""
+    def destroy_messages(
+        self, account_id: str, message_ids: Iterable[str], if_in_state: str | None = None
+    ) -> DestroyResult:
+        """Destroy (expunge) several messages: one transaction, one ``Expunged`` event.
+
+        ``if_in_state``: as for :meth:`append_many`."""
         started = time.monotonic()
         ids = list(dict.fromkeys(message_ids))
         result = DestroyResult()
         with self.db.transaction() as tx:
             m = Mutation(tx, account_id)
+            _check_email_state(tx, account_id, if_in_state)
             current = msgs.load(tx, account_id, ids)
             result.not_found = [i for i in ids if i not in current]
             gone = msgs.destroy(tx, m, self.blobs, current) if current else []

@@ -142,6 +142,12 @@ def _addresses(message: MimeMessage, name: str) -> list[dict]:
     return addresses(value) if value is not None else []
 
 
+#: Noted in ``problems`` (``empty-address-list:to``) when an address field is present but names no address
+#: ("To: undisclosed-recipients:;"), so that readers of the stored summary can tell [] (present) from null.
+EMPTY_ADDRESS_LIST = "empty-address-list:"
+_ADDRESS_FIELDS = ("From", "Sender", "To", "Cc", "Bcc", "Reply-To")
+
+
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse ``raw`` as far as it goes; never raises for malformed mail."""
     message = parse_mime(raw)
@@ -166,6 +172,8 @@ def parse_message(raw: bytes) -> ParsedMessage:
                 problems.append(f"8bit-header:{name}")
     text_body, _, attachments = body_lists(message)
     texts = _texts(message, text_body, attachments, problems)
+    found = {name: _addresses(message, name) for name in _ADDRESS_FIELDS}
+    problems += [EMPTY_ADDRESS_LIST + n.lower() for n, v in found.items() if not v and message.header(n) is not None]
     return ParsedMessage(
         message_ids=_ids(message, "Message-ID"),
         in_reply_to=_ids(message, "In-Reply-To"),
@@ -173,12 +181,12 @@ def parse_message(raw: bytes) -> ParsedMessage:
         subject=subject,
         base_subject=base_subject(subject),
         sent_at=None if when is None else int(when.timestamp() * 1000),
-        from_=_addresses(message, "From"),
-        sender=_addresses(message, "Sender"),
-        to=_addresses(message, "To"),
-        cc=_addresses(message, "Cc"),
-        bcc=_addresses(message, "Bcc"),
-        reply_to=_addresses(message, "Reply-To"),
+        from_=found["From"],
+        sender=found["Sender"],
+        to=found["To"],
+        cc=found["Cc"],
+        bcc=found["Bcc"],
+        reply_to=found["Reply-To"],
         has_attachment=has_attachment(attachments),
         preview=preview_of(message, text_body, texts),
         size=len(raw),

@@ -151,6 +151,8 @@ class Message:
     has_attachment: bool
     keywords: frozenset[str] = frozenset()
     mailbox_ids: frozenset[str] = frozenset()
+    #: What parsing noted (``mime.parse_message``'s problems), e.g. which address fields are present but empty.
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ def read_messages(tx: Transaction, account_id: str, ids: Iterable[str]) -> dict[
             has_attachment=bool(r["has_attachment"]),
             keywords=frozenset(keywords.get(i, ())),
             mailbox_ids=frozenset(mailboxes.get(i, ())),
+            problems=tuple(json.loads(r["problems_json"] or "[]")),
         )
         for i, r in rows.items()
     }
@@ -130,11 +131,31 @@ class Reads:
             state = changes.state(tx, account_id, "Email")
             return read_messages(tx, account_id, ids), state
 
+    def get_all_messages(self, account_id: str, limit: int) -> tuple[dict[str, Message] | None, str]:
+        """Every message of the account and the Email state; None for the messages when there are over ``limit``."""
+        with self.db.read() as tx:
+            state = changes.state(tx, account_id, "Email")
+            rows = tx.query("SELECT id FROM messages WHERE account_id = ? ORDER BY id LIMIT ?", (account_id, limit + 1))
+            if len(rows) > limit:
+                return None, state
+            return read_messages(tx, account_id, [r["id"] for r in rows]), state
+
     def get_threads(self, account_id: str, thread_ids: Iterable[str]) -> tuple[dict[str, list[str]], str]:
         """Thread id -> email ids (oldest first), and the Thread state."""
         with self.db.read() as tx:
             state = changes.state(tx, account_id, "Thread")
             return read_threads(tx, account_id, thread_ids), state
+
+    def get_all_threads(self, account_id: str, limit: int) -> tuple[dict[str, list[str]] | None, str]:
+        """Every thread of the account (as :meth:`get_threads`), None when there are more than ``limit``; the state."""
+        with self.db.read() as tx:
+            state = changes.state(tx, account_id, "Thread")
+            rows = tx.query(
+                "SELECT DISTINCT thread_id FROM messages WHERE account_id = ? LIMIT ?", (account_id, limit + 1)
+            )
+            if len(rows) > limit:
+                return None, state
+            return read_threads(tx, account_id, [r["thread_id"] for r in rows]), state
 
     def states(self, account_id: str) -> dict[str, str]:
         with self.db.read() as tx:

@@ -1,0 +1,120 @@
+"""``Email/get`` and ``Email/changes`` (RFC 8621 §4.2, §4.3).
+
+Email/get answers the fast properties (RFC 8621 §4.2's list) from the database alone and reads and
+parses a raw message only when a requested property needs it (headers, ``header:…``, the body
+properties), once per email per call. The state is read in the same transaction as the emails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from jmapmono.jmap.email_headers import CONVENIENCE
+from jmapmono.jmap.email_props import (
+    DEFAULT_GET_PROPERTIES,
+    FETCH_ARGUMENTS,
+    EmailFetch,
+    parse_fetch,
+    render,
+    summary_is_complete,
+)
+from jmapmono.jmap.errors import MethodError
+from jmapmono.jmap.registry import MAIL, Invocation, method
+from jmapmono.jmap.standard import (
+    GetArgs,
+    arg_id_list,
+    changes_response,
+    check_max_objects_in_get,
+    get_response,
+    parse_changes,
+    reject_unknown_arguments,
+)
+from jmapmono.log import kv
+from jmapmono.mailbox.changes import CannotCalculateChanges
+from jmapmono.mailbox.mime_tree import MimeMessage, parse_mime
+from jmapmono.mailbox.model import Message
+
+log = logging.getLogger(__name__)
+
+GET_ARGUMENTS = ("accountId", "ids", "properties", *FETCH_ARGUMENTS)
+CHANGES_ARGUMENTS = ("accountId", "sinceState", "maxChanges")
+_FROM_SUMMARY = frozenset([*CONVENIENCE, "hasAttachment", "preview"])
+
+
+def _needs_message(fetch: EmailFetch, meta: Message) -> bool:
+    if fetch.needs_message:
+        return True
+    # A message the store could not parse has no summary: its header properties come from the bytes.
+    return not summary_is_complete(meta) and not _FROM_SUMMARY.isdisjoint(fetch.properties)
+
+
+@method("Email/get", MAIL)
+def email_get(inv: Invocation) -> dict[str, Any]:
+    """RFC 8621 §4.2: the standard /get with bodyProperties and the bodyValues fetch arguments."""
+    started = time.monotonic()
+    args = inv.args
+    reject_unknown_arguments(args, GET_ARGUMENTS)
+    ids = arg_id_list(inv, "ids", None)
+    if ids is not None:
+        check_max_objects_in_get(inv, len(ids))
+    fetch = parse_fetch(args, DEFAULT_GET_PROPERTIES, with_id=True)
+    mailboxes = inv.services.mailboxes
+    if ids is None:
+        limit = inv.services.config.limits.max_objects_in_get
+        found, state = mailboxes.get_all_messages(inv.account_id, limit)
+        if found is None:
+            raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) emails")
+    else:
+        found, state = mailboxes.get_messages(inv.account_id, ids)
+    records: dict[str, dict[str, Any]] = {}
+    parsed = 0
+    for message_id, meta in found.items():
+        message = None
+        if _needs_message(fetch, meta):
+            message = _parse(inv, meta)
+            parsed += 1
+        records[message_id] = render(fetch, meta.blob_id, message, meta)
+    response = get_response(GetArgs(inv.account_id, ids, fetch.properties), state, records)
+    log.info(
+        kv(
+            event="email_get",
+            user=inv.principal.email,
+            account=inv.account_id,
+            found=len(records),
+            not_found=len(response["notFound"]),
+            parsed=parsed,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+    )
+    return response
+
+
+def _parse(inv: Invocation, meta: Message) -> MimeMessage:
+    """The email's raw message, parsed; serverFail if its bytes are gone (never expected: the email holds them)."""
+    content = inv.services.blobs.read(inv.account_id, meta.blob_id, resolve=False)
+    if content is None:
+        log.error(kv(event="email_blob_missing", account=inv.account_id, email=meta.id, blob=meta.blob_id))
+        raise MethodError("serverFail", f"the message of email {meta.id} cannot be read")
+    return parse_mime(content.data)
+
+
+@method("Email/changes", MAIL)
+def email_changes(inv: Invocation) -> dict[str, Any]:
+    """RFC 8621 §4.3: the standard /changes over the change log (created, updated, destroyed ids)."""
+    reject_unknown_arguments(inv.args, CHANGES_ARGUMENTS)
+    req = parse_changes(inv)
+    try:
+        changes = inv.services.changes.changes_since(inv.account_id, "Email", req.since_state, req.max_changes)
+    except CannotCalculateChanges as e:
+        raise MethodError("cannotCalculateChanges", str(e)) from None
+    return changes_response(
+        inv.account_id,
+        changes.old_state,
+        changes.new_state,
+        changes.has_more_changes,
+        changes.created,
+        changes.updated,
+        changes.destroyed,
+    )

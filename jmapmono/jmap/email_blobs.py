@@ -1,0 +1,41 @@
+"""Body part blob ids (``<message blob id>_<partId>``, RFC 8621 §4.1.4) as readable blobs.
+
+Parts are not stored on their own: a download, a ``Blob/copy``, an ``Email/parse`` or an attachment by
+``blobId`` of such an id is answered by decoding the part out of the message it belongs to. The message
+blob is read with the caller's access rights (the account must hold it, and another user's uploads stay
+private), so a part is readable exactly when its message is. Nested ids (``…_9_2``: part 2 of the message
+attached as part 9) are resolved level by level, at most ``email_body.MAX_NESTING`` deep.
+"""
+
+from __future__ import annotations
+
+from jmapmono.jmap.email_body import resolve_blob_id, split_part_blob_id
+from jmapmono.mailbox.blobs import BlobContent, BlobStore, Resolver
+
+
+def part_resolver(store: BlobStore) -> Resolver:
+    """A :data:`~jmapmono.mailbox.blobs.Resolver` serving the decoded body parts of ``store``'s messages."""
+
+    def resolve(account_id: str, blob_id: str, user_id: int | None) -> BlobContent | None:
+        if split_part_blob_id(blob_id) is None:
+            return None
+
+        def fetch(base: str) -> bytes | None:
+            # Stored blobs only: resolve_blob_id walks nested ids itself, with a depth bound.
+            content = store.read(account_id, base, user_id, resolve=False)
+            return None if content is None else content.data
+
+        found = resolve_blob_id(blob_id, fetch)
+        if found is None:
+            return None
+        data, media_type, name = found
+        return BlobContent(blob_id, data, media_type, name)
+
+    resolve.is_part_resolver = True  # type: ignore[attr-defined]
+    return resolve
+
+
+def install_part_resolver(store: BlobStore) -> None:
+    """Let ``store`` serve body part blob ids (once, however often this is called)."""
+    if not any(getattr(r, "is_part_resolver", False) for r in store.resolvers):
+        store.resolvers.append(part_resolver(store))
