@@ -1,0 +1,163 @@
+"""The push side of one connection, shared by the WebSocket and EventSource front ends.
+
+A ``PushChannel`` listens on the JMAP event bus for every account its user can
+see (registration key = account id) and for the user's own key
+(``user:<id>``, where ``AccessChanged`` arrives when a delegation is granted or
+revoked: the channel re-registers at once, no reconnect needed). Pending state
+changes coalesce — newest state per account and type wins — so a client that
+stops reading costs a bounded amount of memory and delays nobody: the front end
+is only told "something is pending" (``notify``) and calls :meth:`take` when it
+can write. The front end never blocks the bus greenlet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from jmapmono.accounts.principal import Principal
+from jmapmono.events.event import Event
+from jmapmono.log import kv
+from jmapmono.mailbox.changes import TYPES, parse_token
+from jmapmono.push import state as push_state
+
+log = logging.getLogger(__name__)
+
+#: The data types a client may name (RFC 8621 §1.5: every mail type plus EmailDelivery).
+PUSH_TYPES = frozenset(TYPES)
+
+
+def user_key(user_id: int) -> str:
+    """The registration key of per-user events (AccessChanged)."""
+    return f"user:{user_id}"
+
+
+class PushChannel:
+    """State changes for one connected user, coalesced until the front end takes them."""
+
+    def __init__(self, services, principal: Principal, notify: Callable[[], None]) -> None:
+        self.services = services
+        self.principal = principal
+        self.notify = notify
+        #: None: every type; else the enabled type names.
+        self.types: frozenset[str] | None = None
+        self.enabled = False
+        self.closed = False
+        self._registrations: dict[str, object] = {}
+        self._accounts: set[str] = set()
+        self._seqs: dict[str, int] = {}
+        self._pending: dict[str, dict[str, str]] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def enable(self, types: Iterable[str] | None = None, resume_from: str | None = None) -> None:
+        """Start (or re-configure) pushing ``types`` (None = all); with ``resume_from`` (a pushState),
+        queue at once what changed since it."""
+        self.types = None if types is None else frozenset(types)
+        self.enabled = True
+        self._register()
+        if resume_from is not None:
+            since = push_state.decode(resume_from) or {}
+            changed = push_state.changed_since(self.services.db, since, self._accounts)
+            for account, states in changed.items():
+                self._merge(account, states)
+        if self._pending_for_types():
+            self.notify()
+
+    def disable(self) -> None:
+        """Stop pushing; listeners stay until close so a later enable resumes cheaply."""
+        self.enabled = False
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Unregister every listener (idempotent). Every way a connection ends must call this."""
+        if self.closed:
+            return
+        self.closed = True
+        for registration in self._registrations.values():
+            registration.unregister()
+        self._registrations.clear()
+        self._pending.clear()
+
+    # -- what the front end reads ----------------------------------------------------------------------------------
+
+    def push_state(self) -> str:
+        """The resume token for everything this user can see, as far as this channel knows."""
+        return push_state.encode({a: self._seqs.get(a, 0) for a in self._accounts})
+
+    def take(self) -> dict | None:
+        """The coalesced StateChange to send now (``changed`` + ``pushState``), or None."""
+        changed = self._pending_for_types()
+        self._pending.clear()
+        if not changed or not self.enabled:
+            return None
+        return {"@type": "StateChange", "changed": changed, "pushState": self.push_state()}
+
+    def _pending_for_types(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for account, states in self._pending.items():
+            kept = {t: s for t, s in states.items() if self.types is None or t in self.types}
+            if kept:
+                out[account] = kept
+        return out
+
+    # -- listening -------------------------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        """Listen for every account the user can see now, and for the user's own key."""
+        if self.closed:
+            return
+        bus = self.services.jmap_bus
+        accounts = set(self.services.accounts.accessible_accounts(self.principal.user_id))
+        wanted = {*accounts, user_key(self.principal.user_id)}
+        for key in wanted - set(self._registrations):
+            listener = self._on_access_changed if key.startswith("user:") else self._on_state_change
+            self._registrations[key] = bus.register_key(key, listener)
+        for key in set(self._registrations) - wanted:
+            self._registrations.pop(key).unregister()
+            self._pending.pop(key, None)
+        added = accounts - self._accounts
+        self._accounts = accounts
+        self._seqs = {a: s for a, s in self._seqs.items() if a in accounts}
+        if added:
+            self._seqs.update(push_state.current_seqs(self.services.db, added))
+
+    def _merge(self, account: str, states: dict[str, str]) -> None:
+        if account not in self._accounts:
+            return
+        self._pending.setdefault(account, {}).update(states)
+        seq = push_state.max_seq(states)
+        if seq > self._seqs.get(account, 0):
+            self._seqs[account] = seq
+
+    def _on_state_change(self, event: Event) -> None:
+        if self.closed or event.type != "StateChange":
+            return
+        account = event.payload.get("accountId")
+        changed = event.payload.get("changed") or {}
+        states = {t: s for t, s in changed.items() if t in PUSH_TYPES and parse_token(s) is not None}
+        if not isinstance(account, str) or not states:
+            return
+        self._merge(account, states)
+        if self.enabled and self._pending_for_types():
+            self.notify()
+
+    def _on_access_changed(self, event: Event) -> None:
+        if self.closed or event.type != "AccessChanged":
+            return
+        before = set(self._accounts)
+        self._register()
+        gained = self._accounts - before
+        log.info(
+            kv(
+                event="push_access_changed",
+                user=self.principal.email,
+                gained=len(gained),
+                lost=len(before - self._accounts),
+            )
+        )
+        if gained:
+            for account, states in push_state.changed_since(self.services.db, {}, gained).items():
+                self._merge(account, states)
+        if self.enabled and self._pending_for_types():
+            self.notify()
