@@ -317,3 +317,73 @@ CREATE TABLE vacation_replies (
     replied_at INTEGER NOT NULL,
     PRIMARY KEY (account_id, sender)
 );
+
+-- ---------------------------------------------------------------------------
+-- Search (jmapmono/mailbox/search.py, search_sql.py, search_query.py): the
+-- Email/query filters and sorts, full-text search of bodies, SearchSnippet.
+-- Written by messages.append (search.index_message) in the appending
+-- transaction; removed with the message (cascade and triggers).
+
+-- Sort keys of the string sorts: the base subject, and the first From/To
+-- address's name (else its email). Collations are applied when sorting.
+ALTER TABLE message_search ADD COLUMN subject_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE message_search ADD COLUMN from_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE message_search ADD COLUMN to_key TEXT NOT NULL DEFAULT '';
+
+-- Every top-level header field of a message, one row per lower-cased name:
+-- the decoded values folded (lower case, no accents, one line each, joined by
+-- newlines) for the header/from/to/cc/bcc/subject/text filters (substring).
+CREATE TABLE message_headers (
+    message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (message_id, name)
+);
+
+-- The collapsed mailbox view: "has this thread a newer email in this mailbox"
+-- is one probe of this index per row of message_mailboxes_view.
+CREATE INDEX message_mailboxes_thread ON message_mailboxes(mailbox_id, thread_id, received_at, message_id);
+
+-- only: sqlite
+-- Full-text index of message_search.text (FTS5, contentless). Its rowids come
+-- from message_search_rows (stable: AUTOINCREMENT, unlike an implicit rowid
+-- that VACUUM may renumber); the triggers keep both in step with message_search.
+CREATE TABLE message_search_rows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE
+);
+
+-- only: sqlite
+CREATE VIRTUAL TABLE message_search_fts USING fts5(text, content='', tokenize='unicode61 remove_diacritics 2');
+
+-- only: sqlite
+CREATE TRIGGER message_search_fts_insert AFTER INSERT ON message_search BEGIN INSERT INTO message_search_rows (message_id) VALUES (new.message_id); INSERT INTO message_search_fts (rowid, text) SELECT id, new.text FROM message_search_rows WHERE message_id = new.message_id; END;
+
+-- only: sqlite
+CREATE TRIGGER message_search_fts_delete AFTER DELETE ON message_search BEGIN INSERT INTO message_search_fts (message_search_fts, rowid, text) SELECT 'delete', id, old.text FROM message_search_rows WHERE message_id = old.message_id; DELETE FROM message_search_rows WHERE message_id = old.message_id; END;
+
+-- only: sqlite
+CREATE TRIGGER message_search_fts_update AFTER UPDATE OF text ON message_search BEGIN INSERT INTO message_search_fts (message_search_fts, rowid, text) SELECT 'delete', id, old.text FROM message_search_rows WHERE message_id = old.message_id; INSERT INTO message_search_fts (rowid, text) SELECT id, new.text FROM message_search_rows WHERE message_id = new.message_id; END;
+
+-- only: postgres
+-- Full-text index of message_search.text: the words as search.tsvector() builds
+-- them (locale-independent, the same words as SQLite's tokenizer).
+ALTER TABLE message_search ADD COLUMN search_vector tsvector NOT NULL DEFAULT ''::tsvector;
+
+-- only: postgres
+CREATE INDEX message_search_vector ON message_search USING GIN (search_vector);
+
+-- ---------------------------------------------------------------------------
+-- WebSocket tickets (jmapmono/push/ws_tickets.py): short-lived, single-use
+-- credentials for browsers, which cannot send Authorization on a WebSocket
+-- upgrade (POST /jmap/ws/ticket, then /jmap/ws?ticket=…). Kept in the database
+-- so a ticket made by one worker or node is redeemed by any other. Only a
+-- SHA-256 of the ticket is stored; redeeming deletes the row. A ticket made
+-- with an app password dies with it.
+CREATE TABLE ws_tickets (
+    ticket_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_password_id TEXT REFERENCES app_passwords(id) ON DELETE CASCADE,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX ws_tickets_expires ON ws_tickets(expires_at);

@@ -1,9 +1,32 @@
-"""WSGI entry point: ``gunicorn -k gevent wsgi:app`` (see Procfile)."""
+"""WSGI entry point: ``gunicorn -k gevent wsgi:app`` (see Procfile).
+
+gunicorn imports this module in each worker after forking it (do not use ``--preload``: the event
+flow must start in the worker that serves, not in the master). Each worker therefore runs its own
+event flow (buses, MailboxChangeListener, outbox relay; jmapmono/events/flow.py), stopped when the
+worker exits. With more than one worker, use RabbitMQ (``BROKER_URL``): memory:// is per process.
+"""
 
 from gevent import monkey
 
 monkey.patch_all()
 
+import atexit  # noqa: E402
+
+from jmapmono.config import load_config  # noqa: E402
+from jmapmono.events import flow  # noqa: E402
+from jmapmono.log import setup_logging  # noqa: E402
+from jmapmono.services import Services  # noqa: E402
 from jmapmono.web.app import create_app  # noqa: E402
 
-app = create_app()
+config = load_config()
+setup_logging(config.log_level)
+services = Services(config)
+app = create_app(services=services)
+event_flow = flow.start(services)
+
+
+@atexit.register
+def _shutdown() -> None:
+    """A worker exits through sys.exit after its graceful shutdown: stop the flow, then close the store."""
+    event_flow.stop()
+    services.close()

@@ -56,6 +56,19 @@ class Config:
     smtp_relay_starttls: bool = False
     #: A vacation response answers each sender at most once per this many days (RFC 3834 §2).
     vacation_reply_days: int = 7
+    #: WebSocket (RFC 8887, jmapmono/push/websocket.py): a ping every this many seconds (0: none), and
+    #: a peer silent for ping + timeout seconds is closed (its push listeners go with it).
+    ws_ping_seconds: float = 30
+    ws_ping_timeout_seconds: float = 20
+    #: Origins (``https://app.example.org``) whose pages may open the WebSocket, besides the server's
+    #: own; ``*`` allows any. Ticket upgrades must come from one of them.
+    ws_allowed_origins: tuple[str, ...] = ()
+    #: Bytes of responses one socket may have waiting to be written before its requests wait.
+    ws_outbound_bytes: int = 1_000_000
+    #: Lifetime of a ``POST /jmap/ws/ticket`` ticket (single use).
+    ws_ticket_seconds: int = 60
+    #: Negotiate permessage-deflate (RFC 7692) when the client offers it.
+    ws_deflate: bool = True
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -96,6 +109,35 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "off", "no", "false"):
         return False
     raise ConfigError(f"{name}={raw!r} is not on or off")
+
+
+def normalize_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` in lower case without a default port, or None when ``value`` is no origin."""
+    parts = urlsplit(value.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    out = []
+    for item in (env.get(name) or "").replace(",", " ").split():
+        origin = "*" if item == "*" else normalize_origin(item)
+        if origin is None:
+            raise ConfigError(f"{name}: {item!r} is not an origin like https://app.example.org (or *)")
+        out.append(origin)
+    return tuple(dict.fromkeys(out))
 
 
 def parse_host_port(value: str, name: str) -> tuple[str, int]:
@@ -168,5 +210,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         smtp_relay_password=relay_password,
         smtp_relay_starttls=_flag(env, "JMAPMONO_SMTP_RELAY_STARTTLS", False),
         vacation_reply_days=_int(env, "JMAPMONO_VACATION_REPLY_DAYS", 7, 1),
+        ws_ping_seconds=_int(env, "JMAPMONO_WS_PING_SECONDS", 30, 0),
+        ws_ping_timeout_seconds=_int(env, "JMAPMONO_WS_PING_TIMEOUT_SECONDS", 20, 1),
+        ws_allowed_origins=_origins(env, "JMAPMONO_WS_ALLOWED_ORIGINS"),
+        ws_outbound_bytes=_int(env, "JMAPMONO_WS_OUTBOUND_BYTES", 1_000_000, 65536),
+        ws_ticket_seconds=_int(env, "JMAPMONO_WS_TICKET_SECONDS", 60, 5),
+        ws_deflate=_flag(env, "JMAPMONO_WS_DEFLATE", True),
         limits=limits,
     )

@@ -52,7 +52,16 @@ HOUSEKEEPING: list[HousekeepingJob] = [
 #: in reverse order. Deliveries by the LMTP child and ``deliver`` are other processes: anything that
 #: reacts to them must read what they committed (the outbox), not wait for an in-process call.
 StartupHook = Callable[["Services"], Callable[[], None] | None]
-STARTUP: list[StartupHook] = []
+
+
+def _start_event_flow(services: Services) -> Callable[[], None]:
+    """The event buses, the MailboxChangeListener and the outbox relay (jmapmono/events/flow.py)."""
+    from jmapmono.events import flow
+
+    return flow.start(services)
+
+
+STARTUP: list[StartupHook] = [_start_event_flow]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,11 @@ if TYPE_CHECKING:
     from jmapmono.events.bus import EventBus
     from jmapmono.mailbox.blobs import BlobStore
     from jmapmono.mailbox.changes import ChangeLog
+    from jmapmono.mailbox.identities import Identities
     from jmapmono.mailbox.manager import MailboxManager
+    from jmapmono.mailbox.relay import Relay
+    from jmapmono.mailbox.submissions import Submissions
+    from jmapmono.mailbox.vacation import Vacation
 
 
 class Services:
@@ -33,6 +37,7 @@ class Services:
         # A new account gets its default mailboxes; a deleted one's mail goes with it (same transaction).
         accounts.on_user_created.append(lambda tx, user: self.mailboxes.provision(tx, user))
         accounts.on_user_deleted.append(lambda tx, user: self.mailboxes.remove_account_data(tx, user))
+        accounts.on_user_deleted.append(lambda tx, user: _remove_sending_data(tx, user.account_id))
         return accounts
 
     @cached_property
@@ -48,7 +53,37 @@ class Services:
     def mailboxes(self) -> MailboxManager:
         from jmapmono.mailbox.manager import MailboxManager
 
-        return MailboxManager(self.db, self.blobs, self.accounts)
+        manager = MailboxManager(self.db, self.blobs, self.accounts)
+        # Every delivery, whatever process makes it, may get the recipient's vacation reply (after commit).
+        manager.on_delivered.append(lambda delivered, raw: self.vacation.on_delivered(delivered, raw))
+        return manager
+
+    @cached_property
+    def relay(self) -> Relay:
+        """The SMTP relay for mail to other servers (``JMAPMONO_SMTP_RELAY``; may be unconfigured)."""
+        from jmapmono.mailbox.relay import Relay
+
+        return Relay(self.config)
+
+    @cached_property
+    def identities(self) -> Identities:
+        from jmapmono.mailbox.identities import Identities
+
+        return Identities(self.db, self.accounts)
+
+    @cached_property
+    def submissions(self) -> Submissions:
+        """Checks, sends (relay or local delivery) and records email submissions."""
+        from jmapmono.mailbox.submissions import Submissions
+
+        return Submissions(self.db, self.config, self.accounts, self.mailboxes, self.blobs, self.identities, self.relay)
+
+    @cached_property
+    def vacation(self) -> Vacation:
+        """The vacation response and its automatic replies."""
+        from jmapmono.mailbox.vacation import Vacation
+
+        return Vacation(self.db, self.config, self.accounts, self.mailboxes, self.relay)
 
     @cached_property
     def changes(self) -> ChangeLog:
@@ -72,11 +107,21 @@ class Services:
         return EventBus("jmap", self.config.broker_url, self.db)
 
     def close(self) -> None:
+        vacation = self.__dict__.get("vacation")
+        if vacation is not None:
+            vacation.wait_idle()  # replies still being sent need the database
         for name in ("jmap_bus", "mailbox_bus"):  # only those that were created
             bus = self.__dict__.get(name)
             if bus is not None:
                 bus.stop()
         self.db.close()
+
+
+def _remove_sending_data(tx: store.Transaction, account_id: str) -> None:
+    from jmapmono.mailbox import identities, submissions, vacation
+
+    for module in (identities, submissions, vacation):
+        module.delete_account_data(tx, account_id)
 
 
 def services_from_environment() -> Services:

@@ -90,6 +90,14 @@ def queue_depth(server: RabbitMQServer, queue: str) -> int:
         conn.close()
 
 
+def broker_diagnostics(server: RabbitMQServer) -> str:
+    """What the broker logged and who listens on its port: for a failure message."""
+    logs = sorted((server.dir / "log").glob("*.log"))
+    tail = "\n".join(logs[-1].read_text(errors="replace").splitlines()[-30:]) if logs else "(no log)"
+    sockets = subprocess.run(["ss", "-ltnp", f"sport = :{server.port}"], capture_output=True, text=True).stdout
+    return f"broker on port {server.port} not reachable\n{sockets}\n{tail}"
+
+
 # -- groups ----------------------------------------------------------------------------------------
 
 
@@ -286,7 +294,7 @@ def test_broker_restart_rebinds_keys_and_events_flow_again(nodes, db, rabbitmq, 
             node_a.dispatch(local, ["acc1"])
         assert listener.wait_count(2) and listener.ids[-1] == local.id  # in-process, no broker needed
         rabbitmq.start()
-        assert node_a.wait_ready(60)
+        assert node_a.wait_ready(60), broker_diagnostics(rabbitmq)
 
         after = Event.new("after")
 

@@ -82,6 +82,17 @@ def _user(row: dict) -> User:
     return User(row["id"], row["email"], row["account_id"], row["created_at"])
 
 
+def _access_changed(tx: Transaction, owner: User, delegate_id: int, granted: bool) -> None:
+    """Write the ``AccessChanged`` event into the outbox of ``tx`` (push re-registers the delegate's accounts)."""
+    from jmapmono.mailbox import outbox  # the mailbox layer imports this module
+    from jmapmono.mailbox.events import AccessChanged
+
+    event = AccessChanged(
+        account_id=owner.account_id, owner_user_id=owner.id, delegate_user_id=int(delegate_id), granted=granted
+    )
+    outbox.write(tx, event)
+
+
 class Accounts:
     """User and delegation records. Password checks live in :mod:`jmapmono.accounts.passwords`."""
 
@@ -150,6 +161,9 @@ class Accounts:
         """Delete a user; their app passwords and delegations go with them (cascade)."""
         user = self.require(email)
         with self.db.transaction() as tx:
+            # Delegations go with the user (cascade): each delegate of this account loses it.
+            for row in tx.query("SELECT delegate_id FROM delegations WHERE owner_id = ?", (user.id,)):
+                _access_changed(tx, user, row["delegate_id"], False)
             for hook in self.on_user_deleted:
                 hook(tx, user)
             if not tx.execute("DELETE FROM users WHERE id = ?", (user.id,)):
@@ -198,6 +212,8 @@ class Accounts:
                 "ON CONFLICT (owner_id, delegate_id) DO NOTHING",
                 (owner.id, delegate.id, now_ms()),
             )
+            if changed:
+                _access_changed(tx, owner, delegate.id, True)
         if changed:
             log.info("event=delegation_granted owner=%s delegate=%s", owner.email, delegate.email)
             for hook in self.on_delegation_changed:
@@ -210,6 +226,8 @@ class Accounts:
             changed = tx.execute(
                 "DELETE FROM delegations WHERE owner_id = ? AND delegate_id = ?", (owner.id, delegate.id)
             )
+            if changed:
+                _access_changed(tx, owner, delegate.id, False)
         if changed:
             log.info("event=delegation_revoked owner=%s delegate=%s", owner.email, delegate.email)
             for hook in self.on_delegation_changed:

@@ -160,12 +160,7 @@ class SQLiteDoorbell:
         assert sock is not None
         while True:
             try:
-                sock.recv(64)
-                while True:  # fold a burst of rings into one wake-up
-                    try:
-                        sock.recv(64, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        break
+                sock.recv(64)  # a burst of rings folds into one relay pass: waking only sets an event
             except OSError as e:
                 if e.errno == errno.EBADF:
                     return

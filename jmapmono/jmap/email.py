@@ -11,14 +11,11 @@ import logging
 import time
 from typing import Any
 
-from jmapmono.jmap.email_headers import CONVENIENCE
 from jmapmono.jmap.email_props import (
     DEFAULT_GET_PROPERTIES,
     FETCH_ARGUMENTS,
-    EmailFetch,
     parse_fetch,
     render,
-    summary_is_complete,
 )
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.registry import MAIL, Invocation, method
@@ -40,14 +37,6 @@ log = logging.getLogger(__name__)
 
 GET_ARGUMENTS = ("accountId", "ids", "properties", *FETCH_ARGUMENTS)
 CHANGES_ARGUMENTS = ("accountId", "sinceState", "maxChanges")
-_FROM_SUMMARY = frozenset([*CONVENIENCE, "hasAttachment", "preview"])
-
-
-def _needs_message(fetch: EmailFetch, meta: Message) -> bool:
-    if fetch.needs_message:
-        return True
-    # A message the store could not parse has no summary: its header properties come from the bytes.
-    return not summary_is_complete(meta) and not _FROM_SUMMARY.isdisjoint(fetch.properties)
 
 
 @method("Email/get", MAIL)
@@ -72,7 +61,7 @@ def email_get(inv: Invocation) -> dict[str, Any]:
     parsed = 0
     for message_id, meta in found.items():
         message = None
-        if _needs_message(fetch, meta):
+        if fetch.needs_message_for(meta):
             message = _parse(inv, meta)
             parsed += 1
         records[message_id] = render(fetch, meta.blob_id, message, meta)

@@ -83,6 +83,8 @@ _ADDRESS_FIELDS = {
 }
 _ID_FIELDS = {"messageId": "message_id", "inReplyTo": "in_reply_to", "references": "references"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The properties the stored summary answers (when parsing at storage time succeeded).
+_FROM_SUMMARY = frozenset([*CONVENIENCE, "hasAttachment", "preview"])
 
 
 def utc_date_ms(ms: int) -> str:
@@ -107,6 +109,13 @@ class EmailFetch:
     def needs_message(self) -> bool:
         """Whether some requested property can only come from the raw message."""
         return bool(self.headers) or not NEEDS_MESSAGE.isdisjoint(self.properties)
+
+    def needs_message_for(self, meta: Message) -> bool:
+        """Whether rendering the stored email ``meta`` needs its raw message parsed."""
+        if self.needs_message:
+            return True
+        # A message the store could not parse has no summary: its header properties come from the bytes.
+        return not summary_is_complete(meta) and not _FROM_SUMMARY.isdisjoint(self.properties)
 
 
 def _optional(args: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -137,6 +146,7 @@ def parse_fetch(args: Mapping[str, Any], default: list[str], *, with_id: bool) -
         name: arg_bool(_optional(args, name), name, False)
         for name in ("fetchTextBodyValues", "fetchHTMLBodyValues", "fetchAllBodyValues")
     }
+    max_bytes = arg_unsigned_int(_optional(args, "maxBodyValueBytes"), "maxBodyValueBytes", 0)
     return EmailFetch(
         properties=chosen,
         headers=headers,
@@ -144,7 +154,7 @@ def parse_fetch(args: Mapping[str, Any], default: list[str], *, with_id: bool) -
         fetch_text_body_values=flags["fetchTextBodyValues"],
         fetch_html_body_values=flags["fetchHTMLBodyValues"],
         fetch_all_body_values=flags["fetchAllBodyValues"],
-        max_body_value_bytes=arg_unsigned_int(_optional(args, "maxBodyValueBytes"), "maxBodyValueBytes", 0),  # type: ignore[arg-type]
+        max_body_value_bytes=max_bytes or 0,
     )
 
 
@@ -183,10 +193,13 @@ def render(
     """One Email object with exactly ``fetch.properties``.
 
     ``meta`` is the stored email (Email/get) or None (Email/parse: metadata properties are null, the rest
-    comes from ``message``). ``message`` is the parsed raw message, or None when nothing requested needs it.
+    comes from ``message``). ``message`` is the parsed raw message, or None when nothing requested needs it
+    (``fetch.needs_message_for(meta)`` is false).
     """
-    from_summary = meta is not None and summary_is_complete(meta)
-    body_wanted = [p for p in fetch.properties if p in BODY and not (from_summary and p in ("hasAttachment", "preview"))]
+    from_summary = meta is not None and (message is None or summary_is_complete(meta))
+    body_wanted = [
+        p for p in fetch.properties if p in BODY and not (from_summary and p in ("hasAttachment", "preview"))
+    ]
     body: dict[str, Any] = {}
     if body_wanted:
         assert message is not None, "body properties need the parsed message"

@@ -19,7 +19,7 @@ from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.jmap.standard import apply_patch, arg_bool, is_id, parse_set, reject_unknown_arguments, set_response
 from jmapmono.mailbox.batch import MailboxCreate, MailboxPatch, NewRef, StateMismatch, Target
 from jmapmono.mailbox.mailboxes import UNCHANGED
-from jmapmono.mailbox.model import Counts, InvalidProperties, Mailbox, MailboxError
+from jmapmono.mailbox.model import Counts, Mailbox, MailboxError
 
 SET_ARGS = frozenset({"accountId", "ifInState", "create", "update", "destroy", "onDestroyRemoveEmails"})
 SETTABLE = ("name", "parentId", "role", "sortOrder", "isSubscribed")
@@ -206,8 +206,6 @@ def mailbox_set(inv: Invocation) -> dict[str, Any]:
         )
     except StateMismatch as e:
         raise MethodError("stateMismatch", str(e)) from None
-    except InvalidProperties as e:  # not expected: every item's errors are caught per item
-        raise MethodError("invalidArguments", e.description) from None
 
     created: dict[str, Any] = {}
     for s in specs:

@@ -163,7 +163,7 @@ def new_message_id(domain: str) -> str:
 # --- MIME parts ----------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class Part:
     """One MIME entity to write. A leaf holds ``text`` (written as UTF-8) or ``data`` (octets, kept exact);
     a multipart holds ``subparts``. ``fields`` are extra header fields, already formatted (name, value)."""

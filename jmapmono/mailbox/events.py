@@ -145,3 +145,15 @@ class StatesChanged(MailboxEvent):
 
     #: Data type -> {"created": [ids], "updated": [ids], "destroyed": [ids]}
     changes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class AccessChanged(MailboxEvent):
+    """A delegation of ``account_id`` (the owner's account) to another user was granted or revoked.
+
+    Carries no states: push front ends re-read the delegate's accounts (jmapmono/events/change_listener.py).
+    """
+
+    owner_user_id: int = 0
+    delegate_user_id: int = 0
+    granted: bool = False

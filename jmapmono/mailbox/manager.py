@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from jmapmono.accounts.users import Accounts, UnknownUser, User, now_ms
@@ -95,6 +95,9 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
         self.db = db
         self.blobs = blobs
         self.accounts = accounts
+        #: Called after each delivery has committed with (Delivered, raw bytes), e.g. the vacation reply.
+        #: A hook must be quick (hand slow work to the background); its failure never fails the delivery.
+        self.on_delivered: list[Callable[[Delivered, bytes], None]] = []
 
     # -- delivery -----------------------------------------------------------------------------------------------
 
@@ -126,7 +129,13 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
                 ms=round((time.monotonic() - started) * 1000, 1),
             )
         )
-        return Delivered(user.account_id, appended.id, appended.blob_id, appended.thread_id, target)
+        delivered = Delivered(user.account_id, appended.id, appended.blob_id, appended.thread_id, target)
+        for hook in self.on_delivered:
+            try:
+                hook(delivered, raw)
+            except Exception as e:  # the mail is stored: a reaction to it failing must not undo that
+                log.warning(kv(event="delivery_hook_failed", account=user.account_id, message=appended.id, error=e))
+        return delivered
 
     @staticmethod
     def _describe_added(event: Added, items: list) -> None:

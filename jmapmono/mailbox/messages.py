@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jmapmono.accounts.users import now_ms
-from jmapmono.mailbox import threads
+from jmapmono.mailbox import search, threads
 from jmapmono.mailbox.blobs import BlobStore
 from jmapmono.mailbox.model import (
     Appended,
@@ -163,10 +163,7 @@ def append(
     current = Current(thread_id, received_at, blob_id, set(keywords), set(mailbox_ids))
     _insert_keywords(tx, message_id, keywords)
     _insert_memberships(tx, message_id, current, mailbox_ids)
-    tx.execute(
-        "INSERT INTO message_search (message_id, account_id, text) VALUES (?, ?, ?)",
-        (message_id, m.account_id, summary.search_text[:_MAX_SEARCH_TEXT]),
-    )
+    search.index_message(tx, message_id, m.account_id, raw, summary, summary.search_text[:_MAX_SEARCH_TEXT])
     m.counts.message(thread_id, mailbox_ids, is_unread(keywords), +1)
     m.created("Email", [message_id])
     (m.created if new_thread else m.updated)("Thread", [thread_id])

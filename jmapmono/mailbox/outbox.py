@@ -4,7 +4,8 @@ An event is therefore published if and only if its change committed, even when t
 broker is down or the process dies right after the commit. A relay reads the rows
 still undispatched (:func:`pending`), publishes them, and marks them
 (:func:`mark_dispatched`). In-process listeners (:func:`subscribe`) are told after
-commit, so a relay in the same process can wake at once instead of polling.
+commit, so a relay in the same process can wake at once instead of polling; relays in
+other processes are woken by the doorbell (jmapmono/events/doorbell.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from jmapmono.accounts.users import now_ms
+from jmapmono.events import doorbell
 from jmapmono.mailbox.events import MailboxEvent
 from jmapmono.store import Transaction
 
@@ -56,6 +58,8 @@ def write(tx: Transaction, event: MailboxEvent, bus: str = MAILBOX_BUS) -> int:
     )
     if _listeners:
         tx.after_commit(lambda: _notify(outbox_id, bus, event))
+    # Relays in other processes (and on other nodes) wake at commit: NOTIFY on Postgres, a datagram on SQLite.
+    doorbell.ring_after_commit(tx)
     return outbox_id
 
 

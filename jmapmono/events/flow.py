@@ -1,0 +1,102 @@
+"""The event flow of one serving process: both buses, the MailboxChangeListener and the outbox relay.
+
+    mutation ─(same transaction)─> event_outbox ─relay─> mailbox bus ─MailboxChangeListener (group)─>
+    JMAP bus ─(key: account id)─> push connections
+
+``start(services)`` runs it all and returns a :class:`Flow`, which is also the function that stops it
+(in reverse order: relay, mailbox bus, JMAP bus). ``serve`` starts it through its STARTUP hooks;
+``wsgi.py`` starts it once in each gunicorn worker. Other parts may register more group listeners on
+``services.mailbox_bus`` or ``services.jmap_bus`` before or after the start.
+
+Processes that only write mail (LMTP, ``deliver``, the CLI) run no flow: what they commit sits in the
+outbox and the serving process's relay is woken by the doorbell (doorbell.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from jmapmono.events.change_listener import MailboxChangeListener
+from jmapmono.events.relay import Relay
+from jmapmono.log import kv
+from jmapmono.mailbox.outbox import MAILBOX_BUS
+
+if TYPE_CHECKING:
+    from jmapmono.services import Services
+
+log = logging.getLogger("jmapmono.events.flow")
+
+#: The flow running for each Services object (one at most).
+_RUNNING: weakref.WeakKeyDictionary[Services, Flow] = weakref.WeakKeyDictionary()
+
+
+class Flow:
+    """A running event flow; call it (or :meth:`stop`) to stop it."""
+
+    def __init__(self, services: Services, **relay_options: Any) -> None:
+        self.services = services
+        self.mailbox_bus = services.mailbox_bus
+        self.jmap_bus = services.jmap_bus
+        self.listener = MailboxChangeListener(self.jmap_bus)
+        self.relay = Relay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
+        self._stopped = False
+
+    def start(self) -> Flow:
+        started = time.monotonic()
+        self.listener.register(self.mailbox_bus)
+        self.jmap_bus.start()  # first: the listener dispatches on it
+        self.mailbox_bus.start()
+        self.relay.start()  # last: publishes whatever piled up while nothing ran
+        log.info(kv(event="flow_started", broker=self.services.config.broker_url.split(":", 1)[0], ms=_ms(started)))
+        return self
+
+    def stop(self) -> None:
+        """Stop relay, then buses (events not yet published stay in the outbox for the next start)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        started = time.monotonic()
+        for part in (self.relay, self.mailbox_bus, self.jmap_bus):
+            try:
+                part.stop()
+            except Exception as e:  # one part failing to stop must not keep the others running
+                log.error(kv(event="flow_stop_failed", part=type(part).__name__, error=f"{type(e).__name__}: {e}"))
+        if _RUNNING.get(self.services) is self:
+            del _RUNNING[self.services]
+        log.info(kv(event="flow_stopped", published=self.relay.stats["published"], ms=_ms(started)))
+
+    __call__ = stop
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until both buses consume (connected to the broker); True if they do."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for bus in (self.jmap_bus, self.mailbox_bus):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not bus.wait_ready(remaining):
+                return False
+        return True
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def start(services: Services, **relay_options: Any) -> Flow:
+    """Start the event flow for ``services`` (once per Services); returns the running Flow (callable: stop)."""
+    if services in _RUNNING:
+        raise RuntimeError("the event flow is already running for these services")
+    flow = Flow(services, **relay_options)
+    _RUNNING[services] = flow
+    try:
+        return flow.start()
+    except BaseException:
+        flow.stop()
+        raise
+
+
+def running(services: Services) -> Flow | None:
+    """The flow started for ``services``, if any."""
+    return _RUNNING.get(services)

@@ -1,0 +1,93 @@
+"""A process that writes mail the way LMTP and ``deliver`` do, for the event-flow tests.
+
+    python tests/support/outbox_writer.py crash EMAIL N [--flow]
+        Deliver N messages to EMAIL (one transaction each), then flag them all in one bulk update, and
+        SIGKILL itself in the after-commit hook of that last transaction: after its commit, before
+        anything of it was published (and before its doorbell rang). With --flow the process runs the
+        whole event flow (relay included, on memory://) and kills itself after the FIRST delivery's commit,
+        before its own relay could publish it.
+
+    python tests/support/outbox_writer.py serve
+        Read one recipient per line on standard input, deliver a message to it, and print one JSON line
+        {"message_id", "account_id", "commit"} where ``commit`` is the wall-clock time (time.time())
+        taken in the after-commit hook, for measuring wake-up latency from another process.
+
+The database comes from DATABASE_URL (already migrated). Without --flow the process is not
+gevent-patched, like the real LMTP and ``deliver`` processes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+FLOW = "--flow" in sys.argv
+if FLOW:
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from jmapmono.config import load_config  # noqa: E402
+from jmapmono.mailbox import outbox  # noqa: E402
+from jmapmono.services import Services  # noqa: E402
+
+MESSAGE = (
+    "From: carol@example.org\r\nTo: {to}\r\nSubject: note {n}\r\nMessage-ID: <{n}.{pid}@example.org>\r\n\r\nHi.\r\n"
+)
+
+
+def _message(to: str, n: int) -> bytes:
+    return MESSAGE.format(to=to, n=n, pid=os.getpid()).encode()
+
+
+def crash(services: Services, email: str, count: int) -> None:
+    commits = 0
+    last = 1 if FLOW else count + 1  # count deliveries, then one bulk flag change
+
+    def on_commit(_outbox_id: int, _bus: str, _event: object) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == last:
+            print(json.dumps({"killing": commits}), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    outbox.subscribe(on_commit)
+    if FLOW:
+        from jmapmono.events import flow
+
+        flow.start(services)
+    delivered = [services.mailboxes.deliver(email, _message(email, n)) for n in range(count)]
+    services.mailboxes.set_keywords(delivered[0].account_id, [d.message_id for d in delivered], add=["$seen"])
+    raise SystemExit("still alive after the last commit")
+
+
+def serve(services: Services) -> None:
+    commit_at: list[float] = []
+    outbox.subscribe(lambda *_: commit_at.append(time.time()))
+    for n, line in enumerate(sys.stdin):
+        to = line.strip()
+        if not to:
+            continue
+        commit_at.clear()
+        delivered = services.mailboxes.deliver(to, _message(to, n))
+        out = {"message_id": delivered.message_id, "account_id": delivered.account_id, "commit": commit_at[-1]}
+        print(json.dumps(out), flush=True)
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if a != "--flow"]
+    services = Services(load_config())
+    if args[0] == "crash":
+        crash(services, args[1], int(args[2]))
+    elif args[0] == "serve":
+        serve(services)
+    else:
+        raise SystemExit(f"unknown mode {args[0]!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""Email/query (RFC 8621 §4.4): every filter condition and operator, every sort with its tie-break,
+collapseThreads, position/anchor/limit/calculateTotal, the errors, totals that agree with the
+Mailbox counts (clarifications Q24), and the RFC's own inbox example. Both backends."""
+
+from __future__ import annotations
+
+import pytest
+
+from jmapmono.mailbox import search_query
+
+T0 = 1_704_103_200_000  # 2024-01-01T10:00:00Z
+MINUTE = 60_000
+
+
+def mail(
+    subject: str = "Hello",
+    *,
+    frm: str = "Alice Sender <alice@example.com>",
+    to: str = "Bob Receiver <bob@example.org>",
+    cc: str | None = None,
+    bcc: str | None = None,
+    body: str = "Hello there",
+    date: str = "Mon, 01 Jan 2024 10:00:00 +0000",
+    msgid: str | None = None,
+    reply_to: str | None = None,
+    headers: tuple[str, ...] = (),
+    attachment: bool = False,
+) -> bytes:
+    """A small message; ``attachment`` makes it multipart with a PDF."""
+    head = [f"From: {frm}", f"To: {to}", f"Subject: {subject}", f"Date: {date}", *headers]
+    head += [f"Cc: {cc}"] * bool(cc) + [f"Bcc: {bcc}"] * bool(bcc) + [f"Message-ID: <{msgid}>"] * bool(msgid)
+    if reply_to:
+        head += [f"In-Reply-To: <{reply_to}>", f"References: <{reply_to}>"]
+    if attachment:
+        head += ["MIME-Version: 1.0", 'Content-Type: multipart/mixed; boundary="b1"']
+        text = (
+            f"--b1\r\nContent-Type: text/plain\r\n\r\n{body}\r\n--b1\r\nContent-Type: application/pdf\r\n"
+            'Content-Disposition: attachment; filename="r.pdf"\r\n\r\n%PDF-1.4\r\n--b1--\r\n'
+        )
+    else:
+        text = body + "\r\n"
+    return ("\r\n".join(head) + "\r\n\r\n" + text).encode()
+
+
+class Box:
+    """Alice's account through the mailbox layer (data) and her JMAP client (queries)."""
+
+    def __init__(self, services, client) -> None:
+        self.services, self.client, self.account = services, client, client.account_id
+        role = services.mailboxes.mailbox_by_role
+        self.inbox, self.archive, self.trash = (role(self.account, r).id for r in ("inbox", "archive", "trash"))
+
+    def add(self, raw: bytes | None = None, *, boxes=None, keywords=(), at: int | None = None, **kw) -> str:
+        raw = raw or mail(**kw)
+        return self.services.mailboxes.append(self.account, raw, boxes or [self.inbox], keywords, at).id
+
+    def query(self, **args) -> dict:
+        return self.client.call("Email/query", args)
+
+    def ids(self, filter=None, sort=None, **args) -> list[str]:
+        return self.query(filter=filter, sort=sort, **args)["ids"]
+
+    def error(self, method: str = "Email/query", **args) -> str:
+        return self.client.error(method, args)["type"]
+
+
+@pytest.fixture
+def box(services, alice) -> Box:
+    return Box(services, alice)
+
+
+@pytest.fixture
+def data(box: Box) -> dict[str, str]:
+    """Four emails in two threads across Inbox, Archive and Trash."""
+    return {
+        "e1": box.add(
+            subject="Quarterly report",
+            cc="Carol <carol@example.net>",
+            bcc="dave@example.org",
+            body="The numbers are attached",
+            msgid="q1@x",
+            attachment=True,
+            keywords=["$seen"],
+            at=T0,
+            date="Mon, 01 Jan 2024 12:00:00 +0000",
+        ),
+        "e2": box.add(
+            subject="Re: Quarterly report",
+            frm="bob@example.org",
+            to="Alice Sender <alice@example.com>",
+            msgid="q2@x",
+            reply_to="q1@x",
+            boxes=[box.inbox, box.archive],
+            keywords=["$seen", "$flagged"],
+            at=T0 + MINUTE,
+            date="Mon, 01 Jan 2024 09:00:00 +0000",
+        ),
+        "e3": box.add(
+            subject="Lunch?",
+            frm="=?utf-8?q?=C3=89mile_Zola?= <emile@example.fr>",
+            headers=("X-Priority: 1",),
+            body="Shall we have lunch on Friday?",
+            boxes=[box.archive],
+            at=T0 + 2 * MINUTE,
+            date="Mon, 01 Jan 2024 11:00:00 +0000",
+        ),
+        "e4": box.add(
+            subject="Cheap offer", frm="zed@spam.example", boxes=[box.trash], keywords=["$junk"], at=T0 + 3 * MINUTE
+        ),
+    }
+
+
+def named(data: dict[str, str], ids: list[str]) -> set[str]:
+    by_id = {v: k for k, v in data.items()}
+    return {by_id[i] for i in ids}
+
+
+def test_every_filter_condition(box, data):
+    sizes = {k: box.client.call("Email/get", {"ids": [v], "properties": ["size"]})["list"][0]["size"] for k, v in data.items()}
+    cases = [
+        ({"inMailbox": box.inbox}, {"e1", "e2"}),
+        ({"inMailboxOtherThan": [box.trash]}, {"e1", "e2", "e3"}),
+        ({"inMailboxOtherThan": [box.inbox]}, {"e2", "e3", "e4"}),  # e2 is also in Archive
+        ({"inMailboxOtherThan": []}, {"e1", "e2", "e3", "e4"}),
+        ({"before": "2024-01-01T10:02:00Z"}, {"e1", "e2"}),
+        ({"after": "2024-01-01T10:02:00Z"}, {"e3", "e4"}),  # the same instant or after
+        ({"after": "2024-01-01T11:01:00+01:00"}, {"e2", "e3", "e4"}),
+        ({"minSize": sizes["e1"]}, {k for k, s in sizes.items() if s >= sizes["e1"]}),
+        ({"maxSize": sizes["e1"]}, {k for k, s in sizes.items() if s < sizes["e1"]}),
+        ({"allInThreadHaveKeyword": "$seen"}, {"e1", "e2"}),
+        ({"allInThreadHaveKeyword": "$flagged"}, set()),
+        ({"someInThreadHaveKeyword": "$flagged"}, {"e1", "e2"}),
+        ({"noneInThreadHaveKeyword": "$flagged"}, {"e3", "e4"}),
+        ({"hasKeyword": "$Seen"}, {"e1", "e2"}),  # keywords are case-insensitive
+        ({"notKeyword": "$seen"}, {"e3", "e4"}),
+        ({"hasAttachment": True}, {"e1"}),
+        ({"hasAttachment": False}, {"e2", "e3", "e4"}),
+        ({"from": "alice"}, {"e1"}),
+        ({"from": "Zola"}, {"e3"}),  # the display name, decoded (Q10)
+        ({"from": "emile@example.fr"}, {"e3"}),  # and the address
+        ({"from": "émile"}, {"e3"}),
+        ({"to": "alice"}, {"e2"}),
+        ({"cc": "Carol"}, {"e1"}),
+        ({"bcc": "dave"}, {"e1"}),
+        ({"subject": "quarterly REPORT"}, {"e1", "e2"}),
+        ({"subject": '"report quarterly"'}, set()),  # a phrase keeps its order
+        ({"body": "lunch friday"}, {"e3"}),
+        ({"header": ["X-Priority"]}, {"e3"}),
+        ({"header": ["x-priority", "1"]}, {"e3"}),
+        ({"header": ["X-Priority", "2"]}, set()),
+        ({"header": ["In-Reply-To"]}, {"e2"}),
+        ({}, {"e1", "e2", "e3", "e4"}),
+        ({"inMailbox": box.inbox, "hasKeyword": "$flagged"}, {"e2"}),  # several properties: all apply
+    ]
+    for condition, expected in cases:
+        assert named(data, box.ids(condition)) == expected, condition
+
+
+def test_filter_operators_nest(box, data):
+    inbox, flagged = {"inMailbox": box.inbox}, {"hasKeyword": "$flagged"}
+    cases = [
+        ({"operator": "AND", "conditions": [inbox, {"operator": "NOT", "conditions": [flagged]}]}, {"e1"}),
+        ({"operator": "OR", "conditions": [{"from": "zed"}, {"from": "zola"}]}, {"e3", "e4"}),
+        ({"operator": "NOT", "conditions": [inbox, {"inMailbox": box.trash}]}, {"e3"}),  # none of them
+        (
+            {
+                "operator": "OR",
+                "conditions": [
+                    {"operator": "AND", "conditions": [inbox, flagged]},
+                    {"operator": "NOT", "conditions": [{"inMailboxOtherThan": [box.trash]}]},
+                ],
+            },
+            {"e2", "e4"},
+        ),
+        ({"operator": "AND", "conditions": []}, {"e1", "e2", "e3", "e4"}),
+        ({"operator": "OR", "conditions": []}, set()),
+        ({"operator": "NOT", "conditions": []}, {"e1", "e2", "e3", "e4"}),
+    ]
+    for f, expected in cases:
+        assert named(data, box.ids(f)) == expected, f
+
+
+def test_every_sort_with_id_as_final_tie_break(box, data):
+    e1, e2, e3, e4 = (data[k] for k in ("e1", "e2", "e3", "e4"))
+    by = lambda prop, asc=True, **kw: box.ids(sort=[{"property": prop, "isAscending": asc, **kw}])  # noqa: E731
+    assert by("receivedAt", False) == box.ids() == [e4, e3, e2, e1]  # the default: newest first
+    assert by("receivedAt") == [e1, e2, e3, e4]
+    assert by("sentAt") == [e2, e4, e3, e1]  # 09:00, 10:00, 11:00, 12:00
+    sizes = box.client.call("Email/get", {"ids": [e1, e2, e3, e4], "properties": ["size"]})["list"]
+    assert by("size", False) == [s["id"] for s in sorted(sizes, key=lambda s: (-s["size"], s["id"]))]
+    assert by("from") == [e1, e2, e4, e3]  # Alice Sender, bob@…, zed@…, Émile Zola (name first) → É after z? no:
+    assert by("to") == [e2, e1, e3, e4][:0] + by("to")  # computed below
+    to_order = sorted([(("Alice Sender" if k == "e2" else "Bob Receiver"), v) for k, v in data.items()])
+    assert by("to") == [v for _, v in to_order]
+    same = sorted([e1, e2])  # "Re: Quarterly report" has the base subject of "Quarterly report"
+    assert by("subject") == [e4, e3, *same]
+    assert by("subject", False) == [*same, e3, e4]  # ties stay by id, ascending
+    flagged_first = [{"property": "hasKeyword", "keyword": "$flagged", "isAscending": False}, {"property": "receivedAt"}]
+    assert box.ids(sort=flagged_first) == [e2, e1, e3, e4]
+    some = [{"property": "someInThreadHaveKeyword", "keyword": "$flagged", "isAscending": False}]
+    assert box.ids(sort=[*some, {"property": "receivedAt"}]) == [e1, e2, e3, e4]
+    every = [{"property": "allInThreadHaveKeyword", "keyword": "$seen", "isAscending": True}]
+    assert box.ids(sort=[*every, {"property": "receivedAt", "isAscending": False}]) == [e4, e3, e2, e1]
+
+
+def test_string_sort_collations(box):
+    """i;unicode-casemap is the default (Q11, recommended): case and accents sort with their base letter."""
+    names = ["zoe", "Émile", "adam", "Bob", "10 x", "9 y"]
+    ids = {n: box.add(subject=n, frm=f"{n} <{i}@x.org>", at=T0 + i) for i, n in enumerate(names)}
+    order = lambda collation=None: [  # noqa: E731
+        next(n for n, i in ids.items() if i == x)
+        for x in box.ids(sort=[{"property": "from", **({"collation": collation} if collation else {})}])
+    ]
+    assert order() == order("i;unicode-casemap") == ["10 x", "9 y", "adam", "Bob", "Émile", "zoe"]
+    assert order("i;ascii-casemap") == ["10 x", "9 y", "adam", "Bob", "zoe", "Émile"]  # É is not ASCII
+    assert order("i;ascii-numeric")[:2] == ["9 y", "10 x"]  # numbers first, by value
+
+
+def test_collapse_threads_keeps_the_first_email_of_each_thread(box, data):
+    e1, e2, e3, e4 = (data[k] for k in ("e1", "e2", "e3", "e4"))
+    assert box.ids(collapseThreads=True) == [e4, e3, e2]
+    assert box.ids(sort=[{"property": "receivedAt"}], collapseThreads=True) == [e1, e3, e4]
+    assert box.ids({"inMailbox": box.inbox}, collapseThreads=True) == [e2]
+    general = {"inMailboxOtherThan": [box.trash]}
+    assert box.ids(general, sort=[{"property": "sentAt"}], collapseThreads=True) == [e2, e3]
+    assert box.query(filter=general, collapseThreads=True, calculateTotal=True)["total"] == 2
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_position_anchor_limit_and_total(box, indexed):
+    ids = [box.add(subject=f"m{i}", at=T0 + i * MINUTE) for i in range(7)][::-1]  # newest first
+    f = {"inMailbox": box.inbox} if indexed else {"inMailbox": box.inbox, "minSize": 1}
+    q = lambda **a: box.query(filter=f, **a)  # noqa: E731
+    assert q()["canCalculateChanges"] is indexed
+    r = q(position=2, limit=3, calculateTotal=True)
+    assert (r["position"], r["ids"], r["total"]) == (2, ids[2:5], 7) and "limit" not in r
+    assert "total" not in q()
+    r = q(position=-2)
+    assert (r["position"], r["ids"]) == (5, ids[5:])
+    assert q(position=-100)["position"] == 0
+    r = q(position=10, calculateTotal=True)
+    assert (r["position"], r["ids"], r["total"]) == (10, [], 7)
+    r = q(anchor=ids[3], anchorOffset=-1, limit=2, position=99)  # position is ignored with an anchor
+    assert (r["position"], r["ids"]) == (2, ids[2:4])
+    assert q(anchor=ids[1], anchorOffset=-5)["position"] == 0
+    assert q(anchor=ids[6], anchorOffset=3)["ids"] == []
+    assert q(limit=0)["ids"] == []
+    assert box.error(filter=f, anchor="Mnothere") == "anchorNotFound"
+    other = box.add(subject="elsewhere", boxes=[box.archive])
+    assert box.error(filter=f, anchor=other) == "anchorNotFound"
+
+
+def test_limit_is_capped_and_reported_when_it_cuts(box, monkeypatch):
+    monkeypatch.setattr(search_query, "MAX_LIMIT", 3)
+    for i in range(4):
+        box.add(subject=f"m{i}", at=T0 + i)
+    for f in ({"inMailbox": box.inbox}, {"text": "m"}):
+        r = box.query(filter=f)
+        assert len(r["ids"]) == 3 and r["limit"] == 3
+        r = box.query(filter=f, position=1, limit=10)
+        assert len(r["ids"]) == 3 and "limit" not in r  # nothing left out
+
+
+def test_totals_agree_with_mailbox_counts(box, data):
+    """Q24: with no change in between, Email/query's total is the Mailbox's totalEmails / totalThreads."""
+    box.add(subject="Re: Lunch?", reply_to="none@x", at=T0 + 9 * MINUTE)
+    box.services.mailboxes.move_messages(box.account, [data["e3"]], add=[box.inbox])
+    calls = [["Mailbox/get", {"accountId": box.account, "ids": [box.inbox]}, "m"]]
+    for collapse in (False, True):
+        for f in ({"inMailbox": box.inbox}, {"operator": "AND", "conditions": [{"inMailbox": box.inbox}, {}]}):
+            args = {"accountId": box.account, "filter": f, "collapseThreads": collapse, "calculateTotal": True}
+            calls.append(["Email/query", args, f"q{len(calls)}"])
+    calls.append(["Mailbox/changes", {"accountId": box.account, "sinceState": "0"}, "c"])
+    responses = box.client.responses(calls)
+    mailbox = responses[0][1]["list"][0]
+    totals = [r[1]["total"] for r in responses[1:-1]]
+    assert totals == [mailbox["totalEmails"]] * 2 + [mailbox["totalThreads"]] * 2
+    assert totals == [4, 4, 3, 3]
+
+
+def test_rfc_example_inbox_view_with_back_references(box):
+    """RFC 8621 §4.10: the first screen of a large inbox in one request."""
+    threads = []
+    for t in range(4):
+        first = box.add(subject=f"Topic {t}", msgid=f"t{t}@x", at=T0 + t * MINUTE)
+        reply = box.add(subject=f"Re: Topic {t}", msgid=f"r{t}@x", reply_to=f"t{t}@x", at=T0 + (10 + t) * MINUTE)
+        threads.append((first, reply))
+    a = box.account
+    calls = [
+        ["Email/query", {"accountId": a, "filter": {"inMailbox": box.inbox}, "collapseThreads": True,
+                         "sort": [{"isAscending": False, "property": "receivedAt"}],
+                         "position": 0, "limit": 3, "calculateTotal": True}, "0"],
+        ["Email/get", {"accountId": a, "#ids": {"resultOf": "0", "name": "Email/query", "path": "/ids"},
+                       "properties": ["threadId"]}, "1"],
+        ["Thread/get", {"accountId": a, "#ids": {"resultOf": "1", "name": "Email/get",
+                                                  "path": "/list/*/threadId"}}, "2"],
+        ["Email/get", {"accountId": a, "#ids": {"resultOf": "2", "name": "Thread/get", "path": "/list/*/emailIds"},
+                       "properties": ["threadId", "mailboxIds", "keywords", "subject", "receivedAt"]}, "3"],
+    ]  # fmt: skip
+    (_, q, _), (_, got, _), (_, thr, _), (_, full, _) = box.client.responses(calls)
+    assert q["canCalculateChanges"] is True and q["total"] == 4 and q["position"] == 0
+    assert q["ids"] == [threads[3][1], threads[2][1], threads[1][1]]  # the newest email of each thread
+    assert [t["emailIds"] for t in thr["list"]] == [[threads[i][0], threads[i][1]] for i in (3, 2, 1)]
+    assert len(full["list"]) == 6 and {e["threadId"] for e in full["list"]} == {e["threadId"] for e in got["list"]}
+    assert q["queryState"] == full["state"]  # the query state is the Email state
+
+
+def test_another_accounts_mailbox_gives_nothing(box, bob, services):
+    box.add(subject="mine")
+    bobs_inbox = services.mailboxes.mailbox_by_role(bob.account_id, "inbox").id
+    services.mailboxes.append(bob.account_id, mail("secret"), [bobs_inbox])
+    r = box.query(filter={"inMailbox": bobs_inbox}, calculateTotal=True, collapseThreads=True)
+    assert (r["ids"], r["total"]) == ([], 0)
+    assert box.ids({"operator": "OR", "conditions": [{"inMailbox": bobs_inbox}]}) == []
+
+
+def test_creation_id_references_in_filters(box):
+    box.add(subject="x")
+    calls = [
+        ["Mailbox/set", {"accountId": box.account, "create": {"new": {"name": "Fresh"}}}, "0"],
+        ["Email/query", {"accountId": box.account, "filter": {"inMailbox": "#new"}, "calculateTotal": True}, "1"],
+    ]
+    responses = box.client.responses(calls)
+    assert responses[1][0] == "Email/query" and responses[1][1]["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        ({"filter": {"inMailbox": "x", "unknownThing": 1}}, "unsupportedFilter"),
+        ({"filter": {"operator": "NOT", "conditions": [{"isFlagged": True}]}}, "unsupportedFilter"),
+        ({"sort": [{"property": "unknownProperty"}]}, "unsupportedSort"),
+        ({"sort": [{"property": "subject", "collation": "i;octet-nope"}]}, "unsupportedSort"),
+        ({"sort": [{"property": "hasKeyword"}]}, "invalidArguments"),
+        ({"sort": [{"property": "someInThreadHaveKeyword", "keyword": 7}]}, "invalidArguments"),
+        ({"filter": {"inMailbox": 5}}, "invalidArguments"),
+        ({"filter": {"inMailboxOtherThan": "x"}}, "invalidArguments"),
+        ({"filter": {"before": "yesterday"}}, "invalidArguments"),
+        ({"filter": {"after": "2024-01-01"}}, "invalidArguments"),
+        ({"filter": {"minSize": -1}}, "invalidArguments"),
+        ({"filter": {"hasAttachment": "yes"}}, "invalidArguments"),
+        ({"filter": {"text": None}}, "invalidArguments"),
+        ({"filter": {"header": []}}, "invalidArguments"),
+        ({"filter": {"header": ["a", "b", "c"]}}, "invalidArguments"),
+        ({"filter": {"header": ["bad name:", "x"]}}, "invalidArguments"),
+        ({"filter": {"operator": "XOR", "conditions": []}}, "invalidArguments"),
+        ({"filter": {"inMailbox": "#unknownCreationId"}}, "invalidArguments"),
+        ({"limit": -1}, "invalidArguments"),
+        ({"collapseThreads": "yes"}, "invalidArguments"),
+        ({"sinceQueryState": "0"}, "invalidArguments"),  # a queryChanges argument
+    ],
+)
+def test_errors(box, args, error):
+    assert box.error(**args) == error
