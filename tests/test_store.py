@@ -63,3 +63,12 @@ def test_postgres_dialect_rewrite():
     assert to_postgres("id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER, d BLOB") == (
         "id BIGSERIAL PRIMARY KEY, n BIGINT, d BYTEA"
     )
+
+
+def test_comments_never_reach_the_database(tmp_path):
+    from jmapmono.store.migrations import load_migrations
+
+    schema = tmp_path / "schema.sql"
+    schema.write_text("-- version: 1\nCREATE TABLE t (\n    a TEXT -- what?\n    -- a line with ?\n);\n")
+    (migration,) = load_migrations("postgres", schema)
+    assert migration.statements == ("CREATE TABLE t (\n    a TEXT\n)",)

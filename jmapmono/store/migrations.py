@@ -39,6 +39,12 @@ def to_postgres(statement: str) -> str:
     return s
 
 
+def _strip_comments(statement: str) -> str:
+    """Drop ``--`` comments (a ``?`` in one would become a placeholder on Postgres). No ``--`` in literals."""
+    lines = (line.split("--", 1)[0].rstrip() for line in statement.splitlines())
+    return "\n".join(line for line in lines if line.strip())
+
+
 def _split(body: str, dialect: str) -> list[str]:
     statements = []
     for raw in body.split(";\n"):
@@ -48,6 +54,7 @@ def _split(body: str, dialect: str) -> list[str]:
         only = _ONLY.search(text.splitlines()[0]) if text else None
         if only and only.group(1) != dialect:
             continue
+        text = _strip_comments(text)
         statements.append(to_postgres(text) if dialect == "postgres" else text)
     return statements
 
