@@ -11,10 +11,14 @@ from gevent import monkey
 monkey.patch_all()
 
 import atexit  # noqa: E402
+import signal  # noqa: E402
+
+import gevent  # noqa: E402
 
 from jmapmono.config import load_config  # noqa: E402
 from jmapmono.events import flow  # noqa: E402
 from jmapmono.log import setup_logging  # noqa: E402
+from jmapmono.push.ws_session import close_all as close_websockets  # noqa: E402
 from jmapmono.services import Services  # noqa: E402
 from jmapmono.web.app import create_app  # noqa: E402
 
@@ -23,6 +27,23 @@ setup_logging(config.log_level)
 services = Services(config)
 app = create_app(services=services)
 event_flow = flow.start(services)
+
+
+def _close_websockets_on_sigterm() -> None:
+    """gunicorn keeps a worker alive while connections are open (up to graceful_timeout): at SIGTERM,
+    close every WebSocket at once with 1001, then let the worker's own handler run."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):  # not under gunicorn: leave the default behaviour alone
+        return
+
+    def on_sigterm(signum, frame):
+        gevent.spawn(close_websockets, services)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+_close_websockets_on_sigterm()
 
 
 @atexit.register

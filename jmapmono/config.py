@@ -69,6 +69,12 @@ class Config:
     ws_ticket_seconds: int = 60
     #: Negotiate permessage-deflate (RFC 7692) when the client offers it.
     ws_deflate: bool = True
+    #: EventSource (RFC 8620 §7.3, jmapmono/push/eventsource.py): a client's ping interval is clamped into
+    #: [min, max] seconds (the RFC requires min <= 30 and max >= 300; 0 still means no pings).
+    eventsource_min_ping: int = 10
+    eventsource_max_ping: int = 300
+    #: A stream whose write has been blocked this many seconds (a client that stopped reading) is cut.
+    eventsource_write_timeout_seconds: float = 60
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -181,6 +187,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     relay_password = env.get("JMAPMONO_SMTP_RELAY_PASSWORD", "")
     if bool(relay_user) != bool(relay_password):
         raise ConfigError("JMAPMONO_SMTP_RELAY_USER and JMAPMONO_SMTP_RELAY_PASSWORD go together")
+    min_ping = _int(env, "JMAPMONO_EVENTSOURCE_MIN_PING", 10, 1)
+    max_ping = _int(env, "JMAPMONO_EVENTSOURCE_MAX_PING", 300, 300)
+    if min_ping > 30:
+        raise ConfigError(f"JMAPMONO_EVENTSOURCE_MIN_PING={min_ping} must be at most 30 (RFC 8620 §7.3)")
     d = Limits()
     limits = Limits(
         max_size_upload=_int(env, "JMAPMONO_MAX_SIZE_UPLOAD", d.max_size_upload, 1),
@@ -216,5 +226,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         ws_outbound_bytes=_int(env, "JMAPMONO_WS_OUTBOUND_BYTES", 1_000_000, 65536),
         ws_ticket_seconds=_int(env, "JMAPMONO_WS_TICKET_SECONDS", 60, 5),
         ws_deflate=_flag(env, "JMAPMONO_WS_DEFLATE", True),
+        eventsource_min_ping=min_ping,
+        eventsource_max_ping=max_ping,
+        eventsource_write_timeout_seconds=_int(env, "JMAPMONO_EVENTSOURCE_WRITE_TIMEOUT", 60, 5),
         limits=limits,
     )

@@ -64,6 +64,22 @@ def _start_event_flow(services: Services) -> Callable[[], None]:
 STARTUP: list[StartupHook] = [_start_event_flow]
 
 
+def _close_websockets(services: Services) -> None:
+    """Close every JMAP WebSocket with 1001 (going away) so clients reconnect elsewhere at once."""
+    from jmapmono.push.ws_session import close_all
+
+    closed = close_all(services, timeout=HTTP_STOP_TIMEOUT / 2)
+    if closed:
+        log.info(kv(event="websockets_closed", count=closed))
+
+
+#: Run at shutdown before the HTTP server stops waiting for requests in progress: parts holding
+#: long-lived connections (WebSocket, EventSource) end them here, promptly and cleanly, instead of
+#: being cut when the HTTP server's stop timeout runs out.
+ShutdownHook = Callable[["Services"], None]
+SHUTDOWN: list[ShutdownHook] = [_close_websockets]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` to the CLI."""
     p = sub.add_parser(
@@ -306,6 +322,12 @@ def _serve(args: argparse.Namespace) -> int:
     stopping.wait()
     started = time.monotonic()
     log.info(kv(event="serve_stopping"))
+    server.close()  # accept nothing new while long-lived connections are closed
+    for hook in SHUTDOWN:
+        try:
+            hook(services)
+        except Exception as e:  # one part failing must not keep the process from stopping
+            log.error(kv(event="stop_failed", part=getattr(hook, "__qualname__", repr(hook)), error=str(e)))
     server.stop(timeout=HTTP_STOP_TIMEOUT)
     if child is not None:
         child.stop()

@@ -4,6 +4,7 @@ implicit Email/set of onSuccessUpdateEmail/onSuccessDestroyEmail, /get, /changes
 
 import pytest
 
+from jmapmono.config import ConfigError, load_config
 from jmapmono.mailbox.relay import format_reply
 from jmapmono.mailbox.submissions import MAX_RECIPIENTS, strip_bcc
 from tests.support.jmap import JmapClient
@@ -110,7 +111,9 @@ def test_given_envelope_is_used_as_is(alice, services, sink):
 
 
 def test_sender_header_gives_mail_from(alice, services, sink):
-    headers = "From: Alice <alice@example.org>, alice@example.org\r\nSender: alice@example.org\r\nTo: x@remote.example\r\n"
+    headers = (
+        "From: Alice <alice@example.org>, alice@example.org\r\nSender: alice@example.org\r\nTo: x@remote.example\r\n"
+    )
     submit(alice, draft(services, alice.account_id, headers))
     assert sink.wait(1)[0]["mail_from"] == "alice@example.org"
 
@@ -168,6 +171,29 @@ def test_format_reply_joins_multiline_replies():
     assert format_reply(421, b"4.3.2 a\n4.3.2 b\n4.3.2 c").text == "421 4.3.2 a b c"
 
 
+def test_relay_configuration():
+    assert load_config({}).smtp_relay is None
+    assert load_config({"JMAPMONO_SMTP_RELAY": "off"}).smtp_relay is None
+    c = load_config(
+        {
+            "JMAPMONO_SMTP_RELAY": "smtp.example.org:587",
+            "JMAPMONO_SMTP_RELAY_USER": "jmap",
+            "JMAPMONO_SMTP_RELAY_PASSWORD": "secret",
+            "JMAPMONO_SMTP_RELAY_STARTTLS": "on",
+        }
+    )
+    assert (c.smtp_relay, c.smtp_relay_user, c.smtp_relay_starttls) == ("smtp.example.org:587", "jmap", True)
+    assert "secret" not in repr(c)
+    for bad, name in [
+        ({"JMAPMONO_SMTP_RELAY": "smtp.example.org"}, "JMAPMONO_SMTP_RELAY"),
+        ({"JMAPMONO_SMTP_RELAY_USER": "jmap"}, "JMAPMONO_SMTP_RELAY_PASSWORD"),
+        ({"JMAPMONO_SMTP_RELAY_STARTTLS": "maybe"}, "JMAPMONO_SMTP_RELAY_STARTTLS"),
+        ({"JMAPMONO_VACATION_REPLY_DAYS": "0"}, "JMAPMONO_VACATION_REPLY_DAYS"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            load_config(bad)
+
+
 def test_strip_bcc_keeps_every_other_byte():
     raw = b"From: a@x\r\nBCC: b@x,\r\n\tc@x\r\nTo: d@x\r\nResent-Bcc: e@x\r\nX-Bcc: keep\r\n\r\nBcc: body\r\n"
     assert strip_bcc(raw) == b"From: a@x\r\nTo: d@x\r\nX-Bcc: keep\r\n\r\nBcc: body\r\n"
@@ -184,7 +210,11 @@ def test_strip_bcc_keeps_every_other_byte():
         ("To: x@remote.example\r\n", "invalidEmail", ["from"]),
         ("From: alice@example.org\r\nFrom: alice@example.org\r\nTo: x@remote.example\r\n", "invalidEmail", ["from"]),
         ("From: alice@example.org, alice@example.org\r\nTo: x@remote.example\r\n", "invalidEmail", ["from", "sender"]),
-        ("From: alice@example.org\r\nSender: a@example.org, b@example.org\r\nTo: x@r.example\r\n", "invalidEmail", None),
+        (
+            "From: alice@example.org\r\nSender: a@example.org, b@example.org\r\nTo: x@r.example\r\n",
+            "invalidEmail",
+            None,
+        ),
         ("From: Mallory <mallory@example.org>\r\nTo: x@remote.example\r\n", "forbiddenFrom", None),
         ("From: alice@example.org\r\nSender: bob@example.org\r\nTo: x@remote.example\r\n", "forbiddenFrom", None),
         ("From: alice@example.org\r\nSubject: nobody\r\n", "noRecipients", None),
@@ -211,7 +241,11 @@ def test_refused_emails_send_nothing(alice, services, sink, headers, error, prop
 @pytest.mark.parametrize(
     "envelope, error, extra",
     [
-        ({"mailFrom": {"email": "bob@example.org"}, "rcptTo": [{"email": "x@remote.example"}]}, "forbiddenMailFrom", {}),
+        (
+            {"mailFrom": {"email": "bob@example.org"}, "rcptTo": [{"email": "x@remote.example"}]},
+            "forbiddenMailFrom",
+            {},
+        ),
         ({"mailFrom": {"email": "alice@example.org"}, "rcptTo": []}, "noRecipients", {}),
         (
             {"mailFrom": {"email": "alice@example.org"}, "rcptTo": [{"email": "a@b@c"}, {"email": "no way"}]},

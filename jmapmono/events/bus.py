@@ -310,5 +310,11 @@ class EventBus:
         """The registration keys that have a local listener."""
         return list(self._keys)
 
+    def deliver_local(self, event: Event, keys: Iterable[str]) -> None:
+        """Hand ``event`` to this process's key listeners of ``keys`` only: no broker, no group listener
+        (a node re-telling its own listeners what they may have missed, e.g. after a broker reconnect)."""
+        for key in dict.fromkeys(keys):
+            self._deliver_key(key, event)
+
     def listener_count(self, key: str) -> int:
         return len(self._keys.get(key, ()))

@@ -10,6 +10,13 @@
 
 Processes that only write mail (LMTP, ``deliver``, the CLI) run no flow: what they commit sits in the
 outbox and the serving process's relay is woken by the doorbell (doorbell.py).
+
+Catching up after a broker reconnect (amqp:// only): key copies published while this node's JMAP
+consumer was away are lost (at most once). So each time the JMAP bus reconnects, the flow tells this
+process's key listeners the CURRENT state of every account they listen to (one StateChange per
+account, delivered locally only: no broker, no group listener) and sends every ``user:<id>`` key an
+``AccessChanged`` with null fields ("re-read your accounts"). A client thus always ends up knowing
+the latest states, even across a broker restart; unchanged states cost it nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from jmapmono.events.change_listener import MailboxChangeListener
+import gevent
+
+from jmapmono.events.bus import Event
+from jmapmono.events.change_listener import ACCESS_CHANGED, STATE_CHANGE, MailboxChangeListener
 from jmapmono.events.relay import Relay
 from jmapmono.log import kv
 from jmapmono.mailbox.outbox import MAILBOX_BUS
@@ -28,6 +38,9 @@ if TYPE_CHECKING:
     from jmapmono.services import Services
 
 log = logging.getLogger("jmapmono.events.flow")
+
+#: How often the flow looks for a reconnection of the JMAP bus (seconds).
+RECONNECT_CHECK = 0.1
 
 #: The flow running for each Services object (one at most).
 _RUNNING: weakref.WeakKeyDictionary[Services, Flow] = weakref.WeakKeyDictionary()
@@ -42,6 +55,7 @@ class Flow:
         self.jmap_bus = services.jmap_bus
         self.listener = MailboxChangeListener(self.jmap_bus)
         self.relay = Relay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
+        self._watcher: gevent.Greenlet | None = None
         self._stopped = False
 
     def start(self) -> Flow:
@@ -50,6 +64,8 @@ class Flow:
         self.jmap_bus.start()  # first: the listener dispatches on it
         self.mailbox_bus.start()
         self.relay.start()  # last: publishes whatever piled up while nothing ran
+        if not self.services.config.broker_url.startswith("memory:"):
+            self._watcher = gevent.spawn(self._watch_reconnects)
         log.info(kv(event="flow_started", broker=self.services.config.broker_url.split(":", 1)[0], ms=_ms(started)))
         return self
 
@@ -59,6 +75,8 @@ class Flow:
             return
         self._stopped = True
         started = time.monotonic()
+        if self._watcher is not None:
+            self._watcher.kill(block=True, timeout=1)
         for part in (self.relay, self.mailbox_bus, self.jmap_bus):
             try:
                 part.stop()
@@ -70,6 +88,34 @@ class Flow:
 
     __call__ = stop
 
+    def _watch_reconnects(self) -> None:
+        seen = self.jmap_bus.stats["reconnects"]
+        while True:
+            gevent.sleep(RECONNECT_CHECK)
+            reconnects = self.jmap_bus.stats["reconnects"]
+            if reconnects != seen:
+                seen = reconnects
+                try:
+                    self.resync()
+                except Exception as e:  # the next reconnect tries again; clients still have */changes
+                    log.warning(kv(event="push_resync_failed", error=f"{type(e).__name__}: {e}"))
+
+    def resync(self) -> int:
+        """Tell this process's key listeners the current state of what they listen to; return the keys told."""
+        started = time.monotonic()
+        keys = self.jmap_bus.keys()
+        accounts = [k for k in keys if not k.startswith("user:")]
+        for key in keys:
+            if key.startswith("user:"):
+                payload = {"userId": _user_id(key), "accountId": None, "ownerUserId": None, "granted": None}
+                self.jmap_bus.deliver_local(Event.new(ACCESS_CHANGED, payload), [key])
+        for account in accounts:
+            states = self.services.changes.states(account)
+            payload = {"accountId": account, "changed": states}
+            self.jmap_bus.deliver_local(Event.new(STATE_CHANGE, payload), [account])
+        log.info(kv(event="push_resync", accounts=len(accounts), users=len(keys) - len(accounts), ms=_ms(started)))
+        return len(keys)
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until both buses consume (connected to the broker); True if they do."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -78,6 +124,11 @@ class Flow:
             if not bus.wait_ready(remaining):
                 return False
         return True
+
+
+def _user_id(key: str) -> int | str:
+    raw = key.split(":", 1)[1]
+    return int(raw) if raw.isdigit() else raw
 
 
 def _ms(started: float) -> float:

@@ -140,7 +140,11 @@ def _not_request(detail: str) -> RequestError:
 
 def parse_request(body: bytes | str) -> dict[str, Any]:
     """Parse and type-check a Request object (§3.3); unknown properties are kept and ignored."""
-    request = parse_json(body)
+    return validate_request(parse_json(body))
+
+
+def validate_request(request: Any) -> dict[str, Any]:
+    """Type-check an already parsed Request object (the WebSocket parses each message once)."""
     if not isinstance(request, dict):
         raise _not_request("the request must be a JSON object")
     using = request.get("using")

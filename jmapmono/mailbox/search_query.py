@@ -141,29 +141,30 @@ def indexed_view(query: EmailQuery) -> View | None:
     return View(f.mailbox_id if f is not None else None, sort[0].ascending, query.collapse_threads)
 
 
-class _ViewSQL:
+class ViewSQL:
     """The SQL of one indexed view (alias v) for one account."""
 
     def __init__(self, view: View, account_id: str) -> None:
         self.view = view
         self.account_id = account_id
         newer = "<" if view.ascending else ">"  # "comes before in the sort order", on received_at
+        # "t comes before v": a range on received_at (usable by the index), then the tie-break on id
         if view.mailbox_id is not None:
             self.src, self.id = "message_mailboxes v", "v.message_id"
             self.scope, self.scope_params = "v.mailbox_id = ?", [view.mailbox_id]
             self.head = (
                 "NOT EXISTS (SELECT 1 FROM message_mailboxes t WHERE t.mailbox_id = v.mailbox_id "
-                f"AND t.thread_id = v.thread_id AND (t.received_at {newer} v.received_at "
-                "OR (t.received_at = v.received_at AND t.message_id < v.message_id)))"
+                f"AND t.thread_id = v.thread_id AND t.received_at {newer}= v.received_at "
+                f"AND (t.received_at {newer} v.received_at OR t.message_id < v.message_id))"
             )
         else:
             self.src, self.id = "messages v", "v.id"
             self.scope, self.scope_params = "v.account_id = ?", [account_id]
             self.head = (
-                f"NOT EXISTS (SELECT 1 FROM messages t WHERE t.thread_id = v.thread_id AND (t.received_at {newer} "
-                "v.received_at OR (t.received_at = v.received_at AND t.id < v.id)))"
+                f"NOT EXISTS (SELECT 1 FROM messages t WHERE t.thread_id = v.thread_id AND t.received_at {newer}= "
+                f"v.received_at AND (t.received_at {newer} v.received_at OR t.id < v.id))"
             )
-        self.before = f"(v.received_at {newer} ? OR (v.received_at = ? AND {self.id} < ?))"
+        self.before = f"v.received_at {newer}= ? AND (v.received_at {newer} ? OR {self.id} < ?)"
         self.order = f"v.received_at {'ASC' if view.ascending else 'DESC'}, {self.id} ASC"
         self.where = self.scope + (f" AND {self.head}" if view.collapse else "")
 
@@ -174,13 +175,17 @@ class _ViewSQL:
         sql = "SELECT 1 AS one FROM mailboxes WHERE id = ? AND account_id = ?"
         return tx.one(sql, (self.view.mailbox_id, self.account_id)) is not None
 
-    def rows(self, tx: Transaction, limit: int | None, offset: int = 0) -> list[str]:
+    def page_sql(self, limit: int | None, offset: int = 0) -> tuple[str, list[object]]:
+        """The query of one page of the view (all of it without ``limit``)."""
         sql = f"SELECT {self.id} AS id FROM {self.src} WHERE {self.where} ORDER BY {self.order}"
         params: list[object] = list(self.scope_params)
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params += [limit, offset]
-        return [r["id"] for r in tx.query(sql, params)]
+        return sql, params
+
+    def rows(self, tx: Transaction, limit: int | None, offset: int = 0) -> list[str]:
+        return [r["id"] for r in tx.query(*self.page_sql(limit, offset))]
 
     def total(self, tx: Transaction) -> int:
         if self.view.mailbox_id is not None:  # maintained with every change: agrees with Mailbox/get
@@ -228,7 +233,7 @@ class _ViewSQL:
 
 
 def _run_view(tx: Transaction, account_id: str, view: View, window: Window) -> tuple[list[str], int, int | None, bool]:
-    vs = _ViewSQL(view, account_id)
+    vs = ViewSQL(view, account_id)
     if not vs.exists(tx):
         return _window(window, [], lambda i: None)
     total = None
@@ -344,7 +349,7 @@ def query_changes(
         c = change_log.changes_since(account_id, "Email", since_state, MAX_QUERY_CHANGES)
         if c.has_more_changes:
             raise CannotCalculateChanges(f"more than {MAX_QUERY_CHANGES} emails changed since {since_state!r}")
-        vs = _ViewSQL(view, account_id)
+        vs = ViewSQL(view, account_id)
         created = set(c.created)
         if view.mailbox_id is None:  # filter and sort on immutable properties: updates move nothing
             touched, candidates = set(c.destroyed), set(created)

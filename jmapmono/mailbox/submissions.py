@@ -437,6 +437,7 @@ class Submissions:
     ) -> tuple[str, str, list[str], list[str]]:
         """Store the submissions sent by one /set call and destroy those of ``destroy``, in ONE transaction
         and event. Returns (old state, new state, destroyed ids, ids not found)."""
+        started = time.monotonic()
         with self.db.transaction() as tx:
             m = Mutation(tx, account_id)
             old = changes.state(tx, account_id, TYPE)
@@ -464,4 +465,14 @@ class Submissions:
                 )
                 (destroyed if n else missing).append(submission_id)
             states = _record_states(m, TYPE, [s.id for s in created], (), destroyed)
+        if created or destroyed:
+            log.info(
+                kv(
+                    event="submissions_recorded",
+                    account=account_id,
+                    created=len(created),
+                    destroyed=len(destroyed),
+                    ms=round((time.monotonic() - started) * 1000, 1),
+                )
+            )
         return old, states.get(TYPE, old), destroyed, missing

@@ -6,14 +6,15 @@ forgets whom the previous response answered, so a new absence answers everyone o
 
 The reply: :meth:`Vacation.on_delivered` is called by ``MailboxManager.deliver`` after each delivery
 has committed, in whatever process delivered (the LMTP child, ``deliver``, or ``serve`` for local
-submissions). It hands the work to a background thread (a greenlet under gevent) so that delivery
-stays as fast as before and never fails because of the reply. :meth:`Vacation.respond` then applies
-RFC 3834: no reply to lists, bulk or junk mail, auto-submitted mail, null or robot senders, mail not
-addressed to the user, and at most one reply per sender per ``JMAPMONO_VACATION_REPLY_DAYS`` (claimed
-in the database, so concurrent deliveries and several processes agree). The reply is
-``Auto-Submitted: auto-replied``, threaded (In-Reply-To/References), sent with the null envelope
-sender, delivered locally when the sender is a user here, else through the SMTP relay. A reply that
-cannot be sent is logged and its claim released: the sender's next message tries again.
+submissions). When the account has a response enabled, it hands the work to a background thread (a
+greenlet under gevent) so that delivery stays fast and never fails because of the reply.
+:meth:`Vacation.respond` then applies RFC 3834: no reply to lists, bulk or junk mail, auto-submitted
+mail, null or robot senders, mail not addressed to the user, and at most one reply per sender per
+``JMAPMONO_VACATION_REPLY_DAYS`` (claimed in the database, so concurrent deliveries and several
+processes agree). The reply is ``Auto-Submitted: auto-replied``, threaded (In-Reply-To/References),
+sent with the null envelope sender, delivered locally when the sender is a user here, else through
+the SMTP relay. A reply that cannot be sent is logged and its claim released: the sender's next
+message tries again.
 """
 
 from __future__ import annotations
@@ -271,16 +272,23 @@ class Vacation:
     # -- the automatic reply ------------------------------------------------------------------------------------
 
     def on_delivered(self, delivered: Delivered, raw: bytes) -> None:
-        """``MailboxManager.deliver`` hook (after commit): answer in the background."""
+        """``MailboxManager.deliver`` hook (after commit): answer in the background when a response is enabled
+        (one primary-key read here; nothing else in the delivery path)."""
+        with self.db.read() as tx:
+            enabled = tx.value(
+                "SELECT is_enabled FROM vacation_responses WHERE account_id = ?", (delivered.account_id,)
+            )
+        if not enabled:
+            return
         worker = threading.Thread(
             target=self._respond_logged,
             args=(delivered.account_id, delivered.message_id, raw, now_ms()),
             name=f"vacation-{delivered.message_id}",
             daemon=False,  # a `deliver` process finishes its reply before it exits
         )
-        with self._lock:
+        with self._lock:  # started and registered together: the worker unregisters itself under the same lock
+            worker.start()
             self._workers.add(worker)
-        worker.start()
 
     def _respond_logged(self, account_id: str, message_id: str, raw: bytes, received_at: int) -> None:
         try:

@@ -146,7 +146,7 @@ def main() -> None:
 
         def authenticator(server, session, envelope, mechanism, auth_data):
             ok = getattr(auth_data, "login", None) == user.encode() and auth_data.password == password.encode()
-            return AuthResult(success=ok, auth_data=auth_data)
+            return AuthResult(success=ok, handled=False, auth_data=auth_data)  # handled=False: send the 535
 
         kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
     # Blocked before the server thread starts (it inherits the mask): only the main thread takes the signal.

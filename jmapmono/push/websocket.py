@@ -1,0 +1,230 @@
+"""``/jmap/ws``: JMAP over WebSocket (RFC 8887), and ``POST /jmap/ws/ticket`` for browsers.
+
+The upgrade is checked in full before anything is switched, so every refusal is a plain HTTP answer
+with a problem document and never a 101:
+
+- a GET without ``Upgrade: websocket`` → 426 (this is not a page); a version other than 13 → 426;
+- no ``jmap`` among the offered subprotocol tokens (``notjmap`` is not ``jmap``), a bad key → 400;
+- an ``Origin`` that is neither the server's own nor in ``JMAPMONO_WS_ALLOWED_ORIGINS`` → 403 (browsers
+  always send it, so a page elsewhere cannot ride on the credentials a browser caches); a ticket
+  upgrade must carry an allowed Origin (tickets exist for browsers); other clients may send none;
+- credentials: ``Authorization`` (Basic or Bearer, as for HTTP) or ``?ticket=`` (single use,
+  jmapmono/push/ws_tickets.py) → 401 when missing or wrong, 429 when rate limited, 503 when the
+  database is down; authentication happens once, for the life of the connection.
+
+Then the 101 (subprotocol exactly ``jmap``, permessage-deflate when offered) is written on the raw
+socket of gevent's WSGI server or of gunicorn's gevent worker, and the request's greenlet serves the
+socket until it ends (jmapmono/push/ws_session.py). One log line when it opens, one when it closes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import socket
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from jmapmono.accounts.authn import AuthError
+from jmapmono.config import normalize_origin
+from jmapmono.jmap.websocket_capability import WEBSOCKET_PATH
+from jmapmono.log import kv
+from jmapmono.push import ws_tickets
+from jmapmono.push.ws_connection import HandshakeError, WebSocket, accept
+from jmapmono.push.ws_session import JmapSocket, hub
+from jmapmono.store import StoreError
+from jmapmono.web.auth import auth_error_response, authenticate_request, problem_response, require_auth
+
+log = logging.getLogger("jmapmono.push.websocket")
+
+bp = Blueprint("websocket", __name__)
+
+SUBPROTOCOL = "jmap"
+TICKET_PATH = WEBSOCKET_PATH + "/ticket"
+
+
+def _unavailable(detail: str) -> Response:
+    return problem_response(503, "Service Unavailable", detail, {"Retry-After": "5"})
+
+
+def origin_allowed(config: Any, origin: str | None) -> bool:
+    """Is ``origin`` the server's own or one of JMAPMONO_WS_ALLOWED_ORIGINS (``*``: any)?"""
+    if origin is None:
+        return False
+    allowed = config.ws_allowed_origins
+    if "*" in allowed:
+        return True
+    normalized = normalize_origin(origin)
+    return normalized is not None and (normalized == normalize_origin(config.public_base_url) or normalized in allowed)
+
+
+def _offered_subprotocols() -> list[str]:
+    return [token.strip() for value in request.headers.getlist("Sec-WebSocket-Protocol") for token in value.split(",")]
+
+
+def _check_handshake() -> Response | None:
+    """A 4xx for an upgrade that cannot be a JMAP WebSocket, else None."""
+    if request.headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        return problem_response(
+            426, "Upgrade Required", "only WebSocket version 13 (RFC 6455) is supported", {"Sec-WebSocket-Version": "13"}
+        )
+    try:
+        key_ok = len(base64.b64decode(request.headers.get("Sec-WebSocket-Key", "").strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        key_ok = False
+    if not key_ok:
+        return problem_response(400, "Bad Request", "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 §4.1)")
+    if SUBPROTOCOL not in _offered_subprotocols():
+        return problem_response(
+            400, "Bad Request", "offer the jmap subprotocol (Sec-WebSocket-Protocol: jmap), RFC 8887 §4.2"
+        )
+    return None
+
+
+def _raw_socket(environ: dict[str, Any]) -> tuple[socket.socket | None, str]:
+    """The client socket under the WSGI server, and which server it is (how to end the response)."""
+    sock = environ.get("gunicorn.socket")  # gunicorn -k gevent
+    if sock is not None:
+        return sock, "gunicorn"
+    raw = getattr(environ.get("wsgi.input"), "raw", None)  # gevent.pywsgi (serve, gunicorn -k gevent_pywsgi)
+    sock = getattr(raw, "_sock", None)
+    return (sock, "pywsgi") if sock is not None else (None, "")
+
+
+class _Upgraded(Response):
+    """Handed back to the WSGI server once the socket has ended: there is nothing left to write."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(status=101)
+        self.server = server
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:  # type: ignore[override]
+        if self.server == "gunicorn":
+            raise StopIteration  # gunicorn's worker then closes the connection, writing nothing
+        return []  # pywsgi writes nothing (start_response was never called) and reads EOF next
+
+
+@bp.get(WEBSOCKET_PATH)
+def not_upgraded() -> Response:
+    """A plain GET (a browser tab, a probe): say what this is instead of failing."""
+    return problem_response(
+        426,
+        "Upgrade Required",
+        "this is the JMAP WebSocket endpoint (RFC 8887): connect with a WebSocket client offering the jmap subprotocol",
+        {"Upgrade": "websocket", "Connection": "Upgrade"},
+    )
+
+
+@bp.route(WEBSOCKET_PATH, websocket=True)
+def upgrade() -> Response:
+    """Check the upgrade, switch protocols, serve the socket until it ends."""
+    services = current_app.config["SERVICES"]
+    config = services.config
+    refused = _check_handshake()
+    if refused is not None:
+        return refused
+    origin = request.headers.get("Origin")
+    ticket = request.args.get("ticket")
+    if (origin is not None or ticket is not None) and not origin_allowed(config, origin):
+        detail = f"origin {origin!r} may not open this WebSocket" if origin else "a ticket upgrade must send Origin"
+        log.info(kv(event="ws_refused", reason="origin", origin=origin, ip=request.remote_addr))
+        return problem_response(403, "Forbidden", detail)
+    if hub(services).closing:
+        return _unavailable("the server is shutting down; reconnect")
+    try:
+        if ticket is not None:
+            principal = ws_tickets.redeem(services, ticket)
+            if principal is None:
+                log.info(kv(event="ws_refused", reason="bad_ticket", ip=request.remote_addr))
+                return problem_response(401, "Unauthorized", "the ticket is unknown, used or expired")
+            via = "ticket"
+        else:
+            principal = authenticate_request()
+            via = request.headers.get("Authorization", "").strip().partition(" ")[0].lower()
+    except AuthError as e:
+        return auth_error_response(e)
+    except StoreError:
+        return _unavailable("the database is unavailable; try again")
+    g.principal = principal
+    sock, server = _raw_socket(request.environ)
+    if sock is None:
+        return problem_response(501, "Not Implemented", "this WSGI server cannot hand over its socket")
+    try:
+        response, connection, deflate = accept(request.environ, SUBPROTOCOL, config.ws_deflate)
+    except HandshakeError as e:
+        return problem_response(400, "Bad Request", str(e))
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(response)
+    except OSError:
+        return _Upgraded(server)
+    ws = WebSocket(
+        sock,
+        connection,
+        max_message=config.limits.max_size_request,
+        outbound_limit=config.ws_outbound_bytes,
+        deflate=deflate,
+    )
+    serve(services, principal, ws, via)
+    return _Upgraded(server)
+
+
+def serve(services: Any, principal: Any, ws: WebSocket, via: str) -> None:
+    """Serve an accepted socket until it ends, with its open and close log lines."""
+    sockets = hub(services)
+    session = JmapSocket(services, principal, ws)
+    sockets.add(session)
+    log.info(kv(event="ws_open", user=principal.email, via=via, deflate=ws.deflate, ip=request.remote_addr))
+    try:
+        session.run()
+    except Exception:
+        log.exception(kv(event="ws_error", user=principal.email))
+        ws.abort("error")
+    finally:
+        sockets.discard(session)
+        log.info(
+            kv(
+                event="ws_close",
+                user=principal.email,
+                ms=f"{(time.monotonic() - ws.opened_at) * 1000:.0f}",
+                requests=session.requests,
+                pushes=session.pushes,
+                code=ws.close_code,
+                reason=ws.end_reason,
+            )
+        )
+
+
+# -- tickets -----------------------------------------------------------------------------------------------------
+
+
+@bp.post(TICKET_PATH)
+@require_auth
+def ticket() -> Response:
+    """A single-use ticket for ``/jmap/ws?ticket=…`` (browsers cannot authenticate a WebSocket otherwise)."""
+    services = current_app.config["SERVICES"]
+    try:
+        value, seconds = ws_tickets.issue(services, g.principal)
+    except StoreError:
+        return _unavailable("the database is unavailable; try again")
+    response = jsonify({"ticket": value, "expiresIn": seconds})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    """Pages of the allowed origins may fetch a ticket (their WebSocket then needs no credentials)."""
+    if request.endpoint != "websocket.ticket":
+        return response
+    origin = request.headers.get("Origin")
+    if origin is not None and origin_allowed(current_app.config["SERVICES"].config, origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = "POST"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization"
+        response.headers["Access-Control-Max-Age"] = "600"
+    response.headers.add("Vary", "Origin")
+    return response
