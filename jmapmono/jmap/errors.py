@@ -21,36 +21,28 @@ class RequestError(Exception):
         return {"type": REQUEST_ERROR_PREFIX + self.kind, "status": self.status, "detail": self.detail, **self.extra}
 
 
-class MethodError(Exception):
+class _TypedError(Exception):
+    """An error object ``{"type": …, "description": …, …}`` as JMAP puts it in a response."""
+
+    def __init__(self, type: str, description: str | None = None, **extra: Any) -> None:
+        super().__init__(description or type)
+        self.type = type
+        self.description = description
+        self.extra = extra
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, **self.extra}
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+class MethodError(_TypedError):
     """A method-level error: the call's response becomes ``["error", {...}, callId]``."""
 
-    def __init__(self, type: str, description: str | None = None, **extra: Any) -> None:
-        super().__init__(description or type)
-        self.type = type
-        self.description = description
-        self.extra = extra
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, **self.extra}
-        if self.description:
-            out["description"] = self.description
-        return out
-
-
-class SetError(Exception):
+class SetError(_TypedError):
     """A per-object error inside ``/set`` (``notCreated``, ``notUpdated``, ``notDestroyed``)."""
-
-    def __init__(self, type: str, description: str | None = None, **extra: Any) -> None:
-        super().__init__(description or type)
-        self.type = type
-        self.description = description
-        self.extra = extra
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, **self.extra}
-        if self.description:
-            out["description"] = self.description
-        return out
 
 
 def invalid_arguments(description: str) -> MethodError:
