@@ -58,6 +58,21 @@ def _truncate_all(db: Database) -> None:
             tx.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cheap Argon2id parameters in this process: the KDF's cost is not what most tests measure.
+    A test that measures it requests ``real_kdf``."""
+    if "real_kdf" not in request.fixturenames:
+        from tests.support.jmap import cheap_password_hashing
+
+        cheap_password_hashing(monkeypatch)
+
+
+@pytest.fixture
+def real_kdf() -> None:
+    """Keep the production Argon2id parameters for this test."""
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -117,20 +132,18 @@ def client(app):
 
 
 @pytest.fixture
-def alice(services, client, monkeypatch):
+def alice(services, client):
     """A user ``alice@example.org`` with a JMAP client on her own account."""
-    from tests.support.jmap import PASSWORD, JmapClient, cheap_password_hashing
+    from tests.support.jmap import PASSWORD, JmapClient
 
-    cheap_password_hashing(monkeypatch)
     user, _ = services.accounts.create_user("alice@example.org", PASSWORD)
     return JmapClient(client, user.email, user.account_id)
 
 
 @pytest.fixture
-def bob(services, client, monkeypatch):
+def bob(services, client):
     """A second user ``bob@example.org``, isolated from alice unless a test delegates."""
-    from tests.support.jmap import PASSWORD, JmapClient, cheap_password_hashing
+    from tests.support.jmap import PASSWORD, JmapClient
 
-    cheap_password_hashing(monkeypatch)
     user, _ = services.accounts.create_user("bob@example.org", PASSWORD)
     return JmapClient(client, user.email, user.account_id)

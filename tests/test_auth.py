@@ -14,7 +14,6 @@ import statistics
 import time
 
 import pytest
-from argon2 import PasswordHasher
 
 from jmapmono.accounts import passwords
 from jmapmono.accounts.authn import Authenticator, RateLimited, Unauthenticated, authenticate_headers
@@ -32,14 +31,6 @@ def basic(user: str, password: str) -> str:
 def get(client, authorization: str | None, ip: str = "192.0.2.1"):
     headers = {"Authorization": authorization} if authorization is not None else {}
     return client.get(URL, headers=headers, environ_base={"REMOTE_ADDR": ip})
-
-
-@pytest.fixture(autouse=True)
-def fast_kdf(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cheap Argon2id parameters keep the suite fast; tests using ``real_kdf`` keep the real cost."""
-    if "real_kdf" not in request.fixturenames:
-        monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-        monkeypatch.setattr(passwords, "_dummy_hash", None)
 
 
 @pytest.fixture
@@ -143,11 +134,6 @@ def test_cache_disabled_when_seconds_is_zero(config, db, kdf_calls):
     for _ in range(2):
         authenticate_headers(services, basic("alice@example.org", "correct horse"), "192.0.2.1")
     assert len(kdf_calls) == 2
-
-
-@pytest.fixture
-def real_kdf() -> None:
-    """Requested by tests that measure the real Argon2id cost."""
 
 
 def test_unknown_user_costs_a_kdf_run_like_a_wrong_password(real_kdf, services, alice, kdf_calls):

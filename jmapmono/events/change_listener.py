@@ -28,7 +28,8 @@ Events on the JMAP bus, for push front ends (WebSocket, EventSource) and web pus
     (or the owner was deleted). A push connection registers ``user:<its user id>`` for its whole life;
     on this event it re-reads the user's accounts (``Accounts.accessible_accounts``), registers the keys
     of accounts it gained and unregisters those it lost, without reconnecting, and tells the client
-    that the Session changed.
+    that the Session changed. After a broker reconnect the flow sends one with ``accountId``,
+    ``ownerUserId`` and ``granted`` null, meaning "re-read everything" (see flow.py).
 
 Key listeners get each event at most once: one whose node lost its broker connection misses events
 and its client catches up through pushState and ``*/changes``.

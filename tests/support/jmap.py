@@ -71,3 +71,4 @@ def cheap_password_hashing(monkeypatch: Any) -> None:
     from jmapmono.accounts import passwords
 
     monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    monkeypatch.setattr(passwords, "_dummy_hash", None)  # re-derived with these parameters, restored after

@@ -7,6 +7,7 @@ end. Used by tests/conftest.py and by the benchmarks in bench/.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,9 +21,16 @@ RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below Linux's ephemeral range (32768+), so that outgoing connections of
+    concurrent test processes do not land on a port a server is about to (re)bind."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -155,6 +163,15 @@ class RabbitMQServer:
             start_new_session=True,
         )
         wait_for_port(self.port, timeout, self.proc)
+        self._check_is_amqp()
+
+    def _check_is_amqp(self) -> None:
+        """The port may have been taken by someone else while we were down: make sure it speaks AMQP."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(b"AMQP\x00\x00\x09\x01")
+            frame = s.recv(7)
+        if not frame.startswith(b"\x01\x00\x00"):
+            raise RuntimeError(f"port {self.port} does not answer as our RabbitMQ node: {frame!r}")
 
     def stop(self) -> None:
         """Stop the node (the whole process group, epmd included) and wait for the port to close."""
