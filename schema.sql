@@ -387,3 +387,29 @@ CREATE TABLE ws_tickets (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX ws_tickets_expires ON ws_tickets(expires_at);
+
+-- ---------------------------------------------------------------------------
+-- Web push (RFC 8620 §7.2; jmapmono/push/subscriptions_store.py): the
+-- PushSubscriptions a client registered, per user AND credential (the app
+-- password it was created with, NULL for the account password): a
+-- subscription dies with its credential or its user (cascade). Nothing but
+-- the PushVerification is sent to url until verified = 1 (the client set the
+-- verification_code it was sent). keys (p256dh, auth; NULL: unencrypted) and
+-- url are never returned to clients. types_json: JSON array, NULL = all types.
+-- Expired rows are never pushed to and are pruned by the sender.
+CREATE TABLE push_subscriptions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    app_password_id TEXT REFERENCES app_passwords(id) ON DELETE CASCADE,
+    device_client_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    p256dh TEXT,
+    auth TEXT,
+    verification_code TEXT NOT NULL,
+    verified INTEGER NOT NULL DEFAULT 0,
+    expires_at INTEGER NOT NULL,
+    types_json TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX push_subscriptions_user ON push_subscriptions(user_id, created_at);
+CREATE INDEX push_subscriptions_expires ON push_subscriptions(expires_at);

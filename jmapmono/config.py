@@ -75,6 +75,13 @@ class Config:
     eventsource_max_ping: int = 300
     #: A stream whose write has been blocked this many seconds (a client that stopped reading) is cut.
     eventsource_write_timeout_seconds: float = 60
+    #: Web push (RFC 8620 §7.2, jmapmono/push/webpush.py): also push to private, loopback and link-local
+    #: addresses, and over plain http:// (tests, labs); off, such subscription URLs are refused.
+    push_allow_private_targets: bool = False
+    #: The TTL header of every push (seconds a push service may keep an undelivered message).
+    push_ttl_seconds: int = 86400
+    #: Deadline of one push POST (resolve, connect, TLS, write, answer), seconds.
+    push_timeout_seconds: int = 10
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -229,5 +236,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         eventsource_min_ping=min_ping,
         eventsource_max_ping=max_ping,
         eventsource_write_timeout_seconds=_int(env, "JMAPMONO_EVENTSOURCE_WRITE_TIMEOUT", 60, 5),
+        push_allow_private_targets=_flag(env, "JMAPMONO_PUSH_ALLOW_PRIVATE_TARGETS", False),
+        push_ttl_seconds=_int(env, "JMAPMONO_PUSH_TTL_SECONDS", 86400, 0),
+        push_timeout_seconds=_int(env, "JMAPMONO_PUSH_TIMEOUT_SECONDS", 10, 1),
         limits=limits,
     )

@@ -64,6 +64,13 @@ def test_create_then_get_changes_and_push_event(alice, services):
     assert event["type"] == "StatesChanged" and event["account_id"] == alice.account_id
     assert event["states"] == {"Identity": out["newState"]}
     assert event["changes"]["Identity"]["created"] == [created["id"]]
+    # What push makes of it: a StateChange for the account with the new Identity state.
+    from jmapmono.events.change_listener import to_jmap
+    from jmapmono.events.relay import to_event
+
+    push, keys = to_jmap(to_event(1, json.dumps(event)))
+    assert keys == [alice.account_id]
+    assert push.payload == {"accountId": alice.account_id, "changed": {"Identity": out["newState"]}}
 
 
 def test_defaults_are_reported_in_created(alice):
@@ -210,9 +217,19 @@ def test_delegate_sees_the_owners_identities_and_sends_only_as_the_owner(service
 
 
 def test_deleting_the_user_removes_its_sending_data(services, alice):
-    create(alice, FULL)
+    iid = create(alice, FULL)["created"]["i1"]["id"]
     alice.call("VacationResponse/set", update={"singleton": {"isEnabled": True}})
+    drafts = services.mailboxes.mailbox_by_role(alice.account_id, "drafts").id
+    raw = b"From: alice@example.org\r\nTo: alice@example.org\r\nSubject: note to self\r\n\r\nhi\r\n"
+    email_id = services.mailboxes.append(alice.account_id, raw, [drafts]).id
+    sent = alice.call("EmailSubmission/set", create={"s": {"identityId": iid, "emailId": email_id}})
+    assert sent["created"]["s"]["deliveryStatus"]["alice@example.org"]["delivered"] == "yes"  # local: no relay
+    tables = ("identities", "vacation_responses", "email_submissions")
+
+    def counts():
+        with services.db.read() as tx:
+            return [tx.value(f"SELECT COUNT(*) FROM {t} WHERE account_id = ?", (alice.account_id,)) for t in tables]
+
+    assert counts() == [2, 1, 1]
     services.accounts.delete("alice@example.org")
-    with services.db.read() as tx:
-        for table in ("identities", "vacation_responses", "email_submissions"):
-            assert tx.value(f"SELECT COUNT(*) FROM {table} WHERE account_id = ?", (alice.account_id,)) == 0
+    assert counts() == [0, 0, 0]

@@ -9,6 +9,7 @@ same methodResponses. Checking and sending: :mod:`jmapmono.mailbox.submissions`.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +19,13 @@ from jmapmono.jmap import standard as std
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.identity import changes_call, set_error
 from jmapmono.jmap.registry import SUBMISSION, Invocation, method
+from jmapmono.log import kv
 from jmapmono.mailbox.identities import StateMismatch
 from jmapmono.mailbox.model import MailboxError
 from jmapmono.mailbox.submissions import TYPE, Address, Envelope, Submission
+from jmapmono.store import StoreError
+
+log = logging.getLogger(__name__)
 
 PROPERTIES = (
     "id",
@@ -294,6 +299,12 @@ def submission_set(inv: Invocation) -> dict[str, Any]:
             not_created[cid] = e
         except MailboxError as e:
             not_created[cid] = set_error(e)
+        except Exception as e:  # earlier creations of this call were sent: they must still be recorded below
+            unavailable = isinstance(e, StoreError)
+            if not unavailable:
+                log.exception(kv(event="submission_failed", account=s.account_id, creation=cid))
+            what = "the server is temporarily unavailable" if unavailable else "unexpected server error"
+            not_created[cid] = SetError("forbiddenToSend", f"{what}; this email was not sent, try again later")
 
     def own(key: str) -> str | None:
         """An id, or "#cid" of this call's creations resolved (None when that creation failed)."""
@@ -385,3 +396,10 @@ def _implicit_email_set(
         inv.extra_responses.append(("Email/set", spec.handler(implicit), inv.call_id))
     except MethodError as e:
         inv.extra_responses.append(("error", e.to_json(), inv.call_id))
+    except StoreError as e:  # the submissions are sent and recorded: only the implicit call fails
+        log.warning(kv(event="implicit_email_set_unavailable", account=account_id, error=str(e)))
+        error = {"type": "serverUnavailable", "description": "a server resource is temporarily unavailable"}
+        inv.extra_responses.append(("error", error, inv.call_id))
+    except Exception:
+        log.exception(kv(event="implicit_email_set_failed", account=account_id))
+        inv.extra_responses.append(("error", {"type": "serverFail", "description": "Email/set failed"}, inv.call_id))
