@@ -125,47 +125,51 @@ def test_import_of_an_attached_message_part(alice, services):
     assert get(alice, [created["id"]], ["subject"])[0]["subject"] == "the inner one"
 
 
-@pytest.mark.parametrize(
-    "obj,error,properties",
-    [
-        ({"mailboxIds": {"INBOX": True}}, "invalidProperties", ["blobId"]),
-        ({"blobId": "GnoSuchBlob", "mailboxIds": {"INBOX": True}}, "invalidProperties", ["blobId"]),
-        ({"blobId": "BLOB"}, "invalidProperties", ["mailboxIds"]),
-        ({"blobId": "BLOB", "mailboxIds": {}}, "invalidProperties", ["mailboxIds"]),
-        ({"blobId": "BLOB", "mailboxIds": {"INBOX": False}}, "invalidProperties", ["mailboxIds"]),
-        (
-            {"blobId": "BLOB", "mailboxIds": {"INBOX": True}, "keywords": {"bad keyword": True}},
-            "invalidProperties",
-            ["keywords"],
-        ),
-        (
-            {"blobId": "BLOB", "mailboxIds": {"INBOX": True}, "receivedAt": "2020-01-01"},
-            "invalidProperties",
-            ["receivedAt"],
-        ),
-        ({"blobId": "BLOB", "mailboxIds": {"INBOX": True}, "subject": "x"}, "invalidProperties", ["subject"]),
-        ({"blobId": "EMPTY", "mailboxIds": {"INBOX": True}}, "invalidEmail", None),
-        ({"blobId": "GARBAGE", "mailboxIds": {"INBOX": True}}, "invalidEmail", None),
-    ],
-)
-def test_import_errors(alice, services, obj, error, properties):
+BAD_IMPORTS = [
+    ({"mailboxIds": {"INBOX": True}}, "invalidProperties", ["blobId"]),
+    ({"blobId": "GnoSuchBlob", "mailboxIds": {"INBOX": True}}, "invalidProperties", ["blobId"]),
+    ({"blobId": "BLOB"}, "invalidProperties", ["mailboxIds"]),
+    ({"blobId": "BLOB", "mailboxIds": {}}, "invalidProperties", ["mailboxIds"]),
+    ({"blobId": "BLOB", "mailboxIds": {"INBOX": False}}, "invalidProperties", ["mailboxIds"]),
+    (
+        {"blobId": "BLOB", "mailboxIds": {"INBOX": True}, "keywords": {"bad keyword": True}},
+        "invalidProperties",
+        ["keywords"],
+    ),
+    (
+        {"blobId": "BLOB", "mailboxIds": {"INBOX": True}, "receivedAt": "2020-01-01"},
+        "invalidProperties",
+        ["receivedAt"],
+    ),
+    ({"blobId": "BLOB", "mailboxIds": {"INBOX": True}, "subject": "x"}, "invalidProperties", ["subject"]),
+    ({"blobId": "EMPTY", "mailboxIds": {"INBOX": True}}, "invalidEmail", None),
+    ({"blobId": "GARBAGE", "mailboxIds": {"INBOX": True}}, "invalidEmail", None),
+]
+
+
+def test_import_errors(alice, services):
+    """Each bad import is refused on its own (one call holds them all)."""
     inbox = roles(services, alice.account_id)["inbox"]
     blobs = {
         "BLOB": upload(alice, message("ok", "ok@x"), "message/rfc822"),
         "EMPTY": upload(alice, b"", "message/rfc822"),
         "GARBAGE": upload(alice, bytes(range(256)) * 8, "application/octet-stream"),
     }
-    obj = {k: v for k, v in obj.items()}
-    if obj.get("blobId") in blobs:
-        obj["blobId"] = blobs[obj["blobId"]]
-    if isinstance(obj.get("mailboxIds"), dict):
-        obj["mailboxIds"] = {inbox if k == "INBOX" else k: v for k, v in obj["mailboxIds"].items()}
-    result = import_one(alice, obj)
-    assert result["created"] is None
-    assert result["notCreated"]["i"]["type"] == error, result
-    if properties is not None:
-        assert result["notCreated"]["i"]["properties"] == properties
-    assert result["oldState"] == result["newState"]
+    emails = {}
+    for i, (obj, _, _) in enumerate(BAD_IMPORTS):
+        obj = dict(obj)
+        if obj.get("blobId") in blobs:
+            obj["blobId"] = blobs[obj["blobId"]]
+        if isinstance(obj.get("mailboxIds"), dict):
+            obj["mailboxIds"] = {inbox if k == "INBOX" else k: v for k, v in obj["mailboxIds"].items()}
+        emails[f"i{i}"] = obj
+    result = alice.call("Email/import", {"emails": emails})
+    assert result["created"] is None and result["oldState"] == result["newState"]
+    for i, (obj, error, properties) in enumerate(BAD_IMPORTS):
+        refusal = result["notCreated"][f"i{i}"]
+        assert refusal["type"] == error, (obj, refusal)
+        if properties is not None:
+            assert refusal["properties"] == properties, (obj, refusal)
 
 
 def test_import_cannot_use_another_users_blob(alice, bob, services):

@@ -42,35 +42,43 @@ def test_keyword_patches(alice, mail):
     assert get(alice, [m1], ["keywords"])[0]["keywords"] == {"a/b~c": True}
 
 
-@pytest.mark.parametrize(
-    "patch,error",
-    [
-        ({"keywords/$seen": False}, "invalidProperties"),
-        ({"keywords/a b": True}, "invalidProperties"),
-        ({"keywords": {"$seen": "yes"}}, "invalidProperties"),
-        ({"keywords": ["$seen"]}, "invalidProperties"),
-        ({"keywords/$seen/x": True}, "invalidPatch"),
-        ({"keywords": {}, "keywords/$seen": True}, "invalidPatch"),
-        ({"mailboxIds/Mnope": True}, "invalidProperties"),
-        ({"mailboxIds/#nope": True}, "invalidProperties"),
-        ({"mailboxIds": {}}, "invalidProperties"),
-        ({"mailboxIds": {"Mnope": True}}, "invalidProperties"),
-        ({"subject": "changed"}, "invalidProperties"),
-        ({"blobId": "Gother"}, "invalidProperties"),
-        ({"bodyStructure/type": "text/html"}, "invalidProperties"),
-        ({"header:Subject:asText": "changed"}, "invalidProperties"),
-        ({"header:From:asDate": None}, "invalidProperties"),
-        ({"whatever": 1}, "invalidProperties"),
-    ],
-)
-def test_invalid_updates(alice, mail, patch, error):
-    (m1, _, _), _ = mail
-    result = alice.call("Email/set", {"update": {m1: patch}})
-    assert result["updated"] is None
-    assert result["notUpdated"][m1]["type"] == error, result
-    if error == "invalidProperties":
-        assert result["notUpdated"][m1]["properties"]
-    assert get(alice, [m1], ["keywords"])[0]["keywords"] == {}
+BAD_PATCHES = [
+    ({"keywords/$seen": False}, "invalidProperties"),
+    ({"keywords/a b": True}, "invalidProperties"),
+    ({"keywords": {"$seen": "yes"}}, "invalidProperties"),
+    ({"keywords": ["$seen"]}, "invalidProperties"),
+    ({"keywords/$seen/x": True}, "invalidPatch"),
+    ({"keywords": {}, "keywords/$seen": True}, "invalidPatch"),
+    ({"mailboxIds/Mnope": True}, "invalidProperties"),
+    ({"mailboxIds/#nope": True}, "invalidProperties"),
+    ({"mailboxIds": {}}, "invalidProperties"),
+    ({"mailboxIds": {"Mnope": True}}, "invalidProperties"),
+    ({"subject": "changed"}, "invalidProperties"),
+    ({"blobId": "Gother"}, "invalidProperties"),
+    ({"bodyStructure/type": "text/html"}, "invalidProperties"),
+    ({"header:Subject:asText": "changed"}, "invalidProperties"),
+    ({"header:From:asDate": None}, "invalidProperties"),
+    ({"whatever": 1}, "invalidProperties"),
+]
+
+
+def test_invalid_updates(alice, services):
+    """Each bad patch is refused on its own (one call holds them all) and changes nothing."""
+    from jmapmono.mailbox.model import NewMessage
+
+    inbox = roles(services, alice.account_id)["inbox"]
+    items = [NewMessage(message(f"u{i}", f"u{i}@x"), (inbox,)) for i in range(len(BAD_PATCHES))]
+    created = services.mailboxes.append_many(alice.account_id, items).created
+    ids = [created[i].id for i in range(len(BAD_PATCHES))]
+    result = alice.call("Email/set", {"update": {i: patch for i, (patch, _) in zip(ids, BAD_PATCHES, strict=True)}})
+    assert result["updated"] is None and result["oldState"] == result["newState"]
+    for message_id, (patch, error) in zip(ids, BAD_PATCHES, strict=True):
+        refusal = result["notUpdated"][message_id]
+        assert refusal["type"] == error, (patch, refusal)
+        if error == "invalidProperties":
+            assert refusal["properties"], (patch, refusal)
+    found = get(alice, ids, ["keywords", "mailboxIds"])
+    assert all(e["keywords"] == {} and e["mailboxIds"] == {inbox: True} for e in found)
 
 
 def test_immutable_properties_may_be_sent_unchanged(alice, mail):
