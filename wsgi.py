@@ -18,6 +18,7 @@ import gevent  # noqa: E402
 from jmapmono.config import load_config  # noqa: E402
 from jmapmono.events import flow  # noqa: E402
 from jmapmono.log import setup_logging  # noqa: E402
+from jmapmono.push.eventsource import close_all as close_event_streams  # noqa: E402
 from jmapmono.push.ws_session import close_all as close_websockets  # noqa: E402
 from jmapmono.services import Services  # noqa: E402
 from jmapmono.web.app import create_app  # noqa: E402
@@ -38,6 +39,7 @@ def _close_websockets_on_sigterm() -> None:
 
     def on_sigterm(signum, frame):
         gevent.spawn(close_websockets, services)
+        gevent.spawn(close_event_streams, services)
         previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -73,11 +73,20 @@ def _close_websockets(services: Services) -> None:
         log.info(kv(event="websockets_closed", count=closed))
 
 
+def _close_event_streams(services: Services) -> None:
+    """End every EventSource stream cleanly so clients reconnect elsewhere at once."""
+    from jmapmono.push.eventsource import close_all
+
+    closed = close_all(services, timeout=HTTP_STOP_TIMEOUT / 2)
+    if closed:
+        log.info(kv(event="event_streams_closed", count=closed))
+
+
 #: Run at shutdown before the HTTP server stops waiting for requests in progress: parts holding
 #: long-lived connections (WebSocket, EventSource) end them here, promptly and cleanly, instead of
 #: being cut when the HTTP server's stop timeout runs out.
 ShutdownHook = Callable[["Services"], None]
-SHUTDOWN: list[ShutdownHook] = [_close_websockets]
+SHUTDOWN: list[ShutdownHook] = [_close_websockets, _close_event_streams]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -33,6 +33,7 @@ from jmapmono.events.change_listener import ACCESS_CHANGED, STATE_CHANGE, Mailbo
 from jmapmono.events.relay import Relay
 from jmapmono.log import kv
 from jmapmono.mailbox.outbox import MAILBOX_BUS
+from jmapmono.push import webpush
 
 if TYPE_CHECKING:
     from jmapmono.services import Services
@@ -55,12 +56,14 @@ class Flow:
         self.jmap_bus = services.jmap_bus
         self.listener = MailboxChangeListener(self.jmap_bus)
         self.relay = Relay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
+        self.webpush = webpush.sender(services)  # a group listener on the JMAP bus (push subscriptions)
         self._watcher: gevent.Greenlet | None = None
         self._stopped = False
 
     def start(self) -> Flow:
         started = time.monotonic()
         self.listener.register(self.mailbox_bus)
+        self.webpush.register(self.jmap_bus)
         self.jmap_bus.start()  # first: the listener dispatches on it
         self.mailbox_bus.start()
         self.relay.start()  # last: publishes whatever piled up while nothing ran
@@ -77,7 +80,7 @@ class Flow:
         started = time.monotonic()
         if self._watcher is not None:
             self._watcher.kill(block=True, timeout=1)
-        for part in (self.relay, self.mailbox_bus, self.jmap_bus):
+        for part in (self.relay, self.mailbox_bus, self.jmap_bus, self.webpush):
             try:
                 part.stop()
             except Exception as e:  # one part failing to stop must not keep the others running
@@ -90,7 +93,7 @@ class Flow:
 
     def _watch_reconnects(self) -> None:
         seen = self.jmap_bus.stats["reconnects"]
-        while True:
+        while not self._stopped:
             gevent.sleep(RECONNECT_CHECK)
             reconnects = self.jmap_bus.stats["reconnects"]
             if reconnects != seen:
@@ -98,6 +101,8 @@ class Flow:
                 try:
                     self.resync()
                 except Exception as e:  # the next reconnect tries again; clients still have */changes
+                    if self._stopped:
+                        return
                     log.warning(kv(event="push_resync_failed", error=f"{type(e).__name__}: {e}"))
 
     def resync(self) -> int:

@@ -29,8 +29,10 @@ stopped reading), or :func:`close_all` at shutdown. One log line when a stream o
 
 from __future__ import annotations
 
+import _socket
 import json
 import logging
+import re
 import socket
 import time
 import weakref
@@ -50,6 +52,8 @@ from jmapmono.web.auth import problem_response, require_auth
 
 if TYPE_CHECKING:
     from jmapmono.services import Services
+
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 
 log = logging.getLogger("jmapmono.push.eventsource")
 
@@ -104,10 +108,11 @@ def parse_params(args: Mapping[str, Any], min_ping: int, max_ping: int) -> Strea
         names = [name.strip() for name in raw_types.split(",")]
         if not raw_types or any(not name for name in names):
             raise ParameterError("types", "types must be * or a comma-separated list of type names")
-        unknown = sorted({name for name in names if name not in PUSH_TYPES})
-        if unknown:
-            known = ", ".join(sorted(PUSH_TYPES))
-            raise ParameterError("types", f"unknown type name(s): {', '.join(unknown)} (known: {known}, or *)")
+        malformed = sorted({name for name in names if not _TYPE_NAME.fullmatch(name)})
+        if malformed:
+            raise ParameterError("types", f"not a type name: {', '.join(malformed)}")
+        # Type names this server does not push (e.g. CalendarEvent) are ignored, as on the WebSocket.
+        names = [name for name in names if name in PUSH_TYPES]
         types = frozenset(names)
     closeafter = _single(args, "closeafter")
     if closeafter not in ("state", "no"):
@@ -154,6 +159,22 @@ def client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
     stream = environ.get("wsgi.input")
     rfile = getattr(stream, "rfile", stream)  # pywsgi's Input wraps the socket's buffered reader
     return getattr(getattr(rfile, "raw", None), "_sock", None)
+
+
+def shutdown_quietly(sock: socket.socket) -> None:
+    """Shut the connection down under the greenlets using it: a blocked write then fails with EPIPE, which
+    the WSGI server takes as a client gone. (gevent's own ``shutdown`` cancels the waits with EBADF, which
+    it reports as an application error.)"""
+    try:
+        raw = _socket.socket(fileno=sock.fileno())
+    except OSError:
+        return
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        raw.detach()  # the descriptor stays the server's to close
 
 
 class EventStream:
@@ -258,10 +279,7 @@ class EventStream:
         """Cut the connection now (a write blocked on a client that does not read)."""
         self.stop(reason)
         if self.sock is not None:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            shutdown_quietly(self.sock)
 
     def close(self) -> None:
         """Unregister the push listeners and log the end (idempotent)."""
@@ -271,7 +289,8 @@ class EventStream:
         self._stopping = True
         self.channel.close()
         if self._watcher is not None and self._watcher is not gevent.getcurrent():
-            self._watcher.kill(block=False)
+            # Gone before the response ends: the server reads the connection's next request right after.
+            self._watcher.kill(block=True, timeout=1)
         streams = _hubs.get(self.services)
         if streams is not None:
             streams.discard(self)

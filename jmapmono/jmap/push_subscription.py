@@ -1,0 +1,309 @@
+"""PushSubscription/get and PushSubscription/set (RFC 8620 §7.2).
+
+Subscriptions are not per account: neither method takes ``accountId`` (nor /set ``ifInState``), and
+they return no state. Each call sees only the subscriptions made with the same credentials as the
+request (§7.2.1 MUST): the same user AND the same app password (or the account password); see
+jmapmono/push/subscriptions_store.py. ``url`` and ``keys`` are never returned, and asking for them is
+``forbidden``. ``verificationCode`` reads null until the client has set the right one.
+
+On create the URL is checked (https://, and every address its host resolves to must be global unless
+``JMAPMONO_PUSH_ALLOW_PRIVATE_TARGETS``), the expiry is capped at :data:`MAX_EXPIRY_DAYS` from now
+(the capped value is returned), and once committed the PushVerification is POSTed in the background
+(jmapmono/push/webpush.py). Nothing else goes to the URL until the client sets the code it received.
+Only ``verificationCode``, ``expires`` and ``types`` may be updated.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import replace
+from typing import Any
+
+from jmapmono.jmap import standard as std
+from jmapmono.jmap.errors import MethodError, SetError
+from jmapmono.jmap.registry import CORE, Invocation, method
+from jmapmono.jmap.submission import parse_utc_date, utc_date
+from jmapmono.push import webpush, webpush_http
+from jmapmono.push.subscriptions_store import OverQuota, PushSubscriptions, Subscription, new_id, now_ms
+from jmapmono.push.webpush_http import TargetRefused
+
+#: The longest lifetime a subscription gets (RFC 8620 §7.2: at least 48 hours, SHOULD be at least 7 days).
+MAX_EXPIRY_DAYS = 7
+#: Seconds the host of a new subscription's URL may take to resolve.
+RESOLVE_TIMEOUT = 5.0
+
+PROPERTIES = ("id", "deviceClientId", "verificationCode", "expires", "types")
+#: Never returned (§7.2.1); asking for them is ``forbidden``.
+PRIVATE = ("url", "keys")
+ALL = (*PROPERTIES, *PRIVATE)
+MUTABLE = ("verificationCode", "expires", "types")
+MAX_TYPE_LENGTH = 255
+
+
+def to_json(sub: Subscription, *, private: bool = False) -> dict[str, Any]:
+    """The PushSubscription object; ``private`` adds url and keys (for patching, never for output)."""
+    out: dict[str, Any] = {
+        "id": sub.id,
+        "deviceClientId": sub.device_client_id,
+        "verificationCode": sub.verification_code if sub.verified else None,
+        "expires": utc_date(sub.expires_at),
+        "types": None if sub.types is None else list(sub.types),
+    }
+    if private:
+        keys = None if sub.p256dh is None else {"p256dh": sub.p256dh, "auth": sub.auth}
+        out.update(url=sub.url, keys=keys)
+    return out
+
+
+def _store(inv: Invocation) -> PushSubscriptions:
+    return PushSubscriptions(inv.services.db)
+
+
+@method("PushSubscription/get", CORE, needs_account=False)
+def push_subscription_get(inv: Invocation) -> dict[str, Any]:
+    """Standard /get without accountId or state; ``ids: null`` = every subscription of these credentials."""
+    std.reject_unknown_arguments(inv.args, ("ids", "properties"))
+    requested = inv.args.get("properties")
+    if isinstance(requested, list):
+        private = [p for p in PRIVATE if p in requested]
+        if private:
+            raise MethodError("forbidden", f"{' and '.join(private)} are never returned (RFC 8620 §7.2.1)")
+    properties = std.parse_properties(inv.args, PROPERTIES)
+    ids = std.arg_id_list(inv, "ids", None)
+    if ids is not None:
+        std.check_max_objects_in_get(inv, len(ids))
+    found = {s.id: to_json(s) for s in _store(inv).list(inv.principal.user_id, inv.principal.app_password_id)}
+    if ids is None:
+        std.check_max_objects_in_get(inv, len(found))
+        records, not_found = list(found.values()), []
+    else:
+        records = [found[i] for i in ids if i in found]
+        not_found = [i for i in ids if i not in found]
+    return {"list": [std.project(r, properties) for r in records], "notFound": not_found}
+
+
+# --- validation ----------------------------------------------------------------------------------------------------
+
+
+def _invalid(prop: str, description: str) -> SetError:
+    return SetError("invalidProperties", description, properties=[prop])
+
+
+def _expires(value: Any) -> tuple[int, bool]:
+    """(expiry in ms, whether it differs from what the client asked): null = the longest we give."""
+    cap = (now_ms() // 1000 + MAX_EXPIRY_DAYS * 86400) * 1000
+    if value is None:
+        return cap, True
+    when = parse_utc_date(value)
+    if when is None:
+        raise _invalid("expires", "expires must be a UTCDate like 2026-01-31T12:00:00Z, or null")
+    if when <= now_ms():
+        raise _invalid("expires", "expires is in the past")
+    return (cap, True) if when > cap else (when, False)
+
+
+def _types(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(t, str) and 0 < len(t) <= MAX_TYPE_LENGTH and t.isprintable() for t in value
+    ):
+        raise _invalid("types", "types must be null (every type) or an array of type names")
+    return tuple(dict.fromkeys(value))
+
+
+def _check_known(obj: dict[str, Any]) -> None:
+    unknown = sorted(k for k in obj if k not in ALL)
+    if unknown:
+        raise SetError("invalidProperties", f"unknown properties: {', '.join(unknown)}", properties=unknown)
+
+
+def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, Any]]:
+    """A subscription from a create object (URL resolved and checked) and what ``created`` returns."""
+    _check_known(obj)
+    if "id" in obj:
+        raise _invalid("id", "id is set by the server")
+    device = obj.get("deviceClientId")
+    if not isinstance(device, str) or not 0 < len(device) <= 255 or not device.isprintable():
+        raise _invalid("deviceClientId", "deviceClientId is required: a string of 1 to 255 printable characters")
+    if obj.get("verificationCode") is not None:
+        raise _invalid("verificationCode", "verificationCode must be null when the subscription is created")
+    allow_private = inv.services.config.push_allow_private_targets
+    url = obj.get("url")
+    try:
+        target = webpush_http.parse_url(url, allow_private)
+    except TargetRefused as e:
+        raise _invalid("url", str(e)) from None
+    p256dh = auth = None
+    if obj.get("keys") is not None:
+        try:
+            p256dh, auth = webpush.check_keys(obj["keys"])
+        except ValueError as e:
+            raise _invalid("keys", str(e)) from None
+    expires, changed = _expires(obj.get("expires"))
+    types = _types(obj.get("types"))
+    try:  # last: the only check that may wait on the network
+        webpush_http.resolve(target, allow_private, RESOLVE_TIMEOUT)
+    except TargetRefused as e:
+        raise _invalid("url", str(e)) from None
+    sub = Subscription(
+        id=new_id(),
+        user_id=inv.principal.user_id,
+        app_password_id=inv.principal.app_password_id,
+        device_client_id=device,
+        url=url,  # type: ignore[arg-type]
+        p256dh=p256dh,
+        auth=auth,
+        verification_code=secrets.token_hex(16),
+        verified=False,
+        expires_at=expires,
+        types=types,
+        created_at=now_ms(),
+    )
+    created: dict[str, Any] = {"id": sub.id}
+    if changed or "expires" not in obj:
+        created["expires"] = utc_date(expires)
+    for prop in ("keys", "types"):
+        if prop not in obj:
+            created[prop] = None
+    return sub, created
+
+
+def _patched(sub: Subscription, patch: dict[str, Any]) -> tuple[Subscription, dict[str, Any] | None]:
+    """``sub`` with a PatchObject applied, and what ``updated`` returns for it (None: nothing unasked)."""
+    current = to_json(sub, private=True)
+    new = std.apply_patch(current, patch)
+    for prop in ALL:
+        new.setdefault(prop, None)  # a null patch value removed it
+    _check_known(new)
+    fixed = sorted(p for p in ALL if p not in MUTABLE and new[p] != current[p])
+    if fixed:
+        raise SetError("invalidProperties", f"{', '.join(fixed)} cannot be changed", properties=fixed)
+    out, echo = sub, {}
+    code = new["verificationCode"]
+    if code != current["verificationCode"]:
+        if not isinstance(code, str) or not hmac.compare_digest(code.encode(), sub.verification_code.encode()):
+            raise _invalid("verificationCode", "verificationCode does not match the code sent to the URL")
+        out = replace(out, verified=True)
+    if new["expires"] != current["expires"]:
+        expires, changed = _expires(new["expires"])
+        out = replace(out, expires_at=expires)
+        if changed:
+            echo["expires"] = utc_date(expires)
+    if new["types"] != current["types"]:
+        out = replace(out, types=_types(new["types"]))
+    return out, echo or None
+
+
+# --- /set ----------------------------------------------------------------------------------------------------------
+
+
+def _set_args(inv: Invocation) -> tuple[dict[str, dict], dict[str, Any], list[Any]]:
+    std.reject_unknown_arguments(inv.args, ("create", "update", "destroy"))
+    create = std.arg_object(inv.args, "create", None) or {}
+    for cid, obj in create.items():
+        if not std.is_id(cid):
+            raise std.invalid(f"creation id {cid!r} is not an Id")
+        if not isinstance(obj, dict):
+            raise std.invalid(f"create[{cid!r}] must be an object")
+    update = std.arg_object(inv.args, "update", None) or {}
+    for key, patch in update.items():
+        if not isinstance(patch, dict):
+            raise std.invalid(f"update[{key!r}] must be a PatchObject")
+    destroy = std.arg(inv.args, "destroy", None) or []
+    if not isinstance(destroy, list):
+        raise std.invalid("'destroy' must be an array of Ids or null")
+    std.check_max_objects_in_set(inv, len(create) + len(update) + len(destroy))
+    return create, update, destroy
+
+
+@method("PushSubscription/set", CORE, needs_account=False)
+def push_subscription_set(inv: Invocation) -> dict[str, Any]:
+    """Standard /set without accountId, ifInState or states: create (then verify), update, destroy."""
+    create, update, destroy = _set_args(inv)
+    user, credential = inv.principal.user_id, inv.principal.app_password_id
+    store, db = _store(inv), inv.services.db
+    not_created: dict[str, SetError] = {}
+    not_updated: dict[str, SetError] = {}
+    not_destroyed: dict[str, SetError] = {}
+    created: dict[str, Any] = {}
+    new: list[tuple[str, Subscription, dict[str, Any]]] = []
+    for cid, obj in create.items():
+        try:
+            sub, echo = _new(inv, obj)  # resolves the URL's host: outside any transaction
+        except SetError as e:
+            not_created[cid] = e
+            continue
+        new.append((cid, sub, echo))
+    if new:
+        sender = webpush.sender(inv.services)
+        with db.transaction() as tx:
+            for cid, sub, echo in new:
+                try:
+                    store.create(tx, sub)
+                except OverQuota as e:
+                    not_created[cid] = SetError("overQuota", str(e))
+                    continue
+                created[cid] = echo
+                inv.created_ids[cid] = sub.id
+                tx.after_commit(lambda sub=sub: sender.send_verification(sub))
+
+    updated: dict[str, Any] = {}
+    if update:
+        current = {s.id: s for s in store.list(user, credential)}
+        changes: list[tuple[str, Subscription, dict[str, Any] | None]] = []
+        for key, patch in update.items():
+            sub_id = _resolve(inv, key, not_updated)
+            if sub_id is None:
+                continue
+            if sub_id not in current:
+                not_updated[sub_id] = SetError("notFound", f"no push subscription {sub_id}")
+                continue
+            try:
+                changes.append((sub_id, *_patched(current[sub_id], patch)))
+            except SetError as e:
+                not_updated[sub_id] = e
+        if changes:
+            with db.transaction() as tx:
+                for sub_id, sub, echo in changes:
+                    if store.update(tx, sub):
+                        updated[sub_id] = echo
+                    else:
+                        not_updated[sub_id] = SetError("notFound", f"no push subscription {sub_id}")
+
+    destroyed: list[str] = []
+    if destroy:
+        with db.transaction() as tx:
+            for value in destroy:
+                sub_id = _resolve(inv, value, not_destroyed)
+                if sub_id is None:
+                    continue
+                if store.destroy(tx, user, credential, sub_id):
+                    destroyed.append(sub_id)
+                else:
+                    not_destroyed[sub_id] = SetError("notFound", f"no push subscription {sub_id}")
+
+    def errors(found: dict[str, SetError]) -> dict[str, Any] | None:
+        return {k: e.to_json() for k, e in found.items()} or None
+
+    return {
+        "created": created or None,
+        "updated": updated or None,
+        "destroyed": destroyed or None,
+        "notCreated": errors(not_created),
+        "notUpdated": errors(not_updated),
+        "notDestroyed": errors(not_destroyed),
+    }
+
+
+def _resolve(inv: Invocation, value: Any, errors: dict[str, SetError]) -> str | None:
+    """An Id, or ``#creationId`` of a subscription created earlier (this call included); else a notFound."""
+    if isinstance(value, str) and value.startswith("#"):
+        found = inv.created_ids.get(value[1:])
+        if found is None:
+            errors[value] = SetError("notFound", f"unknown creation id reference {value!r}")
+        return found
+    if not std.is_id(value):
+        raise std.invalid(f"{value!r} is not an Id")
+    return value

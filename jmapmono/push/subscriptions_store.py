@@ -1,0 +1,180 @@
+"""Storage of PushSubscriptions (RFC 8620 §7.2): table ``push_subscriptions`` (see schema.sql).
+
+A subscription belongs to a user AND to the credential that created it (RFC 8620 §7.2: "tied to the
+credentials used to authenticate the API request that created it"; /get returns only those of the
+same credentials): the app password's id, or None for the account password. Revoking the app
+password or deleting the user destroys it (foreign keys, cascade). Expired subscriptions are treated
+as gone everywhere (never listed, updated or pushed to) and deleted by :meth:`prune_expired`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from jmapmono.store import Database, Transaction
+
+#: Most subscriptions one user may hold (each costs a verification POST when created).
+MAX_PER_USER = 50
+
+_COLUMNS = (
+    "id, user_id, app_password_id, device_client_id, url, p256dh, auth, verification_code, verified, "
+    "expires_at, types_json, created_at"
+)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    return "S" + uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One push subscription as stored. ``types`` None = every type; ``p256dh``/``auth`` None = unencrypted."""
+
+    id: str
+    user_id: int
+    app_password_id: str | None
+    device_client_id: str
+    url: str
+    p256dh: str | None
+    auth: str | None
+    verification_code: str
+    verified: bool
+    expires_at: int
+    types: tuple[str, ...] | None
+    created_at: int
+
+    def wants(self, type: str) -> bool:
+        return self.types is None or type in self.types
+
+
+def _row(r: dict[str, Any]) -> Subscription:
+    types = r["types_json"]
+    return Subscription(
+        id=r["id"],
+        user_id=int(r["user_id"]),
+        app_password_id=r["app_password_id"],
+        device_client_id=r["device_client_id"],
+        url=r["url"],
+        p256dh=r["p256dh"],
+        auth=r["auth"],
+        verification_code=r["verification_code"],
+        verified=bool(r["verified"]),
+        expires_at=int(r["expires_at"]),
+        types=None if types is None else tuple(json.loads(types)),
+        created_at=int(r["created_at"]),
+    )
+
+
+def _types_json(types: tuple[str, ...] | list[str] | None) -> str | None:
+    return None if types is None else json.dumps(list(types))
+
+
+def _credential(app_password_id: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The SQL condition (and its parameter) matching one credential (``= NULL`` never matches)."""
+    if app_password_id is None:
+        return "app_password_id IS NULL", ()
+    return "app_password_id = ?", (app_password_id,)
+
+
+class OverQuota(Exception):
+    """The user already holds :data:`MAX_PER_USER` subscriptions."""
+
+
+class PushSubscriptions:
+    """Reads and writes push subscriptions; every user-facing call is scoped to one credential."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- the client's view (one user, one credential) ----------------------------------------------
+
+    def list(self, user_id: int, app_password_id: str | None) -> list[Subscription]:
+        """The credential's unexpired subscriptions, oldest first."""
+        cond, params = _credential(app_password_id)
+        with self.db.read() as tx:
+            rows = tx.query(
+                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = ? AND {cond} AND expires_at > ? "
+                "ORDER BY created_at, id",
+                (user_id, *params, now_ms()),
+            )
+        return [_row(r) for r in rows]
+
+    def create(self, tx: Transaction, sub: Subscription) -> None:
+        """Insert ``sub`` in the caller's transaction; OverQuota when the user holds too many."""
+        count = tx.value(
+            "SELECT COUNT(*) FROM push_subscriptions WHERE user_id = ? AND expires_at > ?", (sub.user_id, now_ms())
+        )
+        if int(count or 0) >= MAX_PER_USER:
+            raise OverQuota(f"at most {MAX_PER_USER} push subscriptions per user")
+        tx.execute(
+            f"INSERT INTO push_subscriptions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sub.id,
+                sub.user_id,
+                sub.app_password_id,
+                sub.device_client_id,
+                sub.url,
+                sub.p256dh,
+                sub.auth,
+                sub.verification_code,
+                1 if sub.verified else 0,
+                sub.expires_at,
+                _types_json(sub.types),
+                sub.created_at,
+            ),
+        )
+
+    def update(self, tx: Transaction, sub: Subscription) -> bool:
+        """Write the mutable fields (verified, expires_at, types) of ``sub``; False when it is gone."""
+        changed = tx.execute(
+            "UPDATE push_subscriptions SET verified = ?, expires_at = ?, types_json = ? WHERE id = ? AND user_id = ?",
+            (1 if sub.verified else 0, sub.expires_at, _types_json(sub.types), sub.id, sub.user_id),
+        )
+        return bool(changed)
+
+    def destroy(self, tx: Transaction, user_id: int, app_password_id: str | None, sub_id: str) -> bool:
+        """Delete one of the credential's subscriptions (url and keys go with the row); False if none."""
+        cond, params = _credential(app_password_id)
+        return bool(
+            tx.execute(
+                f"DELETE FROM push_subscriptions WHERE id = ? AND user_id = ? AND {cond}", (sub_id, user_id, *params)
+            )
+        )
+
+    # -- the sender's view -------------------------------------------------------------------------
+
+    def by_id(self, sub_id: str) -> Subscription | None:
+        """One subscription whatever its state (the sender re-reads it before every attempt)."""
+        with self.db.read() as tx:
+            row = tx.one(f"SELECT {_COLUMNS} FROM push_subscriptions WHERE id = ?", (sub_id,))
+        return None if row is None else _row(row)
+
+    def targets(self, account_id: str) -> list[Subscription]:
+        """Verified, unexpired subscriptions of every user who can see ``account_id`` (owner, delegates)."""
+        with self.db.read() as tx:
+            rows = tx.query(
+                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE verified = 1 AND expires_at > ? AND user_id IN ("
+                "SELECT u.id FROM users u WHERE u.account_id = ? "
+                "UNION SELECT d.delegate_id FROM delegations d JOIN users o ON o.id = d.owner_id "
+                "WHERE o.account_id = ?) ORDER BY id",
+                (now_ms(), account_id, account_id),
+            )
+        return [_row(r) for r in rows]
+
+    def delete(self, sub_id: str) -> bool:
+        """Remove a subscription the push service says is gone (404/410)."""
+        with self.db.transaction() as tx:
+            return bool(tx.execute("DELETE FROM push_subscriptions WHERE id = ?", (sub_id,)))
+
+    def prune_expired(self) -> int:
+        """Delete every expired subscription (their url and keys with them); how many."""
+        with self.db.transaction() as tx:
+            return tx.execute("DELETE FROM push_subscriptions WHERE expires_at <= ?", (now_ms(),))

@@ -1,0 +1,99 @@
+"""A real web push receiver for tests: an HTTP server on 127.0.0.1 recording every POST, with
+scripted answers, and a user agent's RFC 8291 key pair to decrypt what it received."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import gevent
+import gevent.event
+import http_ece
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from gevent.pywsgi import WSGIServer
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class UserAgentKeys:
+    """What a browser or phone holds for one subscription: a P-256 key pair and an auth secret."""
+
+    private: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    auth: bytes = field(default_factory=lambda: __import__("os").urandom(16))
+
+    @property
+    def keys(self) -> dict[str, str]:
+        raw = self.private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        return {"p256dh": b64url(raw), "auth": b64url(self.auth)}
+
+    def decrypt(self, received: Received) -> dict:
+        assert received.headers.get("content-encoding") == "aes128gcm", received.headers
+        plain = http_ece.decrypt(received.body, private_key=self.private, auth_secret=self.auth, version="aes128gcm")
+        return json.loads(plain)
+
+
+class PushReceiver:
+    """Records POSTs per path; answers each with the next scripted (status, headers), else 201."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.answers: deque[tuple[int, dict[str, str]]] = deque()
+        self._arrived = gevent.event.Event()
+        self.server = WSGIServer(("127.0.0.1", 0), self._app, log=None, error_log=None)
+        self.server.start()
+
+    def url(self, path: str = "/push") -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def answer(self, *answers: int | tuple[int, dict[str, str]]) -> None:
+        for a in answers:
+            self.answers.append(a if isinstance(a, tuple) else (a, {}))
+
+    def _app(self, environ, start_response):
+        body = environ["wsgi.input"].read()
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(name):
+                headers[name.replace("_", "-").lower()] = environ[name]
+        self.received.append(Received(environ.get("PATH_INFO", ""), headers, body, time.monotonic()))
+        self._arrived.set()
+        status, extra = self.answers.popleft() if self.answers else (201, {})
+        start_response(f"{status} Scripted", [("Content-Length", "0"), *extra.items()])
+        return [b""]
+
+    def at(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.path == path]
+
+    def wait(self, path: str, count: int = 1, timeout: float = 10.0) -> list[Received]:
+        """The requests to ``path`` once there are at least ``count``; AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.at(path)
+            if len(found) >= count:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{len(found)} of {count} pushes to {path} arrived within {timeout}s")
+            self._arrived.clear()
+            self._arrived.wait(min(remaining, 0.05))
+
+    def stop(self) -> None:
+        self.server.stop(timeout=1)
