@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gevent.event
 import pytest
 
 from jmapmono.events import flow as event_flow
@@ -129,3 +130,25 @@ def test_dispatched_rows_are_pruned_after_the_retention(services, alice):
         assert outbox_rows(services) == []
     finally:
         flow.stop()
+
+
+def test_stop_during_a_database_call_ends_the_relay(services, backend):
+    """A kill inside a Postgres call surfaces as a StoreError; the relay must still end, not retry."""
+    if backend != "postgres":
+        pytest.skip("a SQLite call blocks the process: no kill can interrupt it")
+    flow = event_flow.start(services, poll_interval=0.05)
+    entered = gevent.event.Event()
+    claim = flow.relay._claim
+
+    def slow_claim():
+        entered.set()
+        with services.db.transaction() as tx:
+            tx.value("SELECT pg_sleep(2)")
+        return claim()
+
+    flow.relay._claim = slow_claim
+    flow.relay.wake()
+    assert entered.wait(5)
+    flow.stop()
+    assert flow.relay._greenlet.dead
+    assert flow.relay.stats["store_failures"] == 0

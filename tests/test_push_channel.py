@@ -112,3 +112,15 @@ def test_delegation_granted_while_connected_is_heard_without_reconnect(services,
     bus.dispatch(Event.new("AccessChanged", {}), keys=[user_key(bob.id)])
     wait_until(lambda: bus.listener_count(alice.account_id) == 0)
     channel.close()
+
+
+def test_a_late_older_state_never_replaces_a_newer_pending_one(services, bus, users):
+    alice, _ = users
+    rings = []
+    channel = PushChannel(services, principal_of(alice), lambda: rings.append(1))
+    channel.enable(None)
+    bus.dispatch(state_change(alice.account_id, Email="k"), keys=[alice.account_id])
+    bus.dispatch(state_change(alice.account_id, Email="f", Mailbox="f"), keys=[alice.account_id])  # older, late
+    wait_until(lambda: len(rings) >= 2)
+    assert channel.take()["changed"] == {alice.account_id: {"Email": "k", "Mailbox": "f"}}
+    channel.close()

@@ -72,3 +72,25 @@ def test_comments_never_reach_the_database(tmp_path):
     schema.write_text("-- version: 1\nCREATE TABLE t (\n    a TEXT -- what?\n    -- a line with ?\n);\n")
     (migration,) = load_migrations("postgres", schema)
     assert migration.statements == ("CREATE TABLE t (\n    a TEXT\n)",)
+
+
+def test_a_killed_greenlet_is_not_turned_into_a_store_error(db):
+    import gevent
+
+    started = gevent.event.Event()
+
+    def slow_query():
+        with db.transaction() as tx:
+            started.set()
+            if db.dialect == "postgres":
+                tx.execute("SELECT pg_sleep(5)")
+            else:
+                gevent.sleep(5)  # SQLite never yields inside a transaction; this stands in for one
+
+    worker = gevent.spawn(slow_query)
+    assert started.wait(5)
+    worker.kill(block=True, timeout=5)
+    assert isinstance(worker.exception, gevent.GreenletExit) or worker.exception is None
+    assert worker.dead
+    with db.read() as tx:  # the store is still usable
+        assert tx.value("SELECT 1") == 1

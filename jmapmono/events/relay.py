@@ -120,6 +120,8 @@ class Relay:
             self._doorbell.stop()
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=2)
+            if not self._greenlet.dead:  # it ends at its next turn of the loop (``_stopped`` is set)
+                log.warning(kv(event="relay_stop_slow", timeout_s=2))
             log.info(kv(event="relay_stopped", published=self.stats["published"]))
 
     def wake(self) -> None:
@@ -132,11 +134,13 @@ class Relay:
     def _run(self) -> None:
         backoff = 0.0
         next_prune = time.monotonic() + self.prune_interval
-        while True:
+        while not self._stopped:
             self._wake.clear()
             try:
                 self.drain()
             except BusUnavailable as e:
+                if self._stopped:
+                    return
                 self.stats["publish_failures"] += 1
                 backoff = min(MAX_BACKOFF, backoff * 2 or 0.1)
                 log.warning(
@@ -145,12 +149,16 @@ class Relay:
                 gevent.sleep(backoff)  # rings do not shorten a backoff: the broker needs the time
                 continue
             except StoreError as e:
+                if self._stopped:  # stop() killed a database call: psycopg reports it as a failure
+                    return
                 self.stats["store_failures"] += 1
                 backoff = min(MAX_BACKOFF, backoff * 2 or 0.1)
                 log.warning(kv(event="relay_store_unavailable", error=str(e), retry_s=backoff))
                 gevent.sleep(backoff)
                 continue
             except Exception as e:  # a bug must not end relaying for the life of the process
+                if self._stopped:
+                    return
                 self.stats["errors"] += 1
                 backoff = min(MAX_BACKOFF, backoff * 2 or 0.1)
                 log.exception(kv(event="relay_failed", error=f"{type(e).__name__}: {e}", retry_s=backoff))
@@ -173,7 +181,7 @@ class Relay:
         Raises BusUnavailable (the broker refused; rows stay pending) or StoreError.
         """
         total = 0
-        while True:
+        while not self._stopped:
             claimed = self._claim()
             if not claimed:
                 return total
@@ -181,6 +189,7 @@ class Relay:
             if len(claimed) < self.batch_size:
                 return total
             gevent.sleep(0)  # a backlog must not starve the rest of the process
+        return total
 
     def _claim(self) -> list[tuple[int, str, str, int]]:
         """Lease the oldest claimable rows (one statement: the latency of every push goes through it)."""

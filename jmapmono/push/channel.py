@@ -125,7 +125,10 @@ class PushChannel:
     def _merge(self, account: str, states: dict[str, str]) -> None:
         if account not in self._accounts:
             return
-        self._pending.setdefault(account, {}).update(states)
+        pending = self._pending.setdefault(account, {})
+        for type_, state in states.items():  # events may arrive out of order: the newest state wins
+            if type_ not in pending or (parse_token(state) or 0) > (parse_token(pending[type_]) or 0):
+                pending[type_] = state
         seq = push_state.max_seq(states)
         if seq > self._seqs.get(account, 0):
             self._seqs[account] = seq

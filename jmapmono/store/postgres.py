@@ -114,11 +114,15 @@ class PostgresDatabase(Database):
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield tx
             except BaseException:
-                conn.rollback()
+                # Whatever interrupted us (an error, a killed greenlet) is what the caller must see,
+                # not a failure of the rollback on a connection left mid-query.
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    conn.close()
                 raise
-            else:
-                conn.commit()
-        except psycopg.OperationalError as e:
+            conn.commit()
+        except psycopg.OperationalError as e:  # the database went away: a temporary failure
             conn.close()
             raise StoreError(f"postgres: {str(e).strip().splitlines()[0]}") from e
         finally:
