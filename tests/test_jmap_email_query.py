@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from jmapmono.jmap.email_query import SORT_PROPERTIES
 from jmapmono.mailbox import search_query
 
 T0 = 1_704_103_200_000  # 2024-01-01T10:00:00Z
@@ -328,6 +329,14 @@ def test_creation_id_references_in_filters(box):
     assert box.client.request([call], createdIds={"new": fresh})["methodResponses"][0][1]["ids"] == [in_fresh]
 
 
+def test_advertised_sort_options_are_the_supported_ones(box):
+    session = box.client.client.get("/.well-known/jmap", headers=box.client.headers, follow_redirects=True).get_json()
+    options = session["accounts"][box.account]["accountCapabilities"]["urn:ietf:params:jmap:mail"]
+    assert set(options["emailQuerySortOptions"]) == set(SORT_PROPERTIES)
+    for prop in SORT_PROPERTIES:
+        box.query(sort=[{"property": prop, "keyword": "$seen", "collation": "i;unicode-casemap"}])
+
+
 @pytest.mark.parametrize(
     "args, error",
     [
@@ -349,6 +358,12 @@ def test_creation_id_references_in_filters(box):
         ({"filter": {"header": ["bad name:", "x"]}}, "invalidArguments"),
         ({"filter": {"operator": "XOR", "conditions": []}}, "invalidArguments"),
         ({"filter": {"inMailbox": "#unknownCreationId"}}, "invalidArguments"),
+        (
+            {"filter": {"operator": "OR", "conditions": [{"hasKeyword": f"k{i}"} for i in range(600)]}},
+            "unsupportedFilter",
+        ),
+        ({"filter": {"inMailboxOtherThan": [f"M{i}" for i in range(1001)]}}, "unsupportedFilter"),
+        ({"filter": {"text": " ".join(["word"] * 1001)}}, "unsupportedFilter"),
         ({"limit": -1}, "invalidArguments"),
         ({"collapseThreads": "yes"}, "invalidArguments"),
         ({"sinceQueryState": "0"}, "invalidArguments"),  # a queryChanges argument
@@ -356,3 +371,126 @@ def test_creation_id_references_in_filters(box):
 )
 def test_errors(box, args, error):
     assert box.error(**args) == error
+
+
+# --- Email/queryChanges (RFC 8621 §4.5, RFC 8620 §5.6) --------------------------------------------------------------
+
+
+def replay(old: list[str], changes: dict) -> list[str]:
+    """The client's side of RFC 8620 §5.6: splice out ``removed``, splice in ``added`` lowest index first."""
+    indexes = [a["index"] for a in changes["added"]]
+    assert indexes == sorted(indexes)
+    removed = set(changes["removed"])
+    ids = [i for i in old if i not in removed]
+    for a in changes["added"]:
+        ids.insert(a["index"], a["id"])
+    return ids[: changes["total"]] if "total" in changes else ids
+
+
+@pytest.mark.parametrize(
+    "scope, ascending, collapse",
+    [
+        ("inbox", False, False),
+        ("inbox", False, True),
+        ("inbox", True, True),
+        ("all", False, False),
+        ("all", True, True),
+    ],
+)
+def test_query_changes_replay_to_the_new_results(box, scope, ascending, collapse):
+    sort = [{"property": "receivedAt", "isAscending": ascending}]
+    args = {"filter": {"inMailbox": box.inbox} if scope == "inbox" else None, "sort": sort, "collapseThreads": collapse}
+    t = [box.add(subject=f"T{i}", msgid=f"t{i}@x", at=T0 + i * MINUTE) for i in range(5)]
+    other = box.add(subject="elsewhere", boxes=[box.archive], at=T0 + 6 * MINUTE)
+    mailboxes = box.services.mailboxes
+    steps = [
+        lambda: box.add(subject="Re: T1", reply_to="t1@x", at=T0 + 10 * MINUTE),  # a reply: a new thread head
+        lambda: box.add(subject="new", at=T0 + 2 * MINUTE + 1),  # lands in the middle
+        lambda: mailboxes.set_keywords(box.account, [t[2]], add=["$seen"]),
+        lambda: mailboxes.move_messages(box.account, [t[3]], add=[box.archive], remove=[box.inbox]),
+        lambda: mailboxes.move_messages(box.account, [other], add=[box.inbox]),
+        lambda: mailboxes.destroy_messages(box.account, [t[4]]),
+        lambda: mailboxes.destroy_messages(box.account, [t[1]]),  # the older email of a thread
+    ]
+    first = box.query(**args)
+    assert first["canCalculateChanges"] is True
+    state, cached = first["queryState"], first["ids"]
+    for step in steps:
+        step()
+        qc = box.client.call("Email/queryChanges", {**args, "sinceQueryState": state, "calculateTotal": True})
+        now = box.query(**args, calculateTotal=True)
+        assert qc["oldQueryState"] == state and qc["newQueryState"] == now["queryState"] != state
+        assert qc["total"] == now["total"] and replay(cached, qc) == now["ids"]
+        state, cached = now["queryState"], now["ids"]
+    qc = box.client.call("Email/queryChanges", {**args, "sinceQueryState": first["queryState"]})
+    assert replay(first["ids"], qc) == cached  # all at once
+    qc = box.client.call("Email/queryChanges", {**args, "sinceQueryState": state})
+    assert (qc["removed"], qc["added"], qc["newQueryState"]) == ([], [], state)
+
+
+def test_rfc_example_changes_and_query_changes(box):
+    """RFC 8621 §4.10: Email/changes and Email/queryChanges in one request after new mail and a delete."""
+    old = [box.add(subject=f"m{i}", at=T0 + i * MINUTE) for i in range(4)][::-1]
+    args = {"filter": {"inMailbox": box.inbox}, "sort": [{"property": "receivedAt", "isAscending": False}]}
+    q = box.query(**args, collapseThreads=True, limit=2)
+    new = box.add(subject="fresh", at=T0 + 9 * MINUTE)
+    box.services.mailboxes.destroy_messages(box.account, [old[1]])
+    a = box.account
+    (_, changes, _), (_, qc, _) = box.client.responses(
+        [
+            ["Email/changes", {"accountId": a, "sinceState": q["queryState"], "maxChanges": 50}, "3"],
+            [
+                "Email/queryChanges",
+                {**args, "accountId": a, "collapseThreads": True, "sinceQueryState": q["queryState"],
+                 "upToId": q["ids"][-1], "maxChanges": 25, "calculateTotal": True},
+                "11",
+            ],
+        ]
+    )  # fmt: skip
+    assert (changes["created"], changes["destroyed"]) == ([new], [old[1]])
+    assert qc == {
+        "accountId": a,
+        "oldQueryState": q["queryState"],
+        "newQueryState": changes["newState"],
+        "removed": [old[1]],
+        "added": [{"id": new, "index": 0}],
+        "total": 4,
+    }
+
+
+def test_up_to_id_trims_added_only_for_immutable_queries(box):
+    ids = [box.add(subject=f"m{i}", at=T0 + i * MINUTE) for i in range(4)][::-1]
+    by_date = [{"property": "receivedAt", "isAscending": False}]
+    state = box.query(sort=by_date)["queryState"]
+    newest = box.add(subject="newest", at=T0 + 9 * MINUTE)
+    oldest = box.add(subject="oldest", at=T0 - MINUTE)
+    for f, expected in ((None, [newest]), ({"inMailbox": box.inbox}, [newest, oldest])):  # inMailbox is mutable
+        args = {"filter": f, "sort": by_date, "upToId": ids[1], "sinceQueryState": state}
+        qc = box.client.call("Email/queryChanges", args)
+        assert [a["id"] for a in qc["added"]] == expected and qc["removed"] == []
+
+
+def test_query_changes_limits_and_errors(box, services):
+    box.add(subject="a", at=T0)
+    args = {"filter": {"inMailbox": box.inbox}}
+    state = box.query(**args)["queryState"]
+    assert box.client.call("Email/queryChanges", {**args, "sinceQueryState": state, "maxChanges": 0})["added"] == []
+    box.add(subject="b", at=T0 + 1)
+    box.add(subject="c", at=T0 + 2)
+    err = lambda **a: box.error("Email/queryChanges", **a)  # noqa: E731
+    assert err(**args, sinceQueryState=state, maxChanges=1) == "tooManyChanges"
+    assert len(box.client.call("Email/queryChanges", {**args, "sinceQueryState": state, "maxChanges": 2})["added"]) == 2
+    assert err(**args, sinceQueryState="not a state") == "cannotCalculateChanges"
+    assert err(**args, sinceQueryState="zzzzzz") == "cannotCalculateChanges"  # in the future
+    text = {"filter": {"text": "a"}}
+    assert err(**text, sinceQueryState=state) == "cannotCalculateChanges"
+    assert box.query(**text)["canCalculateChanges"] is False
+    current = box.query(**text)["queryState"]
+    qc = box.client.call("Email/queryChanges", {**text, "sinceQueryState": current, "calculateTotal": True})
+    assert (qc["removed"], qc["added"], qc["total"]) == ([], [], 3)  # nothing changed: nothing to calculate
+    assert err(**args) == "invalidArguments"  # sinceQueryState is required
+    assert err(**args, sinceQueryState=state, maxChanges=-1) == "invalidArguments"
+    assert err(**args, sinceQueryState=state, position=0) == "invalidArguments"
+    assert err(filter={"nope": 1}, sinceQueryState=state) == "unsupportedFilter"
+    services.changes.prune(10**15)  # the log no longer reaches back to `state`
+    assert err(**args, sinceQueryState=state) == "cannotCalculateChanges"

@@ -18,7 +18,6 @@ from typing import Any
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.jmap.standard import (
-    MAX_INT,
     QueryArgs,
     arg_bool,
     arg_id,
@@ -64,6 +63,8 @@ from jmapmono.mailbox.search_sql import (
 
 log = logging.getLogger(__name__)
 
+#: Conditions, search terms and mailbox ids one filter may hold (bounds the SQL it becomes).
+MAX_FILTER_SIZE = 1000
 _COMMON_ARGS = {"accountId", "filter", "sort", "collapseThreads", "calculateTotal"}
 QUERY_ARGS = frozenset(_COMMON_ARGS | {"position", "anchor", "anchorOffset", "limit"})
 QUERY_CHANGES_ARGS = frozenset(_COMMON_ARGS | {"sinceQueryState", "maxChanges", "upToId"})
@@ -152,9 +153,8 @@ def _condition(inv: Invocation, name: str, value: Any) -> Cond:
         ms = _utc_date(name, value)
         return ReceivedBefore(ms) if name == "before" else ReceivedSince(ms)
     if name in ("minSize", "maxSize"):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
-            raise invalid(f"filter {name!r} must be an UnsignedInt")
-        return SizeAtLeast(value) if name == "minSize" else SizeBelow(value)
+        size = arg_unsigned_int({name: value}, name)
+        return SizeAtLeast(size) if name == "minSize" else SizeBelow(size)  # type: ignore[arg-type]
     if name in _THREAD_MODES:
         return ThreadKeyword(_string(name, value).lower(), _THREAD_MODES[name])
     if name in ("hasKeyword", "notKeyword"):
@@ -177,15 +177,33 @@ def _condition(inv: Invocation, name: str, value: Any) -> Cond:
     return Header(value[0].lower(), tuple(parse_terms(value[1])) if len(value) == 2 else ())
 
 
+def _size(f: Any) -> int:
+    """Conditions, terms and listed ids in a filter: what its SQL grows with."""
+    if isinstance(f, dict) and isinstance(f.get("conditions"), list):
+        return 1 + sum(_size(c) for c in f["conditions"])
+    if isinstance(f, dict):
+        return sum(
+            1 + (len(v) if isinstance(v, list) else len(v.split()) if isinstance(v, str) else 0) for v in f.values()
+        )
+    return 1
+
+
 def parse_filter(inv: Invocation, f: dict[str, Any] | None) -> Cond | None:
     """The search condition of a FilterOperator/FilterCondition (structure checked by parse_query).
 
-    An unknown condition property is unsupportedFilter; a value of the wrong type invalidArguments.
+    An unknown condition property is unsupportedFilter, and so is a filter of more than MAX_FILTER_SIZE
+    conditions, terms and ids; a value of the wrong type is invalidArguments.
     """
     if f is None:
         return None
+    if _size(f) > MAX_FILTER_SIZE:
+        raise MethodError("unsupportedFilter", f"the filter is too complex (at most {MAX_FILTER_SIZE} conditions)")
+    return _parse(inv, f)
+
+
+def _parse(inv: Invocation, f: dict[str, Any]) -> Cond:
     if "operator" in f:
-        items = tuple(c for c in (parse_filter(inv, c) for c in f["conditions"]) if c is not None)
+        items = tuple(_parse(inv, c) for c in f["conditions"])
         return {"AND": AllOf, "OR": AnyOf, "NOT": NoneOf}[f["operator"]](items)
     unknown = sorted(set(f) - set(FILTER_CONDITIONS))
     if unknown:

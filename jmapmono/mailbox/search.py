@@ -37,11 +37,14 @@ if TYPE_CHECKING:
 #: Header block bytes indexed per message, and folded characters kept per field name.
 HEADER_BLOCK_LIMIT = 256 * 1024
 HEADER_VALUE_LIMIT = 4000
+#: Distinct field names indexed per message (the first ones; bounds the insert's parameters).
+HEADER_NAMES_LIMIT = 200
 #: Postgres: a tsvector is at most 1 MB; positions above 16383 are clamped, 256 kept per word.
 _TSVECTOR_BUDGET = 900_000
 _MAX_POSITION = 16383
 _MAX_POSITIONS = 256
-_MAX_WORD_BYTES = 2000
+#: Longer words are not indexed (Postgres refuses lexemes over 2047 bytes).
+MAX_WORD_BYTES = 2000
 
 _WORD = re.compile(r"[^\W_]+")
 #: The combining diacritical marks removed after canonical decomposition (as FTS5 unicode61 does).
@@ -171,7 +174,7 @@ def tsvector(text: str) -> str:
         ps = positions.get(w)
         if ps is None:
             size = len(w.encode())
-            if size > _MAX_WORD_BYTES or size + 16 > budget:
+            if size > MAX_WORD_BYTES or size + 16 > budget:
                 continue
             budget -= size + 8
             positions[w] = ps = []
@@ -192,7 +195,7 @@ def substring_spans(value: str, terms: Iterable[Term]) -> list[tuple[int, int]]:
         start = folded.find(t.text)
         while start >= 0:
             end = start + len(t.text)
-            spans.append((origin[start], origin[end - 1] + 1))
+            spans.append(_original(value, origin, start, end))
             start = folded.find(t.text, end)
     return _merge(spans)
 
@@ -200,31 +203,53 @@ def substring_spans(value: str, terms: Iterable[Term]) -> list[tuple[int, int]]:
 def word_spans(text: str, terms: Iterable[Term], limit: int | None = None) -> list[tuple[int, int]]:
     """Where the terms match ``text`` as body search finds them (word prefixes, phrases), merged.
 
-    ``limit`` stops after that many matches (a preview needs only the first few).
+    ``limit`` stops after that many matches (a preview needs only the first few); words are read
+    lazily, so a long body costs only as far as its last needed match.
     """
     wanted = [t for t in terms if t.words]
     if not wanted:
         return []
-    folded, origin = (text.lower(), None) if text.isascii() else fold_map(text)
-    tokens = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(folded)]
-    spans = []
-    for i in range(len(tokens)):
+    folded = _strip_accents(text).lower()
+    origin = None
+    if len(folded) != len(text):  # some character folded to several, or none: map back one by one
+        folded, origin = fold_map(text)
+    found = _WORD.finditer(folded)
+    tokens: list[tuple[int, str]] = []
+
+    def token(j: int) -> tuple[int, str] | None:
+        while len(tokens) <= j:
+            m = next(found, None)
+            if m is None:
+                return None
+            tokens.append((m.start(), m.group()))
+        return tokens[j]
+
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while token(i) is not None and (limit is None or len(spans) < limit):
         for t in wanted:
-            k = len(t.words)
-            if i + k > len(tokens):
+            seq = [token(i + j) for j in range(len(t.words))]
+            if any(x is None for x in seq):
                 continue
-            seq = tokens[i : i + k]
-            if any(seq[j][2] != t.words[j] for j in range(k - 1)):
+            words_ = [x[1] for x in seq]  # type: ignore[index]
+            if words_[:-1] != list(t.words[:-1]):
                 continue
-            last_word, last = t.words[-1], seq[-1][2]
-            if last != last_word and (t.phrase or not last.startswith(last_word)):
+            last = words_[-1]
+            if last != t.words[-1] and (t.phrase or not last.startswith(t.words[-1])):
                 continue
-            start, end = seq[0][0], seq[-1][0] + len(last_word)
-            spans.append((start, end) if origin is None else (origin[start], origin[end - 1] + 1))
+            start, end = seq[0][0], seq[-1][0] + len(t.words[-1])  # type: ignore[index]
+            spans.append((start, end) if origin is None else _original(text, origin, start, end))
             break
-        if limit is not None and len(spans) >= limit:
-            break
+        i += 1
     return _merge(spans)
+
+
+def _original(text: str, origin: list[int], start: int, end: int) -> tuple[int, int]:
+    """The span of ``text`` behind folded span [start, end), with the accents that trail its last letter."""
+    stop = origin[end - 1] + 1
+    while stop < len(text) and unicodedata.combining(text[stop]):
+        stop += 1
+    return origin[start], stop
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -246,7 +271,10 @@ def header_rows(raw: bytes) -> dict[str, str]:
     block = raw[: m.end()] if m else raw[:HEADER_BLOCK_LIMIT] + b"\r\n\r\n"
     rows: dict[str, list[str]] = {}
     for name, value in parse_mime(block).headers:
-        rows.setdefault(name.lower(), []).append(fold(text_form(value))[:HEADER_VALUE_LIMIT])
+        key = name.lower()
+        if key not in rows and len(rows) >= HEADER_NAMES_LIMIT:
+            continue
+        rows.setdefault(key, []).append(fold(text_form(value))[:HEADER_VALUE_LIMIT])
     return {name: "\n".join(values)[:HEADER_VALUE_LIMIT] for name, values in rows.items()}
 
 
@@ -269,22 +297,23 @@ def index_message(tx: Transaction, message_id: str, account_id: str, raw: bytes,
         _first_name(summary.addresses.get("from", [])),
         _first_name(summary.addresses.get("to", [])),
     )
-    if tx.dialect == "postgres":
-        tx.execute(
-            "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, search_vector) "
-            "VALUES (?, ?, ?, ?, ?, ?, CAST(? AS tsvector))",
-            (message_id, account_id, text, *keys, tsvector(text)),
-        )
-    else:
-        tx.execute(
-            "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (message_id, account_id, text, *keys),
-        )
     rows = header_rows(raw)
-    if rows:
-        params = [v for name, value in sorted(rows.items()) for v in (message_id, name, value)]
-        tx.execute(
-            "INSERT INTO message_headers (message_id, name, value) VALUES " + ", ".join(["(?, ?, ?)"] * len(rows)),
-            params,
+    headers_sql = "INSERT INTO message_headers (message_id, name, value) VALUES " + ", ".join(["(?, ?, ?)"] * len(rows))
+    headers_params = [v for name, value in sorted(rows.items()) for v in (message_id, name, value)]
+    if tx.dialect == "postgres":  # one round trip for both rows (a data-modifying WITH)
+        sql = (
+            "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, search_vector) "
+            "VALUES (?, ?, ?, ?, ?, ?, CAST(? AS tsvector))"
         )
+        params = [message_id, account_id, text, *keys, tsvector(text)]
+        if rows:
+            sql, params = f"WITH s AS ({sql}) {headers_sql}", params + headers_params
+        tx.execute(sql, params)
+        return
+    tx.execute(
+        "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (message_id, account_id, text, *keys),
+    )
+    if rows:
+        tx.execute(headers_sql, headers_params)

@@ -355,8 +355,19 @@ def query_changes(
             touched, candidates = set(c.destroyed), set(created)
         else:
             touched, candidates = set(c.updated) | set(c.destroyed), created | set(c.updated)
+        if not (c.created or c.updated or c.destroyed):
+            total = vs.total(tx) if calculate_total and vs.exists(tx) else (0 if calculate_total else None)
+            return QueryChanges(since_state, state, [], [], total)
         if view.collapse:
-            t = change_log.changes_since(account_id, "Thread", since_state, MAX_QUERY_CHANGES)
+            # Threads changed by the operations after since_state. An operation logs its Email changes
+            # before its Thread changes (mutation.py), so the Thread changes between since_state and the
+            # first later Email change belong to the operation since_state already includes.
+            first = tx.value(
+                "SELECT MIN(seq) AS seq FROM change_log WHERE account_id = ? AND type = 'Email' AND seq > ?",
+                (account_id, changes.parse_token(since_state)),
+            )
+            thread_since = changes.token(int(first) - 1)
+            t = change_log.changes_since(account_id, "Thread", thread_since, MAX_QUERY_CHANGES)
             if t.has_more_changes:
                 raise CannotCalculateChanges(f"more than {MAX_QUERY_CHANGES} threads changed since {since_state!r}")
             threads = set(t.created) | set(t.updated) | set(t.destroyed) | _threads_of(tx, account_id, candidates)

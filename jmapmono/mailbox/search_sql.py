@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jmapmono.mailbox.search import Term, fts5_query, like_pattern, tsquery
+from jmapmono.mailbox.search import MAX_WORD_BYTES, Term, fts5_query, like_pattern, tsquery
 
 SQL = tuple[str, list[object]]
 
@@ -178,6 +178,8 @@ def _headers(names: Sequence[str], terms: Sequence[Term]) -> SQL:
 
 def _body(dialect: str, terms: Sequence[Term]) -> SQL | None:
     """The emails whose body has every term (full-text index), or None when no term has a word."""
+    if any(len(w.encode()) > MAX_WORD_BYTES for t in terms for w in t.words):
+        return _FALSE  # never indexed (Postgres cannot), so never found, on either backend
     if dialect == "postgres":
         query = tsquery(terms)
         if query is None:
