@@ -216,7 +216,7 @@ def test_message_ids_dates_urls() -> None:
     assert convenience_value(msg, "references") == ["r1@example.com", "r2@example.com"]
     assert convenience_value(msg, "inReplyTo") is None  # parsing fails → null
     assert header_value(msg, "header:Resent-Message-ID:asMessageIds") == ["bare@example.com"]
-    assert convenience_value(msg, "sentAt") == "1969-02-14T03:02:54Z"
+    assert convenience_value(msg, "sentAt") == "1969-02-13T23:32:54-03:30"
     assert header_value(msg, "header:Resent-Date:asDate") is None
     assert header_value(msg, "header:X-Date:asDate") == "2024-01-01T00:00:00Z"
     assert header_value(msg, "header:List-Help:asURLs") == ["mailto:help@example.com", "https://example.com/help"]

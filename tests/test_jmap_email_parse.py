@@ -51,7 +51,7 @@ def test_parse_an_uploaded_message_with_default_properties(alice):
     assert email["from"] == [{"name": "Joe Bloggs", "email": "joe@example.com"}]
     assert email["to"] == [{"name": "Alice", "email": "alice@example.org"}, {"name": None, "email": "bob@example.org"}]
     assert email["cc"] is None and email["sender"] is None and email["inReplyTo"] is None
-    assert email["messageId"] == ["dinner@example.com"] and email["sentAt"] == "2013-10-13T14:10:00Z"
+    assert email["messageId"] == ["dinner@example.com"] and email["sentAt"] == "2013-10-13T15:10:00+01:00"
     assert email["preview"] == "Are you free?" and email["hasAttachment"] is False and email["bodyValues"] == {}
     [part] = email["textBody"]
     assert part["blobId"] == f"{blob_id}_1" and part["size"] == len(b"Are you free?\r\n")

@@ -60,7 +60,7 @@ def test_rfc_plain_text_draft(alice, services):
     assert email["keywords"] == {"$seen": True, "$draft": True}
     assert email["subject"] == "World domination"
     assert email["from"] == [{"name": "Joe Bloggs", "email": "joe@example.com"}]
-    assert email["sentAt"] == "2018-07-10T01:03:11Z"
+    assert email["sentAt"] == "2018-07-10T11:03:11+10:00"  # as given: the Date field keeps its zone
     assert email["receivedAt"] == "2018-07-10T01:03:11Z"
     assert len(email["messageId"]) == 1 and "@example.com" in email["messageId"][0]
     assert email["threadId"] == created["threadId"] and email["size"] == created["size"]
@@ -281,7 +281,7 @@ def test_header_properties_in_every_form(alice, services):
         "header:X-Ids:asMessageIds": ["a@b", "c.d@e"],
         "references": ["r1@x"],
         "inReplyTo": ["r1@x"],
-        "header:Resent-Date:asDate": "2020-03-01T04:59:58Z",
+        "header:Resent-Date:asDate": "2020-02-29T23:59:58-05:00",
         "header:X-Seen:asDate:all": ["2021-01-01T00:00:00Z", "2021-01-02T00:00:00Z"],
         "header:To:asGroupedAddresses": values["header:To:asGroupedAddresses"],
         "header:Cc:asAddresses:all": values["header:Cc:asAddresses:all"],

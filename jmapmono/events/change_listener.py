@@ -12,8 +12,8 @@ Events on the JMAP bus, for push front ends (WebSocket, EventSource) and web pus
     ``payload = {"accountId": "<account id>", "changed": {"<Type>": "<new state>", ...}}``: the new
     state of every data type the operation changed: ``Mailbox``, ``Email``, ``Thread``, and any other
     type whose state the event carries (``Identity``, ``EmailSubmission``, ``VacationResponse``, ...).
-    ``EmailDelivery`` is included only when mail was delivered from outside (the event's ``delivery``
-    flag: LMTP, ``deliver``), never for drafts, imports, sent copies, flag changes, moves or deletions.
+    ``EmailDelivery`` is included only when new mail came into the account (the event's ``delivery``
+    flag: LMTP, ``deliver``, Email/import, Email/copy), never for drafts, flag changes, moves or deletions.
     A bulk operation is one mailbox event, hence one StateChange. The key is the same for the owner and
     every delegate: a push connection registers the id of every account its user can see.
     States are change-log sequence numbers in base 36 (``jmapmono.mailbox.changes.parse_token``): for

@@ -479,6 +479,8 @@ def build_draft(inv: Invocation, obj: dict[str, Any]) -> Draft:
         raise invalid_properties(problems)
     part, body = root
     _fetch_blobs(inv, body)
+    # An empty Date or Message-ID (``messageId: []``) is none at all: the server sets one (RFC 8621 §4.6).
+    headers = [(n, v) for n, v in headers if v.strip() or n.lower() not in ("date", "message-id")]
     names = {name.lower() for name, _ in headers}
     if "date" not in names:
         headers.insert(0, ("Date", compose.date_value(datetime.now(UTC))))

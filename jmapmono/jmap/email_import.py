@@ -6,7 +6,8 @@ defects a lenient parser copes with are accepted (clarifications Q15); only a bl
 is ``invalidEmail``. A copy goes between two different accounts the user can access (the same account is
 invalidArguments, clarifications Q12); with ``onSuccessDestroyOriginal`` the originals are destroyed by an
 implicit ``Email/set`` whose response follows the copy's. Every import or copy call is one MailboxManager
-operation (one transaction, one event).
+operation (one transaction, one event). Imported and copied emails are new mail in the account: like mail
+delivered over LMTP they move the EmailDelivery state (RFC 8621 §1.5), which drafts do not.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def _append(
     if not items:
         return {}, None
     try:
-        result = inv.services.mailboxes.append_many(account, list(items.values()), if_in_state=if_in_state)
+        # New mail in the account: the EmailDelivery state moves (RFC 8621 §1.5), as for mail delivered over LMTP.
+        result = inv.services.mailboxes.append_many(
+            account, list(items.values()), delivery=True, if_in_state=if_in_state
+        )
     except StateMismatch as e:
         raise MethodError("stateMismatch", str(e)) from None
     created: dict[str, Any] = {}

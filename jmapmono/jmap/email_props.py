@@ -25,8 +25,8 @@ from jmapmono.jmap.email_headers import (
 )
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.standard import arg_bool, arg_unsigned_int, invalid
-from jmapmono.mailbox.mime import EMPTY_ADDRESS_LIST
-from jmapmono.mailbox.mime_fields import utc_date
+from jmapmono.mailbox.mime import DATE_OFFSET, EMPTY_ADDRESS_LIST
+from jmapmono.mailbox.mime_fields import offset_date, utc_date
 from jmapmono.mailbox.mime_tree import MimeMessage
 from jmapmono.mailbox.model import Message
 
@@ -90,6 +90,12 @@ _FROM_SUMMARY = frozenset([*CONVENIENCE, "hasAttachment", "preview"])
 def utc_date_ms(ms: int) -> str:
     """A stored time (ms since the epoch) as an RFC 8620 UTCDate, to the second like IMAP's internal date."""
     return utc_date(_EPOCH + timedelta(seconds=ms // 1000))
+
+
+def offset_date_ms(ms: int, problems: tuple[str, ...]) -> str:
+    """The stored sentAt as an RFC 8620 Date in the Date field's own zone (as ``header:Date:asDate`` shows it)."""
+    offset = next((p[len(DATE_OFFSET) :] for p in problems if p.startswith(DATE_OFFSET)), "0")
+    return offset_date(_EPOCH + timedelta(seconds=ms // 1000), int(offset) if offset.lstrip("-").isdigit() else 0)
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,7 @@ def _stored(meta: Message, prop: str) -> Any:
     if prop == "subject":
         return meta.subject
     if prop == "sentAt":
-        return None if meta.sent_at is None else utc_date_ms(meta.sent_at)
+        return None if meta.sent_at is None else offset_date_ms(meta.sent_at, meta.problems)
     if prop == "hasAttachment":
         return meta.has_attachment
     if prop == "preview":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +69,8 @@ MAX_FILTER_SIZE = 1000
 _COMMON_ARGS = {"accountId", "filter", "sort", "collapseThreads", "calculateTotal"}
 QUERY_ARGS = frozenset(_COMMON_ARGS | {"position", "anchor", "anchorOffset", "limit"})
 QUERY_CHANGES_ARGS = frozenset(_COMMON_ARGS | {"sinceQueryState", "maxChanges", "upToId"})
+#: Arguments with a default (RFC 8620 §5.5, RFC 8621 §4.4) that a client may also send as null.
+_DEFAULTED = ("position", "anchorOffset", "calculateTotal", "collapseThreads")
 
 FILTER_CONDITIONS = (
     "inMailbox",
@@ -236,6 +239,8 @@ def parse_sort(query: QueryArgs) -> tuple[Sort, ...]:
 
 def _prepare(inv: Invocation, known: frozenset[str]) -> tuple[QueryArgs, EmailQuery]:
     reject_unknown_arguments(inv.args, known)
+    if any(inv.args.get(name, 0) is None for name in _DEFAULTED):  # null takes the default, as omitted does
+        inv = replace(inv, args={k: v for k, v in inv.args.items() if v is not None or k not in _DEFAULTED})
     query = parse_query(inv)
     email_query = EmailQuery(
         parse_filter(inv, query.filter), parse_sort(query), arg_bool(inv.args, "collapseThreads", False)

@@ -106,7 +106,8 @@ class MailboxesChanged(MailboxEvent):
 
 @dataclass(kw_only=True)
 class Added(MailboxEvent):
-    """Messages appended; ``delivery`` is true only for mail delivered from outside (LMTP, deliver)."""
+    """Messages appended; ``delivery`` is true only for mail new to the account from outside it (LMTP, deliver,
+    Email/import, Email/copy), not for the user's own drafts."""
 
     delivery: bool = False
     #: [{"id", "threadId", "mailboxIds", "keywords", "size", "receivedAt"}]

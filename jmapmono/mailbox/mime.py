@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from jmapmono.mailbox.mime_addresses import addresses
-from jmapmono.mailbox.mime_fields import fold_whitespace, html_to_text, message_ids, parse_date, text_form
+from jmapmono.mailbox.mime_fields import fold_whitespace, html_to_text, message_ids, parse_date_offset, text_form
 from jmapmono.mailbox.mime_tree import MimeMessage, MimePart, body_lists, parse_mime, part_text
 
 PREVIEW_LENGTH = 256
@@ -146,6 +146,9 @@ def _addresses(message: MimeMessage, name: str) -> list[dict]:
 #: ("To: undisclosed-recipients:;"), so that readers of the stored summary can tell [] (present) from null.
 EMPTY_ADDRESS_LIST = "empty-address-list:"
 _ADDRESS_FIELDS = ("From", "Sender", "To", "Cc", "Bcc", "Reply-To")
+#: Noted in ``problems`` (``date-offset:3600``) with the Date field's zone offset in seconds when it is not 0,
+#: so that readers of the stored summary can show sentAt in the sender's zone as the Date form does.
+DATE_OFFSET = "date-offset:"
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -154,12 +157,15 @@ def parse_message(raw: bytes) -> ParsedMessage:
     subject_raw = message.header("Subject")
     subject = text_form(subject_raw) if subject_raw is not None else None
     date_raw = message.header("Date")
-    when = parse_date(date_raw) if date_raw is not None else None
+    dated = parse_date_offset(date_raw) if date_raw is not None else None
+    when = None if dated is None else dated[0]
     problems = message.problems
     if date_raw is None:
         problems.append("no-date")
-    elif when is None:
+    elif dated is None:
         problems.append("invalid-date")
+    elif dated[1]:
+        problems.append(f"{DATE_OFFSET}{dated[1]}")
     if message.header("Message-ID") is None:
         problems.append("no-message-id")
     if message.header("From") is None:

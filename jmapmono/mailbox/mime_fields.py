@@ -12,7 +12,7 @@ import codecs
 import html
 import re
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_tz
 
 REPLACEMENT = "\ufffd"
@@ -265,6 +265,16 @@ def message_ids(value: bytes | str) -> list[str] | None:
 
 def parse_date(value: bytes | str) -> datetime | None:
     """RFC 5322 date-time as an aware UTC datetime; None when unparsable or out of range."""
+    parsed = parse_date_offset(value)
+    return None if parsed is None else parsed[0]
+
+
+def parse_date_offset(value: bytes | str) -> tuple[datetime, int] | None:
+    """RFC 5322 date-time as (aware UTC datetime, the field's zone offset in seconds); None when unparsable.
+
+    The offset is kept so that the Date form can show the sender's local time as written; ``-0000`` (no
+    zone information, RFC 5322 §3.3) and offsets of a day or more are 0.
+    """
     text = strip_comments(unfold(header_text(value) if isinstance(value, bytes) else value)).strip()
     if not text or len(text) > 200:
         return None
@@ -280,7 +290,7 @@ def parse_date(value: bytes | str) -> datetime | None:
         stamp = naive.replace(tzinfo=UTC).timestamp() - offset
         if not -62135596800 <= stamp <= 253402300799:
             return None
-        return datetime.fromtimestamp(stamp, UTC)
+        return datetime.fromtimestamp(stamp, UTC), offset if abs(offset) < 86400 else 0
     except Exception:  # an unparsable date is null, whatever the parser trips on
         return None
 
@@ -290,10 +300,22 @@ def utc_date(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def offset_date(when: datetime, offset: int) -> str:
+    """An RFC 8620 ``Date``: RFC 3339 in the zone ``offset`` seconds east of UTC ("Z" when 0), no fraction."""
+    if not offset:
+        return utc_date(when)
+    try:
+        local = when.astimezone(timezone(timedelta(seconds=offset)))
+    except (OverflowError, ValueError):  # the local time would fall outside years 1-9999
+        return utc_date(when)
+    minutes = abs(offset) // 60
+    return local.strftime("%Y-%m-%dT%H:%M:%S") + f"{'+' if offset > 0 else '-'}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 def date_form(value: bytes | str) -> str | None:
-    """RFC 8621 §4.1.2.6 Date."""
-    when = parse_date(value)
-    return None if when is None else utc_date(when)
+    """RFC 8621 §4.1.2.6 Date: the date-time with the offset the field was written in."""
+    parsed = parse_date_offset(value)
+    return None if parsed is None else offset_date(*parsed)
 
 
 def urls(value: bytes | str) -> list[str] | None:
