@@ -443,3 +443,19 @@ def test_open_and_close_are_logged_once_each(server, caplog):
     assert len(opened) == 1 and "user=alice@example.org" in opened[0] and "via=basic" in opened[0]
     assert len(closed) == 1
     assert all(f in closed[0] for f in ("user=alice@example.org", "requests=1", "pushes=0", "code=1000", "ms="))
+
+
+def test_websocket_settings_are_validated_at_start():
+    from jmapmono.config import ConfigError, load_config
+
+    config = load_config({"JMAPMONO_WS_ALLOWED_ORIGINS": "https://App.example.org:443/, http://localhost:3000 *"})
+    assert config.ws_allowed_origins == ("https://app.example.org", "http://localhost:3000", "*")
+    for env in (
+        {"JMAPMONO_WS_ALLOWED_ORIGINS": "app.example.org"},
+        {"JMAPMONO_WS_ALLOWED_ORIGINS": "https://app.example.org/path"},
+        {"JMAPMONO_WS_PING_SECONDS": "-1"},
+        {"JMAPMONO_WS_DEFLATE": "maybe"},
+        {"JMAPMONO_WS_OUTBOUND_BYTES": "10"},
+    ):
+        with pytest.raises(ConfigError, match=next(iter(env))):
+            load_config(env)

@@ -69,7 +69,10 @@ def _check_handshake() -> Response | None:
     """A 4xx for an upgrade that cannot be a JMAP WebSocket, else None."""
     if request.headers.get("Sec-WebSocket-Version", "").strip() != "13":
         return problem_response(
-            426, "Upgrade Required", "only WebSocket version 13 (RFC 6455) is supported", {"Sec-WebSocket-Version": "13"}
+            426,
+            "Upgrade Required",
+            "only WebSocket version 13 (RFC 6455) is supported",
+            {"Sec-WebSocket-Version": "13"},
         )
     try:
         key_ok = len(base64.b64decode(request.headers.get("Sec-WebSocket-Key", "").strip(), validate=True)) == 16
@@ -104,7 +107,10 @@ class _Upgraded(Response):
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:  # type: ignore[override]
         if self.server == "gunicorn":
             raise StopIteration  # gunicorn's worker then closes the connection, writing nothing
-        return []  # pywsgi writes nothing (start_response was never called) and reads EOF next
+        # pywsgi writes nothing (start_response was never called) and, its input closed, reads no
+        # "next request" out of whatever the client still had in flight.
+        environ["wsgi.input"].close()
+        return []
 
 
 @bp.get(WEBSOCKET_PATH)

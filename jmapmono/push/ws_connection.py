@@ -6,10 +6,10 @@ permessage-deflate) is the only protocol code; here are only the greenlets and t
 - The reader is the caller's greenlet: :meth:`WebSocket.messages` yields each complete text message
   (or :data:`TOO_LARGE` once, as soon as a message grows past the limit: the rest of it is read and
   dropped, never buffered). Binary messages close the connection with 1003 (JMAP is text only).
-- One writer greenlet, spawned when there is something to send and gone when there is not (an idle
-  connection holds none), is the only one that encodes frames and writes the socket, by priority:
-  control frames (pong, ping, close), then one push pulled from the push source (already coalesced
-  upstream), then queued messages.
+- One writer at a time encodes frames and writes the socket, by priority: control frames (pong, ping,
+  close), then one push pulled from the push source (already coalesced upstream), then queued
+  messages. It is the greenlet that queued a message when that one may block (a request's), else a
+  greenlet spawned for the purpose; it returns when nothing is left (an idle connection holds none).
 - Queued messages are bounded in bytes: :meth:`send_text` waits for room, so a client that stops
   reading stops its own requests through TCP back-pressure instead of growing this process.
 - Liveness: :meth:`heartbeat`, called periodically, sends pings and closes a peer that stays silent.
@@ -86,7 +86,9 @@ def accept(environ: dict[str, Any], subprotocol: str, deflate: bool) -> tuple[by
         if value is not None:
             lines.append(name.encode("ascii") + b": " + value.encode("latin-1"))
     handshake = H11Handshake(ConnectionType.SERVER)
-    extensions = [PerMessageDeflate(client_no_context_takeover=True, server_no_context_takeover=True)] if deflate else []
+    extensions = (
+        [PerMessageDeflate(client_no_context_takeover=True, server_no_context_takeover=True)] if deflate else []
+    )
     try:
         handshake.receive_data(b"\r\n".join(lines) + b"\r\n\r\n")
         request = next((e for e in handshake.events() if isinstance(e, Request)), None)
@@ -140,7 +142,7 @@ class WebSocket:
         self._room.set()
         self._pull: Callable[[], str | None] | None = None
         self._pull_wanted = False
-        self._writer: gevent.Greenlet | None = None
+        self._writer: Any = None  # the greenlet writing now, if any
 
     # -- state -----------------------------------------------------------------------------------------------------
 
@@ -220,7 +222,7 @@ class WebSocket:
             return False
         self._queue.append(text)
         self._queued += size
-        self._kick()
+        self._kick(inline=True)
         return True
 
     def wait_for_room(self) -> None:
@@ -259,7 +261,7 @@ class WebSocket:
     def finish(self) -> None:
         """Let the writer flush the close handshake (at most CLOSE_TIMEOUT), then end the TCP connection."""
         writer = self._writer
-        if writer is not None and not self._aborted:
+        if isinstance(writer, gevent.Greenlet) and writer is not gevent.getcurrent() and not self._aborted:
             writer.join(timeout=CLOSE_TIMEOUT)
         self._shutdown()
 
@@ -289,11 +291,21 @@ class WebSocket:
             self.close_code = code if code is not None else ABNORMAL
 
     def _send_control(self, event: Any) -> None:
+        if isinstance(event, Ping | Pong):  # one of each waiting at most (RFC 6455 §5.5.3: the latest pong)
+            kind = type(event)
+            self._control = deque(e for e in self._control if type(e) is not kind)
         self._control.append(event)
         self._kick()
 
-    def _kick(self) -> None:
-        if self._writer is None and not self._aborted:
+    def _kick(self, inline: bool = False) -> None:
+        """Make sure a writer runs: the calling greenlet itself when it may block (``inline``: saves a
+        greenlet switch per message), else a new one (the bus and the hub must never block)."""
+        if self._writer is not None or self._aborted:
+            return
+        if inline:
+            self._writer = gevent.getcurrent()
+            self._write_loop()
+        else:
             self._writer = gevent.spawn(self._write_loop)
 
     def _next_frame(self) -> bytes | None:

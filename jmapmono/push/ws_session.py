@@ -208,13 +208,17 @@ class Hub:
         """Runs while there are sockets: pings, silent peers, overdue closes."""
         config = self.services.config
         interval, timeout = config.ws_ping_seconds, config.ws_ping_timeout_seconds
-        period = min(1.0, max(0.02, (interval or 1.0) / 4, 0.02))
+        period = min(1.0, max(0.02, (interval or 1.0) / 4))
         try:
             while self.sockets:
                 gevent.sleep(period)
                 now = time.monotonic()
                 for sock in list(self.sockets):
-                    sock.ws.heartbeat(now, interval, timeout)
+                    try:
+                        sock.ws.heartbeat(now, interval, timeout)
+                    except Exception:  # one socket's trouble must not stop the others' heartbeat
+                        log.exception(kv(event="ws_heartbeat_failed", user=sock.principal.email))
+                        sock.ws.abort("error")
         finally:
             self._ticker = None
 

@@ -70,7 +70,10 @@ class WsClient:
         answer_pings: bool = True,
         timeout: float = 10.0,
     ) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # no resolver round trip for a literal
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle + delayed-ACK stalls
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.answer_pings = answer_pings
         self.pending: list[dict] = []
@@ -215,6 +218,15 @@ class WsClient:
         response = self.response(request_id)
         assert response["@type"] == "Response", response
         return response["methodResponses"]
+
+    def read_until(self, predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+        """Keep reading (answering pings, keeping messages) until ``predicate()`` is true."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"condition not met within {timeout}s")
+            self._read_some(deadline)
+        self.pending, self._messages = self.pending + self._messages, []
 
     def no_message(self, seconds: float, where: Callable[[Any], bool] | None = None) -> bool:
         """True if nothing (matching ``where``) arrives within ``seconds``."""
