@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -286,8 +285,9 @@ def test_deliver_and_lmtp_processes_wake_the_relay(services, config, users, star
     assert flow.relay.stats["wakeups"] > started
 
 
-def test_wake_up_latency_from_another_process(services, config, users, start_flow):
-    """200 deliveries by a writer process, one at a time: commit there → key listener here."""
+def test_a_long_lived_writer_process_wakes_the_relay_on_every_commit(services, config, users, start_flow):
+    """One writer process (as a long-running LMTP server is) delivering one message at a time: each commit
+    there wakes the relay here (its safety poll is 60 s), not only the first. Latency: bench/wakeup_latency.py."""
     alice, _ = users
     flow = start_flow(poll_interval=SLOW_POLL)
     pushes = listen(flow.jmap_bus, alice.account_id)
@@ -301,27 +301,24 @@ def test_wake_up_latency_from_another_process(services, config, users, start_flo
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
-    latencies = []
+    delivered = []
     try:
-        for i in range(200):
+        for i in range(5):
             writer.stdin.write(f"{alice.email}\n".encode())
             writer.stdin.flush()
             line = writer.stdout.readline()
             assert line, "the writer process died"
-            commit = json.loads(line)["commit"]
-            pushes.wait_count(i + 1, timeout=5)
-            latencies.append((pushes.arrived[i] - commit) * 1000)
+            delivered.append(json.loads(line))
+            pushes.wait_count(i + 1, timeout=10)
     finally:
         writer.stdin.close()
         writer.wait(timeout=30)
-    latencies.sort()
-    median, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
-    print(
-        f"\n{services.db.dialect}: commit in another process -> key listener: median {median:.2f} ms, p99 {p99:.2f} ms"
-    )
     assert writer.returncode == 0
+    assert {d["account_id"] for d in delivered} == {alice.account_id}
     assert all("EmailDelivery" in e.payload["changed"] for e in pushes.events)
-    assert median < 50, latencies  # milliseconds, not the safety poll
+    settle(flow)
+    assert len(pushes.events) == 5
+    assert pushes.events[-1].payload["changed"]["Email"] == services.changes.state(alice.account_id, "Email")
 
 
 def test_doorbell_ring_is_harmless_without_listeners_and_removes_dead_ones(tmp_path):

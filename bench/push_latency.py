@@ -1,0 +1,193 @@
+"""Push latency, the product's headline: a message handed to LMTP → its StateChange on a WebSocket and an
+EventSource stream.
+
+A real LMTP client in this process hands a message to a real ``python -m jmapmono serve`` (its LMTP
+child), and waits until the StateChange carrying a new ``EmailDelivery`` state arrives on an RFC 8887
+WebSocket (``jmap`` subprotocol, HTTP Basic, WebSocketPushEnable) and on an EventSource stream of the same
+user; then the next message. The clock starts when the last byte of the message (the final ``.``) is
+sent. Also shown: the LMTP ``250`` reply (stored and committed) on the same clock.
+
+- embedded: SQLite + memory://, one ``serve`` (its LMTP child is another process: the commit reaches the
+  serving process through the SQLite doorbell);
+- cluster: Postgres + RabbitMQ, two ``serve`` processes: delivered through node A's LMTP, the WebSocket
+  and the EventSource stream on node B.
+
+    .venv/bin/python bench/push_latency.py [--samples 200]
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()  # before requests, kombu, psycopg are imported
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import common  # noqa: E402
+import gevent  # noqa: E402
+import gevent.queue  # noqa: E402
+import requests  # noqa: E402
+import websocket  # noqa: E402
+from common import LMTPClient, basic, message  # noqa: E402
+
+from tests.support.lmtp_client import dot_stuff  # noqa: E402
+
+USER = "alice@example.org"
+WARMUP = 5
+WAIT = 10.0
+
+
+@dataclass
+class Listener:
+    """What one push client saw: (arrival time, EmailDelivery state) of each StateChange with one."""
+
+    name: str
+    arrivals: gevent.queue.Queue = field(default_factory=gevent.queue.Queue)
+    greenlet: gevent.Greenlet | None = None
+
+    def next_delivery(self, after_state: str | None) -> tuple[float, str]:
+        """The first arrival whose EmailDelivery state differs from ``after_state``."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                at, state = self.arrivals.get(timeout=max(0.0, deadline - time.monotonic()))
+            except gevent.queue.Empty:
+                raise TimeoutError(f"no StateChange on the {self.name} after {WAIT} s") from None
+            if state != after_state:
+                return at, state
+
+
+def delivery_state(change: dict) -> str | None:
+    for states in change.get("changed", {}).values():
+        if "EmailDelivery" in states:
+            return states["EmailDelivery"]
+    return None
+
+
+def open_websocket(port: int) -> tuple[websocket.WebSocket, Listener]:
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/jmap/ws", subprotocols=["jmap"], header=[f"Authorization: {basic(USER)}"], timeout=30
+    )
+    if ws.subprotocol != "jmap":
+        raise RuntimeError(f"WebSocket subprotocol {ws.subprotocol!r}")
+    ws.send(json.dumps({"@type": "WebSocketPushEnable", "dataTypes": None}))
+    ws.settimeout(None)
+    listener = Listener("websocket")
+
+    def read() -> None:
+        try:
+            while True:
+                text = ws.recv()
+                at = time.perf_counter()
+                change = json.loads(text)
+                if change.get("@type") == "StateChange" and (state := delivery_state(change)):
+                    listener.arrivals.put((at, state))
+        except (websocket.WebSocketException, OSError):
+            return
+
+    listener.greenlet = gevent.spawn(read)
+    return ws, listener
+
+
+def open_eventsource(port: int) -> tuple[requests.Response, Listener]:
+    response = requests.get(
+        f"http://127.0.0.1:{port}/jmap/eventsource?types=*&closeafter=no&ping=0",
+        headers={"Authorization": basic(USER), "Accept": "text/event-stream"},
+        stream=True,
+        timeout=(10, None),
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"EventSource answered {response.status_code}")
+    listener = Listener("eventsource")
+
+    def read() -> None:
+        buffer = b""
+        try:
+            for chunk in response.iter_content(chunk_size=None):
+                at = time.perf_counter()
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    block, buffer = buffer.split(b"\n\n", 1)
+                    lines = block.decode().split("\n")
+                    if "event: state" not in lines:
+                        continue
+                    data = "".join(line[5:].strip() for line in lines if line.startswith("data:"))
+                    if state := delivery_state(json.loads(data)):
+                        listener.arrivals.put((at, state))
+        except (requests.RequestException, OSError, AttributeError):
+            return
+
+    listener.greenlet = gevent.spawn(read)
+    return response, listener
+
+
+def measure(figures: common.Figures, label: str, lmtp_port: int, push_port: int, samples: int) -> None:
+    ws, on_ws = open_websocket(push_port)
+    stream, on_es = open_eventsource(push_port)
+    client = LMTPClient("127.0.0.1", lmtp_port)
+    client.lhlo()
+    results: dict[str, list[float]] = {"websocket": [], "eventsource": [], "lmtp 250": []}
+    last = {"websocket": None, "eventsource": None}
+    started = time.perf_counter()
+    try:
+        for n in range(WARMUP + samples):
+            payload = dot_stuff(message(n, USER, 2000))
+            codes = [client.mail("carol@example.net").code, client.rcpt(USER).code, client.command("DATA").code]
+            if codes != [250, 250, 354]:
+                raise RuntimeError(f"LMTP envelope refused: {codes}")
+            sent = time.perf_counter()
+            client.send(payload)
+            reply = client.read_reply()
+            replied = time.perf_counter()
+            if reply.code != 250:
+                raise RuntimeError(f"LMTP refused the message: {reply}")
+            arrived = {}
+            for listener in (on_ws, on_es):
+                arrived[listener.name], last[listener.name] = listener.next_delivery(last[listener.name])
+            if n >= WARMUP:
+                results["lmtp 250"].append((replied - sent) * 1000)
+                for name, at in arrived.items():
+                    results[name].append((at - sent) * 1000)
+        elapsed = time.perf_counter() - started
+    finally:
+        client.quit()
+        gevent.killall([on_ws.greenlet, on_es.greenlet], timeout=2)  # first: a close must not race a read
+        ws.close()
+        stream.close()
+    for name in ("websocket", "eventsource", "lmtp 250"):
+        what = "DATA sent -> LMTP 250" if name == "lmtp 250" else f"DATA sent -> {name} StateChange"
+        rate = (WARMUP + samples) / elapsed if name == "websocket" else None  # deliveries/s, one at a time
+        figures.latency(f"{label}: {what}", results[name], rate=rate)
+
+
+def embedded(figures: common.Figures, samples: int) -> None:
+    with common.temp_dir() as work:
+        env = common.jmapmono_env(f"sqlite:///{work / 'jmapmono.sqlite3'}", work / "data")
+        common.add_user(env, USER)
+        with common.serving(env, work) as server:
+            measure(figures, "embedded", server.lmtp_port, server.http_port, samples)
+
+
+def cluster(figures: common.Figures, samples: int) -> None:
+    with common.temp_dir() as work, common.postgres() as pg, common.rabbitmq() as amqp:
+        url = pg.new_database()
+        env_a = common.jmapmono_env(url, work / "a", amqp)
+        env_b = common.jmapmono_env(url, work / "b", amqp)
+        common.add_user(env_a, USER)
+        with common.serving(env_a, work, name="node-a") as a, common.serving(env_b, work, False, "node-b") as b:
+            measure(figures, "cluster A->B", a.lmtp_port, b.http_port, samples)
+
+
+def main(argv: list[str]) -> None:
+    samples = common.arg_int(argv, "samples", 200)
+    common.banner(f"push latency, {samples} deliveries one at a time (~2 KB)")
+    figures = common.Figures("push_latency")
+    embedded(figures, samples)
+    cluster(figures, samples)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
