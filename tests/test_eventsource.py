@@ -274,10 +274,12 @@ def test_state_event_on_delivery_has_the_states_and_a_push_state_id(services, se
 
 
 def test_types_filter_a_flag_change_sends_nothing_a_delivery_does(services, server, alice):
-    delivered = services.mailboxes.deliver(alice.email, message(1))
     stream = server("/jmap/eventsource?types=EmailDelivery&closeafter=no&ping=1")
     stream.block()
     wait_for(lambda: listening(services, alice.account_id) == 1, what="the stream's listener")
+    delivered = services.mailboxes.deliver(alice.email, message(1))
+    first, _ = stream.state()  # the first delivery's push, out of the way before the flag change
+    assert set(first["changed"][alice.account_id]) == {"EmailDelivery"}
     services.mailboxes.set_keywords(alice.account_id, [delivered.message_id], add=["$seen"])
     services.mailboxes.deliver(alice.email, message(2))
     data, _ = stream.state()  # the flag change, first, sent nothing: this is the delivery

@@ -103,7 +103,7 @@ def test_delegation_granted_while_connected_is_heard_without_reconnect(services,
     channel.enable(None)
     services.accounts.delegate("alice@example.org", "bob@example.org")
     bus.dispatch(Event.new("AccessChanged", {}), keys=[user_key(bob.id)])
-    wait_until(lambda: bus.listener_count(alice.account_id) == 1)
+    wait_until(lambda: alice.account_id in channel._pending)  # the gained account's current states
     channel.take()
     bus.dispatch(state_change(alice.account_id, Email="z"), keys=[alice.account_id])
     wait_until(lambda: channel._pending)
