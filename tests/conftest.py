@@ -10,8 +10,14 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+# Many tests start processes (CLI, serve, lmtp, deliver, gunicorn…) that import jmapmono: let them and this
+# process keep its compiled bytecode (git-ignored __pycache__) rather than each compile it all again.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 import pytest  # noqa: E402
 
@@ -47,15 +53,36 @@ def rabbitmq() -> Iterator[RabbitMQServer]:
     server.close()
 
 
+#: Empties every table but schema_migrations and restarts every sequence, in one round trip. DELETE, not
+#: TRUNCATE: truncating ~40 tables (new files for each table and index) took 50-150 ms after every test,
+#: deleting a test's few rows takes a few; a table left with many rows is still truncated. Foreign keys
+#: are not checked meanwhile (session_replication_role: the test cluster's superuser), since all go.
+_EMPTY_ALL = """DO $$
+DECLARE
+    t text;
+    many boolean;
+    big text[] := '{}';
+BEGIN
+    SET LOCAL session_replication_role = replica;
+    FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations' LOOP
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I OFFSET 1000)', t) INTO many;
+        IF many THEN
+            big := big || t;
+        ELSE
+            EXECUTE format('DELETE FROM %I', t);
+        END IF;
+    END LOOP;
+    IF cardinality(big) > 0 THEN
+        EXECUTE 'TRUNCATE ' || (SELECT string_agg(quote_ident(b), ', ') FROM unnest(big) AS b) || ' CASCADE';
+    END IF;
+    PERFORM setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false)
+    FROM pg_sequences WHERE schemaname = 'public' AND last_value IS NOT NULL;
+END $$"""
+
+
 def _truncate_all(db: Database) -> None:
     with db.transaction() as tx:
-        tables = [
-            r["tablename"]
-            for r in tx.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            if r["tablename"] != "schema_migrations"
-        ]
-        if tables:
-            tx.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        tx.execute(_EMPTY_ALL)
 
 
 @pytest.fixture(autouse=True)

@@ -52,42 +52,54 @@ def logs_in(services, email: str, password: str) -> bool:
     return True
 
 
+def together(env: dict[str, str], *commands: tuple[str, ...] | dict) -> list[subprocess.CompletedProcess]:
+    """Run independent commands at once (each a process start: most of this file's time); their results in order.
+    A command is an argv tuple, or ``{"argv": (...), "stdin": "..."}``."""
+    calls = [c if isinstance(c, dict) else {"argv": c} for c in commands]
+    jobs = [gevent.spawn(run, env, *c["argv"], stdin=c.get("stdin", "")) for c in calls]
+    gevent.joinall(jobs, raise_error=True)
+    return [job.value for job in jobs]
+
+
 def probe(env: dict[str, str], *commands: tuple[str, ...]) -> list[int]:
     """Exit codes of commands that change nothing, run concurrently."""
-    jobs = [gevent.spawn(run, env, *argv) for argv in commands]
-    gevent.joinall(jobs, raise_error=True)
-    return [job.value.returncode for job in jobs]
+    return [r.returncode for r in together(env, *commands)]
 
 
 def test_every_user_action_and_its_exit_code(services, config, tmp_path):
     env = cli_env(config.database_url, tmp_path)
     tokens = AppPasswords(services.db, services.accounts)
 
-    r = run(env, "add", "Alice@Example.org", "--password", "alice pw")
+    r, r_bob = together(env, ("add", "Alice@Example.org", "--password", "alice pw"), ("add", "bob@example.org"))
     assert (r.returncode, r.stdout) == (0, "") and "alice@example.org" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1  # one message line, no log noise
-    r = run(env, "add", "bob@example.org")
-    generated = r.stdout.strip()
-    assert r.returncode == 0 and len(generated) >= 16 and "\n" not in generated
+    generated = r_bob.stdout.strip()
+    assert r_bob.returncode == 0 and len(generated) >= 16 and "\n" not in generated
     assert logs_in(services, "bob@example.org", generated)
 
-    r = run(env, "list")
+    # Independent of each other: alice's password, bob's app password, the listing.
+    r, r_passwd, r_token = together(
+        env,
+        ("list",),
+        ("passwd", "alice@example.org", "--password", "second pw"),
+        ("token", "bob@example.org", "--label", "phone"),
+    )
     assert r.returncode == 0
     assert r.stdout.splitlines() == [f"{u.email}\t{u.account_id}" for u in services.accounts.list()]
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["alice@example.org", "bob@example.org"]
-
-    assert run(env, "passwd", "alice@example.org", "--password", "second pw").returncode == 0
+    assert r_passwd.returncode == 0
     assert logs_in(services, "alice@example.org", "second pw")
-    assert run(env, "passwd", "alice@example.org", stdin="third pw\nignored\n").returncode == 0
+    token = r_token.stdout.strip()
+    owner = tokens.check(token)
+    assert r_token.returncode == 0 and owner is not None and owner.user.email == "bob@example.org"
+
+    r_passwd, r = together(
+        env, {"argv": ("passwd", "alice@example.org"), "stdin": "third pw\nignored\n"}, ("tokens", "bob@example.org")
+    )
+    assert r_passwd.returncode == 0
     assert logs_in(services, "alice@example.org", "third pw") and not logs_in(
         services, "alice@example.org", "second pw"
     )
-
-    r = run(env, "token", "bob@example.org", "--label", "phone")
-    token = r.stdout.strip()
-    owner = tokens.check(token)
-    assert r.returncode == 0 and owner is not None and owner.user.email == "bob@example.org"
-    r = run(env, "tokens", "bob@example.org")
     assert r.returncode == 0
     [line] = r.stdout.splitlines()
     token_id, label, created, last_used = line.split("\t")
@@ -105,11 +117,12 @@ def test_every_user_action_and_its_exit_code(services, config, tmp_path):
     ) == [73, 65, 67, 67, 65, 67, 65]
     assert logs_in(services, "alice@example.org", "third pw") and tokens.check(token) is not None
 
-    assert run(env, "revoke", "bob@example.org", token_id).returncode == 0
-    assert tokens.check(token) is None
-
     alice, bob = services.accounts.require("alice@example.org"), services.accounts.require("bob@example.org")
-    assert run(env, "delegate", "alice@example.org", "bob@example.org").returncode == 0
+    r_revoke, r_delegate = together(
+        env, ("revoke", "bob@example.org", token_id), ("delegate", "alice@example.org", "bob@example.org")
+    )
+    assert (r_revoke.returncode, r_delegate.returncode) == (0, 0)
+    assert tokens.check(token) is None
     assert alice.account_id in services.accounts.accessible_accounts(bob.id)
     assert run(env, "undelegate", "alice@example.org", "bob@example.org").returncode == 0
     assert alice.account_id not in services.accounts.accessible_accounts(bob.id)

@@ -13,6 +13,7 @@ from typing import Any
 
 from jmapmono.jmap.errors import MethodError, SetError, invalid_arguments
 from jmapmono.jmap.registry import CORE, Invocation, method
+from jmapmono.jmap.standard import reject_unknown_arguments
 from jmapmono.log import kv
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def blob_copy(inv: Invocation) -> dict[str, Any]:
     """Copy ``blobIds`` from ``fromAccountId`` into ``accountId``: ``copied`` {old id: new id}, ``notCopied``."""
     started = time.monotonic()
     args = inv.args
+    reject_unknown_arguments(args, ("fromAccountId", "accountId", "blobIds"))
     services = inv.services
     user_id = inv.principal.user_id
     to_account = args.get("accountId")

@@ -114,6 +114,16 @@ def _update_fields(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, 
     return {FIELDS[k]: new[k] for k in FIELDS if k != "email" and new[k] != current[k]}
 
 
+def _server_changed(current: dict[str, Any], patch: dict[str, Any], stored: Identity) -> dict[str, Any] | None:
+    """The properties the server stored otherwise than the patch set them (e.g. an address given without a
+    name gains ``"name": null``); None when there are none (RFC 8620 §5.3 ``updated``)."""
+    wanted = std.apply_patch(current, patch)
+    for prop, default in DEFAULTS.items():
+        wanted.setdefault(prop, default)
+    got = to_json(stored)
+    return {p: v for p, v in got.items() if p in wanted and wanted[p] != v} or None
+
+
 @method("Identity/set", SUBMISSION, writes=True)
 def identity_set(inv: Invocation) -> dict[str, Any]:
     """Standard /set; ``forbiddenFrom`` for an address the user may not send as, ``forbidden`` when
@@ -158,7 +168,7 @@ def identity_set(inv: Invocation) -> dict[str, Any]:
         out.old_state,
         out.new_state,
         created=created,
-        updated={k: None for k in out.updated},
+        updated={k: _server_changed(records[k], s.update[k], i) for k, i in out.updated.items()},
         destroyed=out.destroyed,
         not_created=not_created,
         not_updated=not_updated,

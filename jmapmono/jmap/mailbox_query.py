@@ -26,6 +26,7 @@ from jmapmono.jmap.standard import (
     arg_id,
     arg_str,
     arg_unsigned_int,
+    invalid,
     is_id,
     parse_query,
     query_response,
@@ -57,7 +58,10 @@ def _fold(text: str) -> str:
 
 
 def compile_filter(inv: Invocation, f: dict[str, Any] | None) -> Predicate:
-    """A predicate for a FilterOperator/FilterCondition (structure already checked by parse_query)."""
+    """A predicate for a FilterOperator/FilterCondition (structure already checked by parse_query).
+
+    A condition the server does not know is unsupportedFilter; a known one with a value of the wrong type is
+    invalidArguments, as for every other /query here."""
     if f is None:
         return lambda mb: True
     if "operator" in f:
@@ -76,17 +80,17 @@ def compile_filter(inv: Invocation, f: dict[str, Any] | None) -> Predicate:
         if isinstance(parent, str) and parent.startswith("#") and parent[1:] in inv.created_ids:
             parent = inv.created_ids[parent[1:]]
         if parent is not None and not is_id(parent):
-            raise _unsupported("the parentId condition must be a mailbox id or null")
+            raise invalid("the parentId condition must be a mailbox id or null")
         tests.append(lambda mb: mb.parent_id == parent)
     if "name" in f:
         if not isinstance(f["name"], str):
-            raise _unsupported("the name condition must be a string")
+            raise invalid("the name condition must be a string")
         needle = _fold(f["name"])
         tests.append(lambda mb: needle in _fold(mb.name))
     if "role" in f:
         role = f["role"]
         if role is not None and not isinstance(role, str):
-            raise _unsupported("the role condition must be a string or null")
+            raise invalid("the role condition must be a string or null")
         tests.append(lambda mb: mb.role == role)
     for name, test in (
         ("hasAnyRole", lambda mb, v: (mb.role is not None) == v),
@@ -95,7 +99,7 @@ def compile_filter(inv: Invocation, f: dict[str, Any] | None) -> Predicate:
         if name in f:
             value = f[name]
             if not isinstance(value, bool):
-                raise _unsupported(f"the {name} condition must be true or false")
+                raise invalid(f"the {name} condition must be true or false")
             tests.append(lambda mb, test=test, value=value: test(mb, value))
     return lambda mb: all(t(mb) for t in tests)
 

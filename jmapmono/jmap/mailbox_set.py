@@ -38,6 +38,9 @@ class _Invalid(Exception):
 def _set_error(e: MailboxError) -> SetError:
     if e.set_error == "invalidProperties":
         return SetError("invalidProperties", e.description, properties=e.properties)
+    existing_id = getattr(e, "existing_id", None)
+    if existing_id is not None:  # alreadyExists names the sibling that holds the name (RFC 8620 §5.4)
+        return SetError(e.set_error, e.description, existingId=existing_id)
     return SetError(e.set_error, e.description)
 
 

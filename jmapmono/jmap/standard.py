@@ -44,11 +44,18 @@ def arg(args: Mapping[str, Any], name: str, default: Any = _MISSING) -> Any:
     return default
 
 
+def _defaulted(args: Mapping[str, Any], name: str, default: Any, nullable: bool) -> Any:
+    """Like :func:`arg`, but a null given for an argument that has a default and is not nullable takes the
+    default, as omitting it does (clients send ``"position": null``; the server is lenient about it)."""
+    value = arg(args, name, default)
+    return default if value is None and not nullable and default is not _MISSING else value
+
+
 def arg_int(
     args: Mapping[str, Any], name: str, default: Any = _MISSING, *, minimum: int = -MAX_INT, nullable: bool = False
 ) -> int | None:
     """An Int (or, with ``minimum=0``, an UnsignedInt) within ±(2^53-1)."""
-    value = arg(args, name, default)
+    value = _defaulted(args, name, default, nullable)
     if value is None and nullable:
         return None
     if isinstance(value, float) and value.is_integer():
@@ -66,14 +73,14 @@ def arg_unsigned_int(
 
 
 def arg_bool(args: Mapping[str, Any], name: str, default: Any = _MISSING) -> bool:
-    value = arg(args, name, default)
+    value = _defaulted(args, name, default, False)
     if not isinstance(value, bool):
         raise invalid(f"{name!r} must be true or false")
     return value
 
 
 def arg_str(args: Mapping[str, Any], name: str, default: Any = _MISSING, *, nullable: bool = False) -> str | None:
-    value = arg(args, name, default)
+    value = _defaulted(args, name, default, nullable)
     if value is None and nullable:
         return None
     if not isinstance(value, str):
@@ -82,7 +89,7 @@ def arg_str(args: Mapping[str, Any], name: str, default: Any = _MISSING, *, null
 
 
 def arg_id(args: Mapping[str, Any], name: str, default: Any = _MISSING, *, nullable: bool = False) -> str | None:
-    value = arg(args, name, default)
+    value = _defaulted(args, name, default, nullable)
     if value is None and nullable:
         return None
     if not is_id(value):

@@ -55,8 +55,9 @@ FILTERS = ("identityIds", "emailIds", "threadIds", "undoStatus", "before", "afte
 SORTS = {
     "emailId": lambda s: s.email_id,
     "threadId": lambda s: s.thread_id,
-    "sentAt": lambda s: s.send_at,
-    "sendAt": lambda s: s.send_at,
+    # sendAt has whole seconds: ties are broken by id (time-ordered), so descending is the exact reverse
+    "sentAt": lambda s: (s.send_at, s.id),
+    "sendAt": lambda s: (s.send_at, s.id),
 }
 _UTC_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 

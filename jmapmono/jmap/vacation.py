@@ -93,6 +93,7 @@ def vacation_set(inv: Invocation) -> dict[str, Any]:
     not_destroyed = {i: SetError("singleton", "the VacationResponse cannot be destroyed") for i in s.destroy}
     not_updated: dict[str, SetError] = {}
     values = None
+    changed_by_server = None
     for key, patch in s.update.items():
         if key != SINGLETON:
             not_updated[key] = SetError("notFound", f"the only VacationResponse is {SINGLETON!r}")
@@ -101,6 +102,10 @@ def vacation_set(inv: Invocation) -> dict[str, Any]:
             values = _values(to_json(settings), patch)
         except SetError as e:
             not_updated[key] = e
+            continue
+        # RFC 8620 §5.3: what is stored otherwise than the patch set it (e.g. a date's zero fraction dropped)
+        wanted, stored = std.apply_patch(to_json(settings), patch), to_json(VacationSettings(**values))
+        changed_by_server = {p: v for p, v in stored.items() if wanted.get(p) != v} or None
     old, new = state, state
     if values is not None:
         try:
@@ -111,7 +116,7 @@ def vacation_set(inv: Invocation) -> dict[str, Any]:
         s.account_id,
         old,
         new,
-        updated={SINGLETON: None} if values is not None else None,
+        updated={SINGLETON: changed_by_server} if values is not None else None,
         not_created=not_created,
         not_updated=not_updated,
         not_destroyed=not_destroyed,

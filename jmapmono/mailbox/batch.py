@@ -6,6 +6,14 @@ against an in-memory view of the account's mailboxes that every accepted item up
 checked completely before anything of it is written, so a refused item writes nothing and the others
 still go through (Postgres never sees a failing statement that would abort the transaction).
 
+The rules between mailboxes (sibling names, one mailbox per role, no loops, the depth limit) hold for the
+state the whole call leaves, not between its items (RFC 8620 §5.3): two mailboxes may swap names or roles,
+or a parent and its child their places, in one call. Updates are planned on the in-memory view first; a
+rule the planned tree breaks refuses the latest update involved (an untouched mailbox never yields), until
+the tree is valid; then they are written (renamed ones through a temporary key, as the unique indexes are
+checked per statement). A creation refused for a name or role that an update of the call frees is tried
+again after the updates; a creation or update refused for one a destruction frees, after the destructions.
+
 A creation may name as parent a mailbox created earlier in the same batch (:class:`NewRef`); so may an
 update's target, its new parent, and a destruction.
 """
@@ -16,6 +24,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from jmapmono.log import kv
@@ -56,6 +65,9 @@ class NewRef:
     """A mailbox created earlier in the same batch, named by its creation key."""
 
     key: str
+
+    def __str__(self) -> str:
+        return f"#{self.key}"  # as the client wrote it, in error descriptions
 
 
 #: A mailbox id, a mailbox created in the batch, or None (top level, for a parent).
@@ -111,6 +123,28 @@ class _Box:
     sort_order: int
 
 
+class RoleTaken(InvalidProperties):
+    """Another mailbox has the role (RFC 8621 §2: one mailbox per role): invalidProperties ``role``."""
+
+
+#: Sibling names are compared on this key; cached, as a call may compare every name once per refusal.
+_name_key = lru_cache(maxsize=4096)(name_key)
+
+#: Refusals that a later part of the same call (an update, a destruction) may lift.
+_CONFLICTS = (AlreadyExists, RoleTaken)
+
+
+@dataclass
+class _Planned:
+    """An update checked on its own and applied to the in-memory tree, not yet written."""
+
+    key: str
+    patch: MailboxPatch
+    old: dict[str, Any]
+    new: dict[str, Any]
+    changed: list[str]
+
+
 class _Tree:
     """The account's mailboxes as the batch has left them so far."""
 
@@ -128,11 +162,6 @@ class _Tree:
             current = self.boxes[current].parent
         return depth
 
-    def height(self, mailbox_id: str) -> int:
-        """Levels below ``mailbox_id`` (0 for a leaf)."""
-        kids = self.children(mailbox_id)
-        return 1 + max(self.height(k) for k in kids) if kids else 0
-
     def is_self_or_descendant(self, candidate: str, ancestor: str) -> bool:
         current: str | None = candidate
         while current is not None:
@@ -145,11 +174,55 @@ class _Tree:
         key = name_key(name)
         for i, b in self.boxes.items():
             if i != self_id and b.parent == parent and name_key(b.name) == key:
-                raise AlreadyExists(f"a sibling mailbox is already called {b.name!r}", ["name"])
+                raise AlreadyExists(f"a sibling mailbox is already called {b.name!r}", ["name"], existing_id=i)
 
     def check_role(self, role: str | None, self_id: str = "") -> None:
         if role is not None and any(i != self_id and b.role == role for i, b in self.boxes.items()):
-            raise InvalidProperties(f"another mailbox already has the role {role!r}", ["role"])
+            raise RoleTaken(f"another mailbox already has the role {role!r}", ["role"])
+
+    def _up(self, mailbox_id: str) -> str | None:
+        parent = self.boxes[mailbox_id].parent
+        return parent if parent in self.boxes else None
+
+    def in_cycles(self) -> set[str]:
+        """The mailboxes that are their own ancestors (none in a valid tree); O(n)."""
+        done: dict[str, bool] = {}  # False while on the current walk up
+        members: set[str] = set()
+        for start in self.boxes:
+            path: list[str] = []
+            current: str | None = start
+            while current is not None and current not in done:
+                done[current] = False
+                path.append(current)
+                current = self._up(current)
+            if current is not None and done[current] is False:
+                members.update(path[path.index(current) :])
+            done.update(dict.fromkeys(path, True))
+        return members
+
+    def depths(self) -> dict[str, int]:
+        """Every mailbox's depth (1 at the top level), for a tree without cycles (one is cut, not followed). O(n)."""
+        depth: dict[str, int] = {}
+        for start in self.boxes:
+            path: list[str] = []
+            current: str | None = start
+            while current is not None and current not in depth:
+                path.append(current)
+                current = self._up(current) if len(path) <= len(self.boxes) else None  # longer: a cycle
+            level = 0 if current is None else depth[current]
+            for node in reversed(path):
+                level += 1
+                depth[node] = level
+        return depth
+
+    def heights(self, depth: dict[str, int]) -> dict[str, int]:
+        """Levels below every mailbox (0 for a leaf), from :meth:`depths`."""
+        height = dict.fromkeys(self.boxes, 0)
+        for node in sorted(self.boxes, key=lambda i: -depth[i]):
+            parent = self._up(node)
+            if parent is not None:
+                height[parent] = max(height[parent], height[node] + 1)
+        return height
 
     def check_parent(self, parent: str | None, levels_below: int, max_depth: int, self_id: str = "") -> None:
         """``parent`` exists, is not ``self_id`` or below it, and leaves the subtree within ``max_depth``."""
@@ -205,18 +278,17 @@ class MailboxBatchOps:
                     ctx.create(create)
                 except MailboxError as e:
                     result.not_created[create.key] = e
-            for patch in updates:
-                key = ctx.resolve(patch.target)
-                try:
-                    result.updated[key] = ctx.update(key, patch)
-                except MailboxError as e:
-                    result.not_updated[key] = e
+            ctx.update_all([(ctx.resolve(patch.target), patch) for patch in updates])
+            if result.updated:
+                ctx.retry_conflicts(creates, ())
             for key in ctx.destroy_order([ctx.resolve(t) for t in destroys]):
                 try:
                     ctx.destroy(key, remove_emails)
                     result.destroyed.append(key)  # type: ignore[arg-type]
                 except MailboxError as e:
                     result.not_destroyed[key] = e
+            if result.destroyed:
+                ctx.retry_conflicts(creates, updates)
             event.message_ids = sorted(set(event.message_ids))
             event.thread_ids = sorted(set(event.thread_ids))
             result.states = m.finish(event)
@@ -295,7 +367,27 @@ class _Batch:
             mailbox_id, self.account_id, name, parent, role, order, created_at, Counts(), c.subscribed
         )
 
-    def update(self, mailbox_id: Any, p: MailboxPatch) -> dict[str, Any]:
+    def update_all(self, items: list[tuple[Any, MailboxPatch]]) -> None:
+        """Plan every update, refuse those the final tree cannot have, write the others."""
+        planned: list[_Planned] = []
+        for key, patch in items:
+            try:
+                planned.append(self.plan_update(key, patch))
+            except MailboxError as e:
+                self.result.not_updated[key] = e
+        refused = self.settle(planned)
+        self.result.not_updated.update(refused)
+        accepted = [p for p in planned if p.key not in refused]
+        # The unique indexes are checked per statement: renamed mailboxes go through a temporary key first.
+        moving = [p for p in accepted if {"name", "parentId", "role"} & set(p.changed)]
+        if len(moving) > 1:
+            for p in moving:
+                self.tx.execute("UPDATE mailboxes SET name_key = ?, role = NULL WHERE id = ?", ("\x01" + p.key, p.key))
+        for p in accepted:
+            self.result.updated[p.key] = self.write_update(p)
+
+    def plan_update(self, mailbox_id: Any, p: MailboxPatch) -> _Planned:
+        """Check an update on its own (values, parent exists, the Inbox's role) and apply it to the tree."""
         box = self.tree.boxes.get(mailbox_id) if isinstance(mailbox_id, str) else None
         if box is None:
             raise NotFound(f"no mailbox {mailbox_id}")
@@ -310,36 +402,105 @@ class _Batch:
         if p.sort_order is not UNCHANGED:
             new["sortOrder"] = validate_sort_order(p.sort_order)
         changed = [k for k in new if new[k] != old[k]]
-        if "parentId" in changed:
-            self.tree.check_parent(new["parentId"], self.tree.height(mailbox_id), self.max_depth, mailbox_id)
-        if "name" in changed or "parentId" in changed:
-            self.tree.check_name(new["parentId"], new["name"], mailbox_id)
-        if "role" in changed:
-            if old["role"] == "inbox":
-                raise Forbidden("the Inbox keeps its role", ["role"])
-            self.tree.check_role(new["role"], mailbox_id)
+        if "parentId" in changed and new["parentId"] is not None and new["parentId"] not in self.tree.boxes:
+            raise InvalidProperties(f"no parent mailbox {new['parentId']}", ["parentId"])
+        if "role" in changed and old["role"] == "inbox":
+            raise Forbidden("the Inbox keeps its role", ["role"])
+        self.tree.boxes[mailbox_id] = _Box(new["name"], new["parentId"], new["role"], new["sortOrder"])
+        return _Planned(mailbox_id, p, old, new, changed)
+
+    def settle(self, planned: list[_Planned]) -> dict[str, MailboxError]:
+        """Refuse (and take back from the tree) the latest planned update breaking a rule, until none does."""
+        refused: dict[str, MailboxError] = {}
+        while True:
+            live = [p for p in planned if p.key not in refused and p.changed]
+            found = self._violation(live)
+            if found is None:
+                return refused
+            item, error = found
+            refused[item.key] = error
+            o = item.old
+            self.tree.boxes[item.key] = _Box(o["name"], o["parentId"], o["role"], o["sortOrder"])
+
+    def _violation(self, live: list[_Planned]) -> tuple[_Planned, MailboxError] | None:
+        """The latest planned update breaking a rule in the planned tree, and why; None when it is valid.
+        Linear in the number of mailboxes (settle calls it once per refusal, up to maxObjectsInSet times)."""
+        boxes = self.tree.boxes
+        cyclic = self.tree.in_cycles()
+        for p in reversed(live):  # loops first: depths mean nothing in a cyclic tree
+            if "parentId" in p.changed and p.key in cyclic:
+                return p, InvalidProperties("a mailbox cannot be moved under itself or its own child", ["parentId"])
+        siblings: dict[tuple[str | None, str], list[str]] = {}
+        holders: dict[str, list[str]] = {}
+        for i, b in boxes.items():
+            siblings.setdefault((b.parent, _name_key(b.name)), []).append(i)
+            if b.role is not None:
+                holders.setdefault(b.role, []).append(i)
+        depth = self.tree.depths()
+        height = self.tree.heights(depth)
+        for p in reversed(live):
+            box = boxes[p.key]
+            if "name" in p.changed or "parentId" in p.changed:
+                clash = [i for i in siblings[(box.parent, _name_key(box.name))] if i != p.key]
+                if clash:
+                    name = boxes[clash[0]].name
+                    return p, AlreadyExists(
+                        f"a sibling mailbox is already called {name!r}", ["name"], existing_id=clash[0]
+                    )
+            if "role" in p.changed and box.role is not None and len(holders[box.role]) > 1:
+                return p, RoleTaken(f"another mailbox already has the role {box.role!r}", ["role"])
+            if "parentId" in p.changed and depth[p.key] + height[p.key] > self.max_depth:
+                return p, InvalidProperties(f"mailboxes nest at most {self.max_depth} deep", ["parentId"])
+        return None
+
+    def write_update(self, p: _Planned) -> dict[str, Any]:
+        """Store a settled update (the tree already holds it); the stored value of every property it set."""
+        mailbox_id, old, new, changed = p.key, p.old, p.new, p.changed
         if changed:
             self.tx.execute(
                 "UPDATE mailboxes SET name = ?, name_key = ?, parent_id = ?, role = ?, sort_order = ? WHERE id = ?",
                 (new["name"], name_key(new["name"]), new["parentId"], new["role"], new["sortOrder"], mailbox_id),
             )
-            self.tree.boxes[mailbox_id] = _Box(new["name"], new["parentId"], new["role"], new["sortOrder"])
             self.m.updated("Mailbox", [mailbox_id])
             self.event.updated.append(
                 {"id": mailbox_id, "old": {k: old[k] for k in changed}, "new": {k: new[k] for k in changed}}
             )
+        patch = p.patch
         stored = {
             prop: new[prop]
-            for prop, value in (("name", p.name), ("parentId", p.parent), ("role", p.role), ("sortOrder", p.sort_order))
+            for prop, value in (
+                ("name", patch.name),
+                ("parentId", patch.parent),
+                ("role", patch.role),
+                ("sortOrder", patch.sort_order),
+            )
             if value is not UNCHANGED
         }
-        if p.subscribed is not UNCHANGED:
-            subscribed = bool(p.subscribed)
+        if patch.subscribed is not UNCHANGED:
+            subscribed = bool(patch.subscribed)
             if self._subscribe(mailbox_id, subscribed):
                 self.m.updated("Mailbox", [mailbox_id])
                 self.event.subscriptions.append({"id": mailbox_id, "user_id": self.user_id, "subscribed": subscribed})
             stored["isSubscribed"] = subscribed
         return stored
+
+    def retry_conflicts(self, creates: Sequence[MailboxCreate], updates: Sequence[MailboxPatch]) -> None:
+        """Creations and updates refused for a name or role that a later part of this call may have freed."""
+        for c in creates:
+            if isinstance(self.result.not_created.get(c.key), _CONFLICTS):
+                try:
+                    self.create(c)
+                    del self.result.not_created[c.key]
+                except MailboxError as e:
+                    self.result.not_created[c.key] = e
+        again = [
+            (key, patch)
+            for patch in updates
+            if isinstance(self.result.not_updated.get(key := self.resolve(patch.target)), _CONFLICTS)
+        ]
+        for key, _ in again:
+            del self.result.not_updated[key]
+        self.update_all(again)
 
     def destroy_order(self, targets: list[Any]) -> list[Any]:
         """Children before their parents (so a parent destroyed with its children is not refused)."""

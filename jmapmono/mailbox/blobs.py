@@ -30,7 +30,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import gevent
@@ -39,6 +39,7 @@ import psycopg
 from jmapmono.accounts.users import now_ms as _now_ms
 from jmapmono.config import Config
 from jmapmono.log import kv
+from jmapmono.mailbox import bulk
 from jmapmono.store import Database, Transaction
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,30 @@ class BlobStore:
             "ON CONFLICT (account_id, blob_id, ref) DO UPDATE SET expires_at = excluded.expires_at, "
             "type = COALESCE(excluded.type, blob_refs.type)",
             (account_id, blob_id, ref, type, expires_at),
+        )
+
+    def store_many(self, tx: Transaction, blobs: Mapping[str, bytes]) -> None:
+        """:meth:`store_bytes` for many blobs, several per statement. ``blobs`` maps each blob id to its bytes
+        (hashed by the caller, outside the transaction, with :func:`blob_id_for`)."""
+        at = _now_ms()
+        bulk.insert(
+            tx,
+            "INSERT INTO blobs (id, size, data, created_at)",
+            [(blob_id, len(data), data, at) for blob_id, data in blobs.items()],
+            "ON CONFLICT (id) DO UPDATE SET size = excluded.size WHERE blobs.size <> excluded.size",
+        )
+
+    def add_refs(self, tx: Transaction, account_id: str, refs: Iterable[tuple[str, str, str | None]]) -> None:
+        """:meth:`add_ref` (durable) for many ``(blob id, ref, type)``, several per statement."""
+        merged: dict[tuple[str, str], str | None] = {}
+        for blob_id, ref, type in refs:  # one row per key in a statement: the same outcome as one by one
+            merged[(blob_id, ref)] = type if type is not None else merged.get((blob_id, ref))
+        bulk.insert(
+            tx,
+            "INSERT INTO blob_refs (account_id, blob_id, ref, type, expires_at)",
+            [(account_id, blob_id, ref, type, None) for (blob_id, ref), type in merged.items()],
+            "ON CONFLICT (account_id, blob_id, ref) DO UPDATE SET expires_at = excluded.expires_at, "
+            "type = COALESCE(excluded.type, blob_refs.type)",
         )
 
     def remove_ref(self, tx: Transaction, account_id: str, blob_id: str, ref: str) -> bool:

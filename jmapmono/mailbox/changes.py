@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from jmapmono.accounts.users import now_ms
 from jmapmono.config import Config
 from jmapmono.log import kv
+from jmapmono.mailbox import bulk
 from jmapmono.store import Database, Transaction
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 TYPES = ("Mailbox", "Email", "Thread", "EmailDelivery", "Identity", "EmailSubmission", "VacationResponse")
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _BATCH = 500
-_INSERT_CHUNK = 100
 
 
 class CannotCalculateChanges(Exception):
@@ -145,18 +145,12 @@ def record_all(tx: Transaction, account_id: str, batches: Iterable[Batch]) -> di
         last = tx.value(bump, (len(rows), account_id))
     seq, at = int(last) - len(rows), now_ms()
     states: dict[str, int] = {}
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[start : start + _INSERT_CHUNK]
-        params: list[object] = []
-        for type, object_id, kind, only in chunk:
-            seq += 1
-            states[type] = seq
-            params += [account_id, seq, type, object_id, kind, only, at]
-        tx.execute(
-            "INSERT INTO change_log (account_id, seq, type, object_id, kind, count_only, created_at) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
-            params,
-        )
+    log_rows: list[tuple[str, int, str, str, str, int, int]] = []
+    for type, object_id, kind, only in rows:
+        seq += 1
+        states[type] = seq
+        log_rows.append((account_id, seq, type, object_id, kind, only, at))
+    bulk.insert(tx, "INSERT INTO change_log (account_id, seq, type, object_id, kind, count_only, created_at)", log_rows)
     tx.execute(
         "INSERT INTO change_states (account_id, type, state, pruned_through) VALUES "
         + ", ".join(["(?, ?, ?, 0)"] * len(states))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from jmapmono.mailbox import bulk
 from jmapmono.mailbox.model import Counts
 from jmapmono.store import Transaction
 
@@ -46,42 +47,41 @@ class CountDeltas:
         changed: set[str] = set()
         for mailbox_id, threads in sorted(by_mailbox.items()):
             totals = [0, 0, 0, 0]
-            ids = sorted(threads)
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
+            current: dict[str, tuple[int, int]] = {}
+            for chunk in bulk.in_chunks(threads):
                 rows = tx.query(
                     "SELECT thread_id, emails, unread FROM mailbox_threads WHERE mailbox_id = ? AND thread_id IN "
-                    f"({', '.join('?' * len(chunk))})",
+                    f"({bulk.marks(len(chunk))})",
                     (mailbox_id, *chunk),
                 )
-                current = {r["thread_id"]: (int(r["emails"]), int(r["unread"])) for r in rows}
-                for thread_id in chunk:
-                    emails, unread = threads[thread_id]
-                    old_e, old_u = current.get(thread_id, (0, 0))
-                    new_e, new_u = old_e + emails, old_u + unread
-                    if new_e < 0 or new_u < 0 or new_u > new_e:
-                        raise AssertionError(
-                            f"mailbox {mailbox_id} thread {thread_id}: counts would be {new_e}/{new_u}"
-                        )
-                    if new_e == 0:
-                        tx.execute(
-                            "DELETE FROM mailbox_threads WHERE mailbox_id = ? AND thread_id = ?",
-                            (mailbox_id, thread_id),
-                        )
-                    elif thread_id in current:
-                        tx.execute(
-                            "UPDATE mailbox_threads SET emails = ?, unread = ? WHERE mailbox_id = ? AND thread_id = ?",
-                            (new_e, new_u, mailbox_id, thread_id),
-                        )
-                    else:
-                        tx.execute(
-                            "INSERT INTO mailbox_threads (mailbox_id, thread_id, emails, unread) VALUES (?, ?, ?, ?)",
-                            (mailbox_id, thread_id, new_e, new_u),
-                        )
-                    totals[0] += emails
-                    totals[1] += unread
-                    totals[2] += (new_e > 0) - (old_e > 0)
-                    totals[3] += (new_u > 0) - (old_u > 0)
+                current.update({r["thread_id"]: (int(r["emails"]), int(r["unread"])) for r in rows})
+            emptied: list[str] = []
+            rows_after: list[tuple[str, str, int, int]] = []
+            for thread_id in sorted(threads):
+                emails, unread = threads[thread_id]
+                old_e, old_u = current.get(thread_id, (0, 0))
+                new_e, new_u = old_e + emails, old_u + unread
+                if new_e < 0 or new_u < 0 or new_u > new_e:
+                    raise AssertionError(f"mailbox {mailbox_id} thread {thread_id}: counts would be {new_e}/{new_u}")
+                if new_e == 0:
+                    emptied.append(thread_id)
+                else:
+                    rows_after.append((mailbox_id, thread_id, new_e, new_u))
+                totals[0] += emails
+                totals[1] += unread
+                totals[2] += (new_e > 0) - (old_e > 0)
+                totals[3] += (new_u > 0) - (old_u > 0)
+            for chunk in bulk.in_chunks(emptied):
+                tx.execute(
+                    f"DELETE FROM mailbox_threads WHERE mailbox_id = ? AND thread_id IN ({bulk.marks(len(chunk))})",
+                    (mailbox_id, *chunk),
+                )
+            bulk.insert(
+                tx,
+                "INSERT INTO mailbox_threads (mailbox_id, thread_id, emails, unread)",
+                rows_after,
+                "ON CONFLICT (mailbox_id, thread_id) DO UPDATE SET emails = excluded.emails, unread = excluded.unread",
+            )
             if any(totals):
                 tx.execute(
                     "UPDATE mailboxes SET total_emails = total_emails + ?, unread_emails = unread_emails + ?, "

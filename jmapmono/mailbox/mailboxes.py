@@ -136,7 +136,7 @@ class MailboxOps:
             (account_id, parent_id or "", name_key(name), self_id),
         )
         if clash is not None:
-            raise AlreadyExists(f"a sibling mailbox is already called {name!r}", ["name"])
+            raise AlreadyExists(f"a sibling mailbox is already called {name!r}", ["name"], existing_id=clash)
 
     @staticmethod
     def _check_role(tx: Transaction, account_id: str, role: str | None, self_id: str = "") -> None:

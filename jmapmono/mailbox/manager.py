@@ -110,12 +110,13 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
         user = self.accounts.get(recipient)
         if user is None:
             raise UnknownUser(f"no such user: {recipient}")
-        summary = summarize(raw)
+        prepared = msgs.prepare(raw, summarize(raw), self.db.dialect)
         with self.db.transaction() as tx:
             m = Mutation(tx, user.account_id)
             self._ensure_defaults(tx, m, user)
             target = self._mailbox_for_delivery(tx, user.account_id, mailbox_name)
-            appended = msgs.append(tx, m, self.blobs, raw, summary, {target}, frozenset(), now_ms(), delivery=True)
+            entry = msgs.NewEntry(prepared, {target}, frozenset(), now_ms())
+            (appended,) = msgs.append_all(tx, m, self.blobs, [entry], delivery=True)
             event = Added(account_id=user.account_id, delivery=True)
             self._describe_added(event, [(appended, {target}, frozenset())])
             m.finish(event)
@@ -186,22 +187,25 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
             except MailboxError as e:
                 result.errors[i] = e
                 continue
-            prepared.append((i, item, keywords, summarize(item.raw)))
+            prepared.append((i, item, keywords, msgs.prepare(item.raw, summarize(item.raw), self.db.dialect)))
         with self.db.transaction() as tx:
             m = Mutation(tx, account_id)
             _check_email_state(tx, account_id, if_in_state)
             known = msgs.existing_mailboxes(tx, account_id, {mb for _, it, _, _ in prepared for mb in it.mailbox_ids})
-            described = []
-            for i, item, keywords, summary in prepared:
+            accepted: list[tuple[int, msgs.NewEntry]] = []
+            for i, item, keywords, p in prepared:
                 mailboxes = set(item.mailbox_ids)
                 if not mailboxes or not mailboxes <= known:
                     what = "an email must be in at least one mailbox" if not mailboxes else "no such mailbox"
                     result.errors[i] = msgs.InvalidProperties(what, ["mailboxIds"])
                     continue
                 received = item.received_at if item.received_at is not None else now_ms()
-                appended = msgs.append(tx, m, self.blobs, item.raw, summary, mailboxes, keywords, received, delivery)
-                result.created[i] = appended
-                described.append((appended, mailboxes, keywords))
+                accepted.append((i, msgs.NewEntry(p, mailboxes, keywords, received)))
+            appended = msgs.append_all(tx, m, self.blobs, [e for _, e in accepted], delivery)
+            described = []
+            for (i, entry), a in zip(accepted, appended, strict=True):
+                result.created[i] = a
+                described.append((a, entry.mailboxes, entry.keywords))
             event = Added(account_id=account_id, delivery=delivery)
             self._describe_added(event, described)
             result.states = m.finish(event)

@@ -1,6 +1,8 @@
 """Message mutations inside one operation's transaction: append, update (keywords and
 mailboxes), destroy. Called only by the MailboxManager, which owns the transaction
 and the :class:`~jmapmono.mailbox.mutation.Mutation` they report their changes to.
+Appends are prepared (:func:`prepare`) before the transaction and written many rows
+per statement (:func:`append_all`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jmapmono.accounts.users import now_ms
-from jmapmono.mailbox import search, threads
-from jmapmono.mailbox.blobs import BlobStore
+from jmapmono.mailbox import bulk, search, threads
+from jmapmono.mailbox.blobs import BlobStore, blob_id_for
 from jmapmono.mailbox.model import (
     Appended,
     InvalidProperties,
@@ -118,62 +120,98 @@ def marks_rows(rows: int, width: int) -> str:
     return ", ".join(["(" + marks(width) + ")"] * rows)
 
 
-def append(
-    tx: Transaction,
-    m: Mutation,
-    blobs: BlobStore,
-    raw: bytes,
-    summary: Summary,
-    mailbox_ids: set[str],
-    keywords: frozenset[str],
-    received_at: int,
-    delivery: bool,
-) -> Appended:
-    """Store one message (bytes, header summary, thread, keywords, memberships, search text)."""
-    message_id = new_id("M")
-    blob_id = blobs.store_bytes(tx, raw)
-    blobs.add_ref(tx, m.account_id, blob_id, f"message:{message_id}", "message/rfc822")
-    keys = threads.keys_for(summary.message_ids, summary.in_reply_to, summary.references, summary.base_subject)
-    thread_id, new_thread = threads.assign(tx, m.account_id, message_id, keys)
+@dataclass(frozen=True)
+class Prepared:
+    """A new message's rows as far as they do not depend on the database: computed before the transaction
+    (hashing, threading keys, JSON, search index), so that the transaction only writes."""
+
+    raw: bytes
+    blob_id: str
+    keys: threads.ThreadKeys
+    #: The ``messages`` columns from ``sent_at`` to ``problems_json`` (see :data:`_MESSAGE_COLUMNS`).
+    columns: tuple[Any, ...]
+    index: search.IndexRow
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """One message to append: what was prepared, and where it goes."""
+
+    prepared: Prepared
+    mailboxes: set[str]
+    keywords: frozenset[str]
+    received_at: int
+
+
+_MESSAGE_COLUMNS = (
+    "id, account_id, blob_id, thread_id, size, received_at, sent_at, subject, from_json, sender_json, to_json, "
+    "cc_json, bcc_json, reply_to_json, message_id_json, in_reply_to_json, references_json, preview, "
+    "has_attachment, problems_json, created_at"
+)
+
+
+def prepare(raw: bytes, summary: Summary, dialect: str) -> Prepared:
+    """Everything about ``raw`` that the append writes and that does not need the database."""
     a = summary.addresses
-    tx.execute(
-        "INSERT INTO messages (id, account_id, blob_id, thread_id, size, received_at, sent_at, subject, from_json, "
-        "sender_json, to_json, cc_json, bcc_json, reply_to_json, message_id_json, in_reply_to_json, "
-        "references_json, preview, has_attachment, problems_json, created_at) "
-        f"VALUES ({marks(21)})",
-        (
-            message_id,
-            m.account_id,
-            blob_id,
-            thread_id,
-            len(raw),
-            received_at,
-            summary.sent_at,
-            summary.subject,
-            *(_json(a.get(k, [])) for k in ("from", "sender", "to", "cc", "bcc", "reply_to")),
-            _json(summary.message_ids),
-            _json(summary.in_reply_to),
-            _json(summary.references),
-            summary.preview[:256],
-            1 if summary.has_attachment else 0,
-            _json(summary.problems),
-            now_ms(),
-        ),
+    columns = (
+        summary.sent_at,
+        summary.subject,
+        *(_json(a.get(k, [])) for k in ("from", "sender", "to", "cc", "bcc", "reply_to")),
+        _json(summary.message_ids),
+        _json(summary.in_reply_to),
+        _json(summary.references),
+        summary.preview[:256],
+        1 if summary.has_attachment else 0,
+        _json(summary.problems),
     )
-    current = Current(thread_id, received_at, blob_id, set(keywords), set(mailbox_ids))
-    _insert_keywords(tx, message_id, keywords)
-    _insert_memberships(tx, message_id, current, mailbox_ids)
-    search.index_message(tx, message_id, m.account_id, raw, summary, summary.search_text[:_MAX_SEARCH_TEXT])
-    m.counts.message(thread_id, mailbox_ids, is_unread(keywords), +1)
-    m.created("Email", [message_id])
-    (m.created if new_thread else m.updated)("Thread", [thread_id])
-    if delivery:
-        m.created("EmailDelivery", [message_id])
-    return Appended(message_id, blob_id, thread_id, len(raw), received_at)
+    return Prepared(
+        raw,
+        blob_id_for(raw),
+        threads.keys_for(summary.message_ids, summary.in_reply_to, summary.references, summary.base_subject),
+        columns,
+        search.index_row(raw, summary, summary.search_text[:_MAX_SEARCH_TEXT], dialect),
+    )
+
+
+def append_all(
+    tx: Transaction, m: Mutation, blobs: BlobStore, entries: list[NewEntry], delivery: bool
+) -> list[Appended]:
+    """Store messages, in order (bytes, header summary, thread, keywords, memberships, search text),
+    many rows per statement: the same rows, threads, counts and changes as appending them one by one."""
+    if not entries:
+        return []
+    account_id = m.account_id
+    new = [(new_id("M"), e) for e in entries]
+    blobs.store_many(tx, {e.prepared.blob_id: e.prepared.raw for e in entries})
+    blobs.add_refs(tx, account_id, [(e.prepared.blob_id, f"message:{i}", "message/rfc822") for i, e in new])
+    threaded = threads.assign_many(tx, account_id, [(i, e.prepared.keys) for i, e in new])
+    created_at = now_ms()
+    rows, keywords, memberships = [], [], []
+    for (message_id, e), (thread_id, _) in zip(new, threaded, strict=True):
+        p = e.prepared
+        rows.append((message_id, account_id, p.blob_id, thread_id, len(p.raw), e.received_at, *p.columns, created_at))
+        keywords += [(message_id, k) for k in sorted(e.keywords)]
+        memberships += [(message_id, mb, e.received_at, thread_id) for mb in sorted(e.mailboxes)]
+    bulk.insert(tx, f"INSERT INTO messages ({_MESSAGE_COLUMNS})", rows)
+    bulk.insert(tx, "INSERT INTO message_keywords (message_id, keyword)", keywords)
+    bulk.insert(tx, "INSERT INTO message_mailboxes (message_id, mailbox_id, received_at, thread_id)", memberships)
+    search.index_messages(tx, account_id, [(i, e.prepared.index) for i, e in new])
+    out = []
+    for (message_id, e), (thread_id, new_thread) in zip(new, threaded, strict=True):
+        m.counts.message(thread_id, e.mailboxes, is_unread(e.keywords), +1)
+        m.created("Email", [message_id])
+        (m.created if new_thread else m.updated)("Thread", [thread_id])
+        if delivery:
+            m.created("EmailDelivery", [message_id])
+        out.append(Appended(message_id, e.prepared.blob_id, thread_id, len(e.prepared.raw), e.received_at))
+    return out
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps would build one per call
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return "[]" if value == [] else _JSON.encode(value)
 
 
 @dataclass

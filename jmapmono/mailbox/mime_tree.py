@@ -124,6 +124,11 @@ def parse_mime(raw: bytes) -> MimeMessage:
     return message
 
 
+def header_fields(raw: bytes) -> list[Header]:
+    """The top-level header fields of ``raw``, as :func:`parse_mime` finds them, without describing any part."""
+    return _headers(_Context(bytes(raw)), 0, len(raw), True)[0]
+
+
 def _headers(ctx: _Context, start: int, end: int, top: bool) -> tuple[list[Header], int]:
     """The header fields of the entity at ``start``; returns them and where the body begins.
 

@@ -77,9 +77,13 @@ class InvalidProperties(MailboxError):
 
 
 class AlreadyExists(MailboxError):
-    """A sibling mailbox already has this name (RFC 8620 ``alreadyExists``)."""
+    """A sibling mailbox already has this name (RFC 8620 ``alreadyExists``, naming it in ``existingId``)."""
 
     set_error = "alreadyExists"
+
+    def __init__(self, description: str, properties: Iterable[str] = (), existing_id: str | None = None) -> None:
+        super().__init__(description, properties)
+        self.existing_id = existing_id
 
 
 class MailboxHasChild(MailboxError):

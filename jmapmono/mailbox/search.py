@@ -14,9 +14,9 @@ Matching is the same on SQLite and Postgres:
 Search input follows RFC 8621 §4.4.1: white space separates terms that must all match, text in
 matched single or double quotes is a phrase (``\\"``, ``\\'``, ``\\\\`` escapes).
 
-:func:`index_message` writes a message's search row, sort keys and header rows inside the
-appending transaction (called by ``messages.append``); deletes follow the message (foreign key
-cascade, FTS triggers).
+:func:`index_row` computes a message's search row, sort keys and header rows before the appending
+transaction, :func:`index_messages` writes them inside it (called by ``messages.append_all``); deletes
+follow the message (foreign key cascade, FTS triggers).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from jmapmono.mailbox import bulk
 from jmapmono.mailbox.mime_fields import text_form
-from jmapmono.mailbox.mime_tree import parse_mime
+from jmapmono.mailbox.mime_tree import header_fields
 from jmapmono.store import Transaction
 
 if TYPE_CHECKING:
@@ -270,7 +271,7 @@ def header_rows(raw: bytes) -> dict[str, str]:
     m = _HEADER_END.search(raw, 0, HEADER_BLOCK_LIMIT)
     block = raw[: m.end()] if m else raw[:HEADER_BLOCK_LIMIT] + b"\r\n\r\n"
     rows: dict[str, list[str]] = {}
-    for name, value in parse_mime(block).headers:
+    for name, value in header_fields(block):
         key = name.lower()
         if key not in rows and len(rows) >= HEADER_NAMES_LIMIT:
             continue
@@ -286,34 +287,52 @@ def _first_name(addresses: list[dict]) -> str:
     return (first.get("name") or first.get("email") or "").strip()
 
 
-def index_message(tx: Transaction, message_id: str, account_id: str, raw: bytes, summary: Summary, text: str) -> None:
-    """Index a new message (inside the appending transaction): its search row and header rows.
+@dataclass(frozen=True)
+class IndexRow:
+    """What a message's search row and header rows hold, computed before the appending transaction."""
 
-    ``text`` is the body text (bounded by the caller). SQLite's FTS triggers index it; on Postgres the
-    tsvector is written with the row.
+    text: str
+    #: Sort keys: base subject, first From name, first To name.
+    keys: tuple[str, str, str]
+    headers: dict[str, str]
+    #: The Postgres tsvector literal of ``text`` (None on SQLite, whose FTS triggers index the text).
+    vector: str | None
+
+
+def index_row(raw: bytes, summary: Summary, text: str, dialect: str) -> IndexRow:
+    """The index rows of a new message (pure: parse and fold outside any transaction).
+
+    ``text`` is the body text (bounded by the caller).
     """
     keys = (
         summary.base_subject or "",
         _first_name(summary.addresses.get("from", [])),
         _first_name(summary.addresses.get("to", [])),
     )
-    rows = header_rows(raw)
-    headers_sql = "INSERT INTO message_headers (message_id, name, value) VALUES " + ", ".join(["(?, ?, ?)"] * len(rows))
-    headers_params = [v for name, value in sorted(rows.items()) for v in (message_id, name, value)]
-    if tx.dialect == "postgres":  # one round trip for both rows (a data-modifying WITH)
-        sql = (
-            "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, search_vector) "
-            "VALUES (?, ?, ?, ?, ?, ?, CAST(? AS tsvector))"
-        )
-        params = [message_id, account_id, text, *keys, tsvector(text)]
-        if rows:
-            sql, params = f"WITH s AS ({sql}) {headers_sql}", params + headers_params
-        tx.execute(sql, params)
-        return
-    tx.execute(
-        "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (message_id, account_id, text, *keys),
-    )
-    if rows:
-        tx.execute(headers_sql, headers_params)
+    return IndexRow(text, keys, header_rows(raw), tsvector(text) if dialect == "postgres" else None)
+
+
+def index_messages(tx: Transaction, account_id: str, rows: list[tuple[str, IndexRow]]) -> None:
+    """Index new messages (inside the appending transaction): their search rows and header rows,
+    many per statement. SQLite's FTS triggers index the text; on Postgres the tsvector is written with the row.
+    """
+    headers = [(mid, name, value) for mid, row in rows for name, value in sorted(row.headers.items())]
+    headers_head = "INSERT INTO message_headers (message_id, name, value)"
+    if tx.dialect == "postgres":
+        head = "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, search_vector)"
+        one = "(?, ?, ?, ?, ?, ?, CAST(? AS tsvector))"
+        search_rows = [(mid, account_id, row.text, *row.keys, row.vector or "") for mid, row in rows]
+        if headers and bulk.fits_one([*search_rows, *headers]):
+            # One round trip for both (a data-modifying WITH): the usual case of a delivery.
+            values = ", ".join([one] * len(search_rows))
+            tx.execute(
+                f"WITH s AS ({head} VALUES {values}) {headers_head} VALUES {', '.join(['(?, ?, ?)'] * len(headers))}",
+                [v for r in search_rows for v in r] + [v for r in headers for v in r],
+            )
+            return
+    else:
+        head = "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key)"
+        one = ""
+        search_rows = [(mid, account_id, row.text, *row.keys) for mid, row in rows]
+    bulk.insert(tx, head, search_rows, row=one)
+    bulk.insert(tx, headers_head, headers)

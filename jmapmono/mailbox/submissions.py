@@ -343,7 +343,7 @@ class Submissions:
             strip_bcc(raw),
             local,
             remote,
-            now_ms(),
+            now_ms() // 1000 * 1000,  # whole seconds: sendAt reads as a plain UTCDate, and filters see that value
         )
 
     # -- sending ------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from jmapmono.mailbox import bulk
 from jmapmono.mailbox.model import new_id
 from jmapmono.store import Transaction
 
@@ -48,34 +49,44 @@ def keys_for(
     return ThreadKeys(tuple(ids), subject_key(base_subject))
 
 
-def find(tx: Transaction, account_id: str, keys: ThreadKeys) -> str | None:
-    """The thread a message with ``keys`` belongs to, if one is known."""
-    if not keys.ids:
-        return None
-    marks = ", ".join("?" * len(keys.ids))
-    return tx.value(
-        f"SELECT thread_id FROM thread_keys WHERE account_id = ? AND subject = ? AND msgid IN ({marks}) "
-        "ORDER BY id LIMIT 1",
-        (account_id, keys.subject, *keys.ids),
-    )
-
-
-def assign(tx: Transaction, account_id: str, message_id: str, keys: ThreadKeys) -> tuple[str, bool]:
-    """Thread the new message ``message_id``; return (thread id, whether the thread is new)."""
-    thread_id = find(tx, account_id, keys)
-    is_new = thread_id is None
-    if thread_id is None:
-        thread_id = new_id("T")
-    if keys.ids:
-        params: list[object] = []
-        for msgid in keys.ids:
-            params += [account_id, msgid, keys.subject, thread_id, message_id]
-        tx.execute(
-            "INSERT INTO thread_keys (account_id, msgid, subject, thread_id, message_id) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?)"] * len(keys.ids)),
-            params,
+def _first_rows(tx: Transaction, account_id: str, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
+    """For each wanted (subject, msgid) with stored rows: ((0, id of its oldest row), that row's thread id)."""
+    found: dict[tuple[str, str], tuple] = {}
+    for chunk in bulk.in_chunks(msgid for _, msgid in wanted):
+        rows = tx.query(
+            "SELECT id, msgid, subject, thread_id FROM thread_keys WHERE id IN (SELECT MIN(id) FROM thread_keys "
+            f"WHERE account_id = ? AND msgid IN ({bulk.marks(len(chunk))}) GROUP BY msgid, subject)",
+            (account_id, *chunk),
         )
-    return thread_id, is_new
+        for r in rows:
+            key = (r["subject"], r["msgid"])
+            if key in wanted:
+                found[key] = ((0, int(r["id"])), r["thread_id"])
+    return found
+
+
+def assign_many(tx: Transaction, account_id: str, items: list[tuple[str, ThreadKeys]]) -> list[tuple[str, bool]]:
+    """Thread new messages, in order, as if each were assigned after the one before it had been stored;
+    return (thread id, whether the thread is new) of each.
+
+    One lookup of the stored keys for all of them, then the rule applied in memory: a message joins
+    the thread of the oldest row sharing its subject and one of its ids, stored rows being older than
+    the rows of this batch, and those older in the order of the batch. The rows are then inserted in
+    that order, so that later lookups see the same oldest rows.
+    """
+    wanted = {(keys.subject, msgid) for _, keys in items for msgid in keys.ids}
+    first = _first_rows(tx, account_id, wanted) if wanted else {}
+    out: list[tuple[str, bool]] = []
+    rows: list[tuple[str, str, str, str, str]] = []
+    for n, (message_id, keys) in enumerate(items):
+        matches = [first[(keys.subject, msgid)] for msgid in keys.ids if (keys.subject, msgid) in first]
+        thread_id = min(matches)[1] if matches else new_id("T")
+        for msgid in keys.ids:
+            first.setdefault((keys.subject, msgid), ((1, n), thread_id))
+            rows.append((account_id, msgid, keys.subject, thread_id, message_id))
+        out.append((thread_id, not matches))
+    bulk.insert(tx, "INSERT INTO thread_keys (account_id, msgid, subject, thread_id, message_id)", rows)
+    return out
 
 
 def forget(tx: Transaction, message_ids: list[str]) -> None:

@@ -47,8 +47,12 @@ def api() -> Response:
             result = execute(services, principal, parse_request(body))
     except RequestError as e:
         log.info(kv(event="api_refused", user=principal.email, type=e.kind, status=e.status, detail=e.detail))
-        return problem(e)
+        response = problem(e)
     except StoreError as e:
         log.warning(kv(event="api_unavailable", user=principal.email, error=str(e)))
         return unavailable()
-    return Response(dump_response(result), status=200, content_type="application/json")
+    else:
+        response = Response(dump_response(result), status=200, content_type="application/json")
+    # RFC 8620 §3.8: the language of the user-visible strings (descriptions, details): English only.
+    response.headers["Content-Language"] = "en"
+    return response
