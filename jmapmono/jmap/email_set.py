@@ -27,6 +27,7 @@ from jmapmono.jmap.email_create import (
     resolve_mailbox_id,
 )
 from jmapmono.jmap.email_headers import is_header_property, parse_header_property
+from jmapmono.jmap.email_props import EMAIL_PROPERTIES
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.jmap.standard import check_if_in_state, parse_set, reject_unknown_arguments, set_response
@@ -37,35 +38,8 @@ from jmapmono.mailbox.model import MailboxError, MessageUpdate, NewMessage
 log = logging.getLogger(__name__)
 
 SET_ARGUMENTS = ("accountId", "ifInState", "create", "update", "destroy")
-#: Properties an update may name only with their current value.
-_IMMUTABLE = frozenset(
-    [
-        "id",
-        "blobId",
-        "threadId",
-        "size",
-        "receivedAt",
-        "messageId",
-        "inReplyTo",
-        "references",
-        "sender",
-        "from",
-        "to",
-        "cc",
-        "bcc",
-        "replyTo",
-        "subject",
-        "sentAt",
-        "hasAttachment",
-        "preview",
-        "headers",
-        "bodyStructure",
-        "textBody",
-        "htmlBody",
-        "attachments",
-        "bodyValues",
-    ]
-)
+#: Properties an update may name only with their current value: all but keywords and mailboxIds.
+_IMMUTABLE = EMAIL_PROPERTIES - {"keywords", "mailboxIds"}
 
 
 def set_error(e: MailboxError) -> SetError:
