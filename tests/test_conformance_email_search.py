@@ -199,9 +199,15 @@ def test_default_collation_is_unicode_casemap_recommended(services, alice):
 def test_collapse_threads(services, alice):
     """§4.4.3: only the first email of each thread in the sorted list stays, at its own position."""
     inbox = roles(services, alice.account_id)["inbox"]
-    old = mail(services, alice, "From: x@example.com", "Subject: t", "Message-ID: <c1@x>")
-    other = mail(services, alice, "From: x@example.com", "Subject: other")
-    new = mail(services, alice, "From: x@example.com", "Subject: Re: t", "In-Reply-To: <c1@x>")
+
+    def at(second: int, *headers: str) -> str:  # distinct received dates: the order under test is by date
+        raw_message = raw("From: x@example.com", *headers)
+        appended = services.mailboxes.append(alice.account_id, raw_message, [inbox], received_at=second * 1000)
+        return appended.id
+
+    old = at(1_700_000_000, "Subject: t", "Message-ID: <c1@x>")
+    other = at(1_700_000_001, "Subject: other")
+    new = at(1_700_000_002, "Subject: Re: t", "In-Reply-To: <c1@x>")
     for f in ({}, {"inMailbox": inbox}, {"from": "x@"}):
         result = alice.call("Email/query", {"filter": f, "collapseThreads": True, "calculateTotal": True})
         assert (result["ids"], result["total"]) == ([new, other], 2), f
