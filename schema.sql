@@ -250,7 +250,7 @@ CREATE TABLE event_processed (
 CREATE INDEX event_processed_updated ON event_processed(updated_at);
 
 -- ---------------------------------------------------------------------------
--- Outbox relay (jmapmono/events/relay.py). A relay claims a batch of pending
+-- Outbox relay (jmapmono/events/outbox_relay.py). A relay claims a batch of pending
 -- rows for a short lease (claimed_until) before publishing them outside any
 -- transaction, so several relays (nodes, workers) share the work; a relay that
 -- dies leaves its claim to lapse and another publishes the rows (at least once).

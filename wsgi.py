@@ -20,12 +20,12 @@ from jmapmono.events import flow  # noqa: E402
 from jmapmono.log import setup_logging  # noqa: E402
 from jmapmono.push.eventsource import close_all as close_event_streams  # noqa: E402
 from jmapmono.push.ws_session import close_all as close_websockets  # noqa: E402
-from jmapmono.services import Services  # noqa: E402
+from jmapmono.runtime import Runtime  # noqa: E402
 from jmapmono.web.app import create_app  # noqa: E402
 
 config = load_config()
 setup_logging(config.log_level)
-services = Services(config)
+services = Runtime(config)
 app = create_app(services=services)
 event_flow = flow.start(services)
 

@@ -31,7 +31,7 @@ from jmapmono.config import load_config
 from jmapmono.mailbox import manager as manager_module
 from jmapmono.mailbox import messages as messages_module
 from jmapmono.mailbox.model import NewMessage
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.store import load
 from jmapmono.store.postgres import PostgresTransaction
 from jmapmono.store.sqlite import SQLiteTransaction
@@ -124,7 +124,7 @@ def run_backend(backend: str, figures: common.Figures, n: int, batch: int, deliv
         )
         db = load(config)
         try:
-            services = Services(config, db)
+            services = Runtime(config, db)
             user, _ = services.accounts.create_user("alice@example.org", common.PASSWORD)
             mgr, acc = services.mailboxes, user.account_id
             inbox = mgr.mailbox_by_role(acc, "inbox").id

@@ -31,7 +31,7 @@ from common import HttpClient, basic, method_result  # noqa: E402
 
 from jmapmono.config import load_config  # noqa: E402
 from jmapmono.mailbox.model import NewMessage  # noqa: E402
-from jmapmono.services import Services  # noqa: E402
+from jmapmono.runtime import Runtime  # noqa: E402
 
 USER = "alice@example.org"
 BATCH = 250
@@ -53,7 +53,7 @@ def conversation(thread: int, k: int, to: str) -> bytes:
     return (headers + body).encode()
 
 
-def populate(services: Services, account: str, inbox: str, count: int) -> float:
+def populate(services: Runtime, account: str, inbox: str, count: int) -> float:
     """Fill the inbox with ``count`` messages in conversations; messages per second."""
     rng = random.Random(8621)
     items: list[NewMessage] = []
@@ -74,7 +74,7 @@ def populate(services: Services, account: str, inbox: str, count: int) -> float:
 
 def prepare(backend: str, url: str, work, count: int, figures: common.Figures) -> str:
     """Fill the database; the Email state the away client knew (before the last changes)."""
-    services = Services(load_config(common.jmapmono_env(url, work / "data")))
+    services = Runtime(load_config(common.jmapmono_env(url, work / "data")))
     try:
         user, _ = services.accounts.create_user(USER, common.PASSWORD)
         account = user.account_id

@@ -28,7 +28,7 @@ import gevent.event  # noqa: E402
 from jmapmono.config import load_config  # noqa: E402
 from jmapmono.events import flow as event_flow  # noqa: E402
 from jmapmono.events.bus import Event  # noqa: E402
-from jmapmono.services import Services  # noqa: E402
+from jmapmono.runtime import Runtime  # noqa: E402
 
 SLOW_POLL = 60.0
 USER = "alice@example.org"
@@ -61,7 +61,7 @@ class Pushes:
 def measure(figures: common.Figures, backend: str, url: str, work, samples: int) -> None:
     env = common.jmapmono_env(url, work / "data")
     config = load_config(env)
-    services = Services(config)
+    services = Runtime(config)
     user, _ = services.accounts.create_user(USER, common.PASSWORD)
     flow = event_flow.start(services, poll_interval=SLOW_POLL)
     pushes = Pushes()

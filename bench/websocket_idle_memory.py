@@ -44,10 +44,10 @@ USER, PASSWORD = "bench@example.org", "bench password 1"
 
 
 def serve_jmap(port: int, takeover: bool) -> None:
+    from jmapmono.cli.serve import make_http_server
     from jmapmono.config import load_config
     from jmapmono.events import flow
-    from jmapmono.server import make_http_server
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
     from jmapmono.web.app import create_app
 
     if takeover:  # what a default permessage-deflate keeps: both zlib contexts, 15-bit windows
@@ -60,7 +60,7 @@ def serve_jmap(port: int, takeover: bool) -> None:
     config = load_config(
         {"JMAPMONO_DATA_DIR": data, "PORT": str(port), "JMAPMONO_LMTP_LISTEN": "off", "JMAPMONO_LOG_LEVEL": "WARNING"}
     )
-    services = Services(config)
+    services = Runtime(config)
     services.accounts.create_user(USER, PASSWORD)
     flow.start(services)
     server = make_http_server(create_app(services=services), "127.0.0.1", port)
@@ -69,8 +69,8 @@ def serve_jmap(port: int, takeover: bool) -> None:
 
 def serve_wsproto_echo(port: int) -> None:
     """jmapmono's transport alone: accept, then echo every message."""
+    from jmapmono.cli.serve import make_http_server
     from jmapmono.push.ws_connection import TOO_LARGE, WebSocket, accept
-    from jmapmono.server import make_http_server
 
     def app(environ, start_response):
         response, connection, deflate = accept(environ, "jmap", True)
@@ -90,7 +90,7 @@ def serve_flask_sock_echo(port: int) -> None:
     from flask import Flask
     from flask_sock import Sock
 
-    from jmapmono.server import make_http_server
+    from jmapmono.cli.serve import make_http_server
 
     app = Flask("echo")
     app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": ["jmap"]}

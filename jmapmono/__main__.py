@@ -2,6 +2,6 @@
 
 import sys
 
-from jmapmono.entry import main
+from jmapmono.main import main
 
 sys.exit(main())

@@ -140,9 +140,9 @@ def db(config: Config) -> Iterator[Database]:
 
 @pytest.fixture
 def services(config: Config, db: Database):
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
-    s = Services(config, db)
+    s = Runtime(config, db)
     yield s
 
 

@@ -14,11 +14,11 @@ import requests
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
+from jmapmono.cli.serve import make_http_server
 from jmapmono.jmap import registry
 from jmapmono.jmap.api import request_guard
 from jmapmono.jmap.registry import CORE
-from jmapmono.server import make_http_server
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.web.app import create_app
 
 ERR = "urn:ietf:params:jmap:error:"
@@ -224,9 +224,9 @@ def test_too_many_calls_is_a_limit_error(client, services, alice):
     assert body["limit"] == "maxCallsInRequest"
 
 
-def small_request_limit_app(services: Services, size: int = 4096):
+def small_request_limit_app(services: Runtime, size: int = 4096):
     config = services.config.with_overrides(limits=replace(services.config.limits, max_size_request=size))
-    return create_app(services=Services(config, services.db))
+    return create_app(services=Runtime(config, services.db))
 
 
 def test_oversize_body_is_refused_from_content_length(services, alice):

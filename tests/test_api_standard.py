@@ -1,7 +1,7 @@
 """The standard-method helpers (RFC 8620 §5) through a tiny test-only data type, ``Widget``.
 
 ``Widget`` keeps its records in memory and is registered for each test, then removed: it exists
-only to drive ``jmapmono.jmap.standard`` through real requests, on both backends.
+only to drive ``jmapmono.jmap.method_args`` through real requests, on both backends.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from dataclasses import replace
 
 import pytest
 
-from jmapmono.jmap import registry, standard
+from jmapmono.jmap import method_args as standard
+from jmapmono.jmap import registry
 from jmapmono.jmap.api import evaluate_pointer
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import CORE
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.web.app import create_app
 
 CAP = "urn:jmapmono:test:widgets"
@@ -132,7 +133,7 @@ def alice(services):
 def call(services, alice, widgets):
     """Run method calls as Alice on an app whose maxObjectsInGet and maxObjectsInSet are 3."""
     limits = replace(services.config.limits, max_objects_in_get=3, max_objects_in_set=3)
-    client = create_app(services=Services(services.config.with_overrides(limits=limits), services.db)).test_client()
+    client = create_app(services=Runtime(services.config.with_overrides(limits=limits), services.db)).test_client()
     auth = {"Authorization": "Basic " + base64.b64encode(f"{alice.email}:{PASSWORD}".encode()).decode()}
 
     def run(*calls) -> list:

@@ -17,7 +17,7 @@ import pytest
 
 from jmapmono.accounts import passwords
 from jmapmono.accounts.authn import Authenticator, RateLimited, Unauthenticated, authenticate_headers
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.web.app import create_app
 
 URL = "/jmap/app-passwords"
@@ -49,8 +49,8 @@ def kdf_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.fixture
 def limited(config, db):
-    """Services and a test client with a failed-login limit of LIMIT per minute."""
-    services = Services(config.with_overrides(login_failures_per_minute=LIMIT), db)
+    """Runtime and a test client with a failed-login limit of LIMIT per minute."""
+    services = Runtime(config.with_overrides(login_failures_per_minute=LIMIT), db)
     return services, create_app(services=services).test_client()
 
 
@@ -129,7 +129,7 @@ def test_user_deletion_invalidates_cached_credentials_at_once(services, client, 
 
 
 def test_cache_disabled_when_seconds_is_zero(config, db, kdf_calls):
-    services = Services(config.with_overrides(auth_cache_seconds=0), db)
+    services = Runtime(config.with_overrides(auth_cache_seconds=0), db)
     services.accounts.create_user("alice@example.org", "correct horse")
     for _ in range(2):
         authenticate_headers(services, basic("alice@example.org", "correct horse"), "192.0.2.1")
@@ -309,7 +309,7 @@ def test_success_does_not_reset_another_clients_counter(limited):
 
 def test_window_slides_and_errors_are_typed_outside_flask(config, db):
     now = [1000.0]
-    services = Services(config.with_overrides(login_failures_per_minute=2), db)
+    services = Runtime(config.with_overrides(login_failures_per_minute=2), db)
     services.accounts.create_user("alice@example.org", "correct horse")
     auth = Authenticator(services, clock=lambda: now[0])
     for _ in range(2):

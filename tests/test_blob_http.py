@@ -19,7 +19,7 @@ from werkzeug.http import parse_options_header
 from jmapmono.accounts.users import AccountAccess
 from jmapmono.jmap import registry
 from jmapmono.mailbox.blobs import blob_id_for
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.store import StoreError
 from jmapmono.web.app import create_app
 from jmapmono.web.blobs import upload_slots
@@ -42,7 +42,7 @@ class Http:
 
     def __init__(self, config, db, **limits) -> None:
         config = config.with_overrides(limits=dataclasses.replace(config.limits, **limits))
-        self.services = Services(config, db)
+        self.services = Runtime(config, db)
         self.app = create_app(services=self.services)
         self.server = WSGIServer(("127.0.0.1", 0), self.app, log=None, error_log=None)
         self.server.start()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jmapmono.accounts.principal import Principal
-from jmapmono.accounts.users import AccountAccess, now_ms
+from jmapmono.accounts.users import AccountAccess
+from jmapmono.clock import now_ms
 from jmapmono.jmap.blob import blob_copy
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.registry import CORE, METHODS, Invocation

@@ -145,7 +145,7 @@ def test_bad_configuration_exit_78():
 
 def test_delivering_processes_sync_every_commit(config):
     """Mail acknowledged to the MTA must survive a power loss: SQLite's synchronous=FULL (2) there."""
-    from jmapmono.mailbox.commands import delivery_services
+    from jmapmono.cli.mail import delivery_services
 
     services = delivery_services(config)
     try:

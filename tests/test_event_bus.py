@@ -12,8 +12,9 @@ import gevent
 import gevent.event
 import pytest
 
+from jmapmono.clock import now_ms
 from jmapmono.events.bus import Event, EventBus
-from jmapmono.events.deadletters import Claim, DeadLetterStore, ProcessedIds, now_ms
+from jmapmono.events.deadletters import Claim, DeadLetterStore, ProcessedIds
 from jmapmono.store import Database, StoreError
 
 MEMORY = "memory://localhost/"
@@ -404,9 +405,9 @@ def test_stop_holds_when_a_kill_surfaces_as_a_store_error(make_bus, db):
 
 
 def test_services_build_both_buses_and_close_stops_them(config, db):
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
-    services = Services(config, db)
+    services = Runtime(config, db)
     mailbox, jmap = services.mailbox_bus, services.jmap_bus
     assert (mailbox.name, jmap.name) == ("mailbox", "jmap")
     assert mailbox.broker_url == jmap.broker_url == config.broker_url

@@ -23,9 +23,9 @@ import pytest
 
 from jmapmono.events import flow as event_flow
 from jmapmono.events.bus import Event, EventBus
-from jmapmono.events.change_listener import to_jmap, user_key
 from jmapmono.events.doorbell import doorbell_dir, ring
 from jmapmono.mailbox.model import NewMessage
+from jmapmono.push.change_listener import to_jmap, user_key
 from tests.support.servers import free_port, wait_for_port
 from tests.test_lmtp import jmapmono_env, start_lmtp
 

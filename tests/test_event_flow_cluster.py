@@ -1,6 +1,6 @@
 """Two nodes on one Postgres and a real RabbitMQ: the event flow as a cluster.
 
-Each node is a Services object with its own database pool and bus connections, running the whole
+Each node is a Runtime object with its own database pool and bus connections, running the whole
 flow (relay, MailboxChangeListener, both buses). A delivery through node A reaches a key listener on
 node B; the MailboxChangeListener runs once per event across the cluster; with the broker stopped,
 events pile up in the outbox and all go through once it is back, and node B's listener ends up with
@@ -17,7 +17,7 @@ import pytest
 from jmapmono.events import flow as event_flow
 from jmapmono.events.bus import EventBus
 from jmapmono.mailbox import changes
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.store import open_database
 from tests.test_event_flow import Pushes, message, wait_for
 
@@ -32,13 +32,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def start_node(config, rabbitmq) -> Iterator[Callable[[], event_flow.Flow]]:
-    """Start a node: its own Services (pool, buses on this test's exchanges), running the flow."""
+    """Start a node: its own Runtime (pool, buses on this test's exchanges), running the flow."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     node_config = config.with_overrides(broker_url=rabbitmq.url)
     flows: list[event_flow.Flow] = []
 
     def start() -> event_flow.Flow:
-        node = Services(node_config, open_database(node_config.database_url))
+        node = Runtime(node_config, open_database(node_config.database_url))
         node.__dict__["mailbox_bus"] = EventBus(f"{prefix}-mailbox", rabbitmq.url, node.db, **FAST_BUS)
         node.__dict__["jmap_bus"] = EventBus(f"{prefix}-jmap", rabbitmq.url, node.db, **FAST_BUS)
         running = event_flow.start(node, poll_interval=0.2)

@@ -18,14 +18,13 @@ import gevent
 import pytest
 import requests
 
+from jmapmono.cli.serve import make_http_server
 from jmapmono.events import flow as event_flow
 from jmapmono.events.event import Event
 from jmapmono.mailbox.changes import token
-from jmapmono.push import eventsource
-from jmapmono.push import state as push_state
+from jmapmono.push import eventsource, push_state
 from jmapmono.push.channel import user_key
 from jmapmono.push.eventsource import ParameterError, parse_params
-from jmapmono.server import make_http_server
 from tests.support.jmap import PASSWORD, basic_auth
 from tests.support.servers import free_port, wait_for_port
 

@@ -65,8 +65,8 @@ def test_create_then_get_changes_and_push_event(alice, services):
     assert event["states"] == {"Identity": out["newState"]}
     assert event["changes"]["Identity"]["created"] == [created["id"]]
     # What push makes of it: a StateChange for the account with the new Identity state.
-    from jmapmono.events.change_listener import to_jmap
-    from jmapmono.events.relay import to_event
+    from jmapmono.events.outbox_relay import to_event
+    from jmapmono.push.change_listener import to_jmap
 
     push, keys = to_jmap(to_event(1, json.dumps(event)))
     assert keys == [alice.account_id]

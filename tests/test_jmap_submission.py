@@ -5,8 +5,8 @@ implicit Email/set of onSuccessUpdateEmail/onSuccessDestroyEmail, /get, /changes
 import pytest
 
 from jmapmono.config import ConfigError, load_config
-from jmapmono.mailbox.relay import format_reply
-from jmapmono.mailbox.submissions import MAX_RECIPIENTS, strip_bcc
+from jmapmono.sending.smarthost import format_reply
+from jmapmono.sending.submissions import MAX_RECIPIENTS, strip_bcc
 from tests.support.jmap import JmapClient
 from tests.support.smtp_sink import SmtpSink
 

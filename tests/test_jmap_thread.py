@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.web.app import create_app
 from tests.support.jmap import JmapClient
 
@@ -67,7 +67,7 @@ def test_ids_null_properties_and_argument_errors(services, alice):
 def test_ids_null_over_max_objects_in_get_is_too_large(services, alice):
     threads = [services.mailboxes.deliver("alice@example.org", raw(f"s{i}", f"{i}@x")).thread_id for i in range(3)]
     limits = replace(services.config.limits, max_objects_in_get=2)
-    small = Services(services.config.with_overrides(limits=limits), services.db)
+    small = Runtime(services.config.with_overrides(limits=limits), services.db)
     client = JmapClient(create_app(services=small).test_client(), alice.email, alice.account_id)
     assert client.error("Thread/get", {"ids": None})["type"] == "requestTooLarge"
     assert len(client.call("Thread/get", {"ids": threads[:2]})["list"]) == 2

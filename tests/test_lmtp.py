@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from jmapmono.entry import needs_gevent
-from jmapmono.mailbox.lmtp import enhanced, trace_headers
+from jmapmono.intake.lmtp import enhanced, trace_headers
+from jmapmono.main import needs_gevent
 from jmapmono.store import open_database
 from jmapmono.store.migrations import migrate
 from tests.support.lmtp_client import LMTPClient, dot_stuff
@@ -311,9 +311,9 @@ def test_database_down_after_rcpt_gets_451_per_recipient_then_retry_delivers_onc
         migrate(db)
         db.close()
         from jmapmono.config import load_config
-        from jmapmono.services import Services
+        from jmapmono.runtime import Runtime
 
-        services = Services(load_config({"DATABASE_URL": url, "JMAPMONO_DATA_DIR": str(tmp_path)}))
+        services = Runtime(load_config({"DATABASE_URL": url, "JMAPMONO_DATA_DIR": str(tmp_path)}))
         services.accounts.create_user("alice@example.org")
         services.accounts.create_user("bob@example.org")
         services.close()
@@ -388,7 +388,7 @@ def test_only_lmtp_and_deliver_run_without_gevent():
 def test_lmtp_refuses_to_run_in_a_gevent_patched_process(tmp_path):
     code = (
         "from gevent import monkey; monkey.patch_all()\n"
-        "from jmapmono.cli import main\n"
+        "from jmapmono.cli.main import main\n"
         "raise SystemExit(main(['lmtp', '--listen', '127.0.0.1:1']))\n"
     )
     env = jmapmono_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", tmp_path / "data")

@@ -9,8 +9,9 @@ from collections import Counter
 
 import pytest
 
-from jmapmono.mailbox import bulk, counts
+from jmapmono.mailbox import counts
 from jmapmono.mailbox.model import NewMessage
+from jmapmono.store import multirow
 from jmapmono.store.postgres import PostgresTransaction
 from jmapmono.store.sqlite import SQLiteTransaction
 
@@ -118,9 +119,9 @@ def snapshot(services, account_id: str, appended: list) -> dict:
 def limits(request, monkeypatch) -> str:
     """The default statement limits, or limits so small that every table takes several statements."""
     if request.param != "default":
-        monkeypatch.setattr(bulk, "MAX_PARAMS", 12)
-        monkeypatch.setattr(bulk, "MAX_BYTES", 300)
-        monkeypatch.setattr(bulk, "IN_CHUNK", 2)
+        monkeypatch.setattr(multirow, "MAX_PARAMS", 12)
+        monkeypatch.setattr(multirow, "MAX_BYTES", 300)
+        monkeypatch.setattr(multirow, "IN_CHUNK", 2)
     return request.param
 
 
@@ -214,11 +215,11 @@ def test_statements_do_not_grow_with_the_number_of_messages(services, alice, mon
 
 def test_row_chunks_respect_both_limits_and_keep_order(monkeypatch):
     rows = [("a" * 10, n) for n in range(10)] + [("b" * 100, 99)] + [("c", n) for n in range(5)]
-    chunks = list(bulk.row_chunks(rows, max_params=6, max_bytes=35))
+    chunks = list(multirow.row_chunks(rows, max_params=6, max_bytes=35))
     assert [r for c in chunks for r in c] == rows
     assert all(len(c) * 2 <= 6 for c in chunks)
     assert all(sum(len(r[0]) for r in c) <= 35 or len(c) == 1 for c in chunks)  # an oversized row goes alone
     assert [len(c) for c in chunks] == [3, 3, 3, 1, 1, 3, 2]
-    monkeypatch.setattr(bulk, "MAX_PARAMS", 6)
-    assert bulk.fits_one(rows[:3]) and not bulk.fits_one(rows[:4])
-    assert list(bulk.in_chunks(["b", "a", "b", "c"], 2)) == [["a", "b"], ["c"]]
+    monkeypatch.setattr(multirow, "MAX_PARAMS", 6)
+    assert multirow.fits_one(rows[:3]) and not multirow.fits_one(rows[:4])
+    assert list(multirow.in_chunks(["b", "a", "b", "c"], 2)) == [["a", "b"], ["c"]]

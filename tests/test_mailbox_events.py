@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from jmapmono.mailbox import changes, outbox
+from jmapmono.events import outbox
+from jmapmono.mailbox import changes
 from jmapmono.mailbox.model import AlreadyExists, MessageUpdate, NewMessage
 
 

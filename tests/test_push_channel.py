@@ -4,7 +4,7 @@ import gevent
 import pytest
 
 from jmapmono.events.event import Event
-from jmapmono.push import state as push_state
+from jmapmono.push import push_state
 from jmapmono.push.channel import PushChannel, user_key
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jmapmono.mailbox.mime_tree import parse_mime
-from jmapmono.mailbox.vacation import VacationSettings, build_reply, skip_reason
+from jmapmono.sending.vacation import VacationSettings, build_reply, skip_reason
 from tests.support.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -374,7 +374,7 @@ def test_each_state_change_is_pushed_from_one_node_of_a_cluster(services, alice,
     import uuid
 
     from jmapmono.events.bus import EventBus
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
     from jmapmono.store import open_database
 
     subscribe(alice, receiver, "/p")
@@ -385,7 +385,7 @@ def test_each_state_change_is_pushed_from_one_node_of_a_cluster(services, alice,
     nodes: list[event_flow.Flow] = []
     try:
         for _ in range(2):
-            node = Services(node_config, open_database(node_config.database_url))
+            node = Runtime(node_config, open_database(node_config.database_url))
             for name in ("mailbox", "jmap"):
                 node.__dict__[f"{name}_bus"] = EventBus(f"{prefix}-{name}", rabbitmq.url, node.db, retry_backoff=0.01)
             nodes.append(event_flow.start(node, poll_interval=0.2))

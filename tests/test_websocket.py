@@ -194,11 +194,11 @@ def test_ticket_is_single_use_and_needs_an_allowed_origin(server):
 def test_ticket_from_one_node_works_on_another_and_is_stored_hashed(server, config):
     other_db = open_database(config.database_url)  # a second process's own connection to the same database
     try:
-        from jmapmono.services import Services
+        from jmapmono.runtime import Runtime
         from tests.support.ws_client import WsServer
 
         node = server.services.config.with_overrides(port=0, base_url=server.url)  # same public URL, own port
-        other = WsServer(Services(node, other_db))
+        other = WsServer(Runtime(node, other_db))
         try:
             ticket = get_ticket(server, basic("alice@example.org"))
             with server.services.db.read() as tx:

@@ -16,7 +16,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from jmapmono.accounts.users import Accounts, User, now_ms
+from jmapmono.accounts.users import Accounts, User
+from jmapmono.clock import now_ms
 from jmapmono.log import kv
 from jmapmono.store import Database, StoreError
 

@@ -39,7 +39,7 @@ from jmapmono.accounts.users import User
 from jmapmono.log import kv
 
 if TYPE_CHECKING:
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.auth")
 
@@ -141,9 +141,9 @@ def _principal(user: User, app_password_id: str | None = None) -> Principal:
 
 
 class Authenticator:
-    """Per-process authentication state (credential cache, failure limiters) over one Services."""
+    """Per-process authentication state (credential cache, failure limiters) over one Runtime."""
 
-    def __init__(self, services: Services, clock=time.monotonic) -> None:
+    def __init__(self, services: Runtime, clock=time.monotonic) -> None:
         config = services.config
         self.accounts = services.accounts
         self.app_passwords = AppPasswords(services.db, services.accounts)
@@ -252,11 +252,11 @@ def _ms(started: float) -> str:
     return f"{(time.monotonic() - started) * 1000:.1f}"
 
 
-_authenticators: weakref.WeakKeyDictionary[Services, Authenticator] = weakref.WeakKeyDictionary()
+_authenticators: weakref.WeakKeyDictionary[Runtime, Authenticator] = weakref.WeakKeyDictionary()
 _authenticators_lock = threading.Lock()
 
 
-def authenticator(services: Services) -> Authenticator:
+def authenticator(services: Runtime) -> Authenticator:
     """The one Authenticator of ``services`` (created on first use)."""
     with _authenticators_lock:
         auth = _authenticators.get(services)
@@ -265,6 +265,6 @@ def authenticator(services: Services) -> Authenticator:
         return auth
 
 
-def authenticate_headers(services: Services, authorization: str | None, remote_addr: str | None) -> Principal:
+def authenticate_headers(services: Runtime, authorization: str | None, remote_addr: str | None) -> Principal:
     """Authenticate a request from its ``Authorization`` header and client address (any front end)."""
     return authenticator(services).authenticate(authorization, remote_addr)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from jmapmono.clock import now_ms
 from jmapmono.config import Config
 from jmapmono.store import Database, Transaction
 
@@ -57,10 +57,6 @@ class AccountAccess:
     is_read_only: bool = False
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def normalize_email(email: str) -> str:
     email = email.strip().lower()
     if not EMAIL_RE.match(email):
@@ -84,7 +80,7 @@ def _user(row: dict) -> User:
 
 def _access_changed(tx: Transaction, owner: User, delegate_id: int, granted: bool) -> None:
     """Write the ``AccessChanged`` event into the outbox of ``tx`` (push re-registers the delegate's accounts)."""
-    from jmapmono.mailbox import outbox  # the mailbox layer imports this module
+    from jmapmono.events import outbox  # the mailbox layer imports this module
     from jmapmono.mailbox.events import AccessChanged
 
     event = AccessChanged(

@@ -15,16 +15,12 @@ pruned after a retention period.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from enum import Enum
 
+from jmapmono.clock import now_ms
 from jmapmono.events.event import Event
 from jmapmono.store import Database, Row
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)

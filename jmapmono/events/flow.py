@@ -29,33 +29,33 @@ from typing import TYPE_CHECKING, Any
 import gevent
 
 from jmapmono.events.bus import Event
-from jmapmono.events.change_listener import ACCESS_CHANGED, STATE_CHANGE, MailboxChangeListener
-from jmapmono.events.relay import Relay
+from jmapmono.events.outbox import MAILBOX_BUS
+from jmapmono.events.outbox_relay import OutboxRelay
 from jmapmono.log import kv
-from jmapmono.mailbox.outbox import MAILBOX_BUS
 from jmapmono.push import webpush
+from jmapmono.push.change_listener import ACCESS_CHANGED, STATE_CHANGE, MailboxChangeListener
 
 if TYPE_CHECKING:
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.events.flow")
 
 #: How often the flow looks for a reconnection of the JMAP bus (seconds).
 RECONNECT_CHECK = 0.1
 
-#: The flow running for each Services object (one at most).
-_RUNNING: weakref.WeakKeyDictionary[Services, Flow] = weakref.WeakKeyDictionary()
+#: The flow running for each Runtime object (one at most).
+_RUNNING: weakref.WeakKeyDictionary[Runtime, Flow] = weakref.WeakKeyDictionary()
 
 
 class Flow:
     """A running event flow; call it (or :meth:`stop`) to stop it."""
 
-    def __init__(self, services: Services, **relay_options: Any) -> None:
+    def __init__(self, services: Runtime, **relay_options: Any) -> None:
         self.services = services
         self.mailbox_bus = services.mailbox_bus
         self.jmap_bus = services.jmap_bus
         self.listener = MailboxChangeListener(self.jmap_bus)
-        self.relay = Relay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
+        self.relay = OutboxRelay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
         self.webpush = webpush.sender(services)  # a group listener on the JMAP bus (push subscriptions)
         self._watcher: gevent.Greenlet | None = None
         self._stopped = False
@@ -140,8 +140,8 @@ def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
 
 
-def start(services: Services, **relay_options: Any) -> Flow:
-    """Start the event flow for ``services`` (once per Services); returns the running Flow (callable: stop)."""
+def start(services: Runtime, **relay_options: Any) -> Flow:
+    """Start the event flow for ``services`` (once per Runtime); returns the running Flow (callable: stop)."""
     if services in _RUNNING:
         raise RuntimeError("the event flow is already running for these services")
     flow = Flow(services, **relay_options)
@@ -153,6 +153,6 @@ def start(services: Services, **relay_options: Any) -> Flow:
         raise
 
 
-def running(services: Services) -> Flow | None:
+def running(services: Runtime) -> Flow | None:
     """The flow started for ``services``, if any."""
     return _RUNNING.get(services)

@@ -26,7 +26,8 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from jmapmono.events.deadletters import Claim, DeadLetterStore, ProcessedIds, now_ms
+from jmapmono.clock import now_ms
+from jmapmono.events.deadletters import Claim, DeadLetterStore, ProcessedIds
 from jmapmono.events.event import Event
 from jmapmono.log import kv
 from jmapmono.store import Database, StoreError

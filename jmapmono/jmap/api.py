@@ -37,7 +37,7 @@ from jmapmono.store import StoreError
 
 if TYPE_CHECKING:
     from jmapmono.accounts.principal import Principal
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.api")
 
@@ -207,11 +207,11 @@ class ConcurrencyGuard:
                     del self._counts[key]
 
 
-_guards: weakref.WeakKeyDictionary[Services, ConcurrencyGuard] = weakref.WeakKeyDictionary()
+_guards: weakref.WeakKeyDictionary[Runtime, ConcurrencyGuard] = weakref.WeakKeyDictionary()
 _guards_lock = threading.Lock()
 
 
-def request_guard(services: Services) -> ConcurrencyGuard:
+def request_guard(services: Runtime) -> ConcurrencyGuard:
     """The per-process maxConcurrentRequests guard of ``services`` (shared by HTTP and WebSocket)."""
     with _guards_lock:
         guard = _guards.get(services)
@@ -316,7 +316,7 @@ def _check_account(session: Session, spec: MethodSpec, args: dict[str, Any]) -> 
 class _Run:
     """The state of one request while its calls execute."""
 
-    def __init__(self, services: Services, principal: Principal, request: dict[str, Any], session: Session) -> None:
+    def __init__(self, services: Runtime, principal: Principal, request: dict[str, Any], session: Session) -> None:
         self.services = services
         self.principal = principal
         self.session = session
@@ -357,7 +357,7 @@ class _Run:
         return [[name, result, call_id], *([n, a, c] for n, a, c in inv.extra_responses)]
 
 
-def execute(services: Services, principal: Principal, request: dict[str, Any]) -> dict[str, Any]:
+def execute(services: Runtime, principal: Principal, request: dict[str, Any]) -> dict[str, Any]:
     """Run a parsed Request for ``principal``; return the Response object (§3.4)."""
     started = time.monotonic()
     unknown = [u for u in request["using"] if u not in registry.CAPABILITIES]

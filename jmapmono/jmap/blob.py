@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from jmapmono.jmap.errors import MethodError, SetError, invalid_arguments
+from jmapmono.jmap.method_args import reject_unknown_arguments
 from jmapmono.jmap.registry import CORE, Invocation, method
-from jmapmono.jmap.standard import reject_unknown_arguments
 from jmapmono.log import kv
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ from jmapmono.jmap.email_props import (
     render,
 )
 from jmapmono.jmap.errors import MethodError
-from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import (
+from jmapmono.jmap.method_args import (
     GetArgs,
     arg_id_list,
     changes_response,
@@ -28,6 +27,7 @@ from jmapmono.jmap.standard import (
     parse_changes,
     reject_unknown_arguments,
 )
+from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import CannotCalculateChanges
 from jmapmono.mailbox.mime_tree import MimeMessage, parse_mime

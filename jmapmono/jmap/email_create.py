@@ -20,8 +20,8 @@ from typing import Any
 
 from jmapmono.jmap.email_headers import CONVENIENCE, is_header_property, parse_header_property
 from jmapmono.jmap.errors import MethodError, SetError
+from jmapmono.jmap.method_args import is_id
 from jmapmono.jmap.registry import Invocation
-from jmapmono.jmap.standard import is_id
 from jmapmono.mailbox import compose
 from jmapmono.mailbox.model import MailboxError, normalize_keyword
 

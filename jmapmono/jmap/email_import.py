@@ -26,8 +26,7 @@ from jmapmono.jmap.email_create import (
 )
 from jmapmono.jmap.email_set import created_record, email_set, set_error
 from jmapmono.jmap.errors import MethodError, SetError
-from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import (
+from jmapmono.jmap.method_args import (
     arg_bool,
     arg_id,
     arg_object,
@@ -38,8 +37,9 @@ from jmapmono.jmap.standard import (
     is_id,
     reject_unknown_arguments,
 )
+from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.log import kv
-from jmapmono.mailbox.batch import StateMismatch
+from jmapmono.mailbox.mailbox_plan import StateMismatch
 from jmapmono.mailbox.mime_fields import parse_date
 from jmapmono.mailbox.mime_tree import MimeMessage, parse_mime
 from jmapmono.mailbox.model import Message, NewMessage

@@ -16,8 +16,8 @@ from typing import Any
 
 from jmapmono.jmap.email_props import DEFAULT_PARSE_PROPERTIES, FETCH_ARGUMENTS, parse_fetch, render
 from jmapmono.jmap.errors import MethodError
+from jmapmono.jmap.method_args import arg, invalid, is_id, reject_unknown_arguments
 from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import arg, invalid, is_id, reject_unknown_arguments
 from jmapmono.log import kv
 from jmapmono.mailbox.mime_tree import MimeMessage, parse_mime
 

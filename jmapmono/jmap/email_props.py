@@ -24,7 +24,7 @@ from jmapmono.jmap.email_headers import (
     parse_header_property,
 )
 from jmapmono.jmap.errors import MethodError
-from jmapmono.jmap.standard import arg_bool, arg_unsigned_int, invalid
+from jmapmono.jmap.method_args import arg_bool, arg_unsigned_int, invalid
 from jmapmono.mailbox.mime import DATE_OFFSET, EMPTY_ADDRESS_LIST
 from jmapmono.mailbox.mime_fields import offset_date, utc_date
 from jmapmono.mailbox.mime_tree import MimeMessage

@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jmapmono.jmap.errors import MethodError
-from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import (
+from jmapmono.jmap.method_args import (
     QueryArgs,
     arg_bool,
     arg_id,
@@ -30,6 +29,7 @@ from jmapmono.jmap.standard import (
     query_response,
     reject_unknown_arguments,
 )
+from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import CannotCalculateChanges
 from jmapmono.mailbox.search import parse_terms

@@ -29,10 +29,10 @@ from jmapmono.jmap.email_create import (
 from jmapmono.jmap.email_headers import is_header_property, parse_header_property
 from jmapmono.jmap.email_props import EMAIL_PROPERTIES
 from jmapmono.jmap.errors import MethodError, SetError
+from jmapmono.jmap.method_args import check_if_in_state, parse_set, reject_unknown_arguments, set_response
 from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import check_if_in_state, parse_set, reject_unknown_arguments, set_response
 from jmapmono.log import kv
-from jmapmono.mailbox.batch import StateMismatch
+from jmapmono.mailbox.mailbox_plan import StateMismatch
 from jmapmono.mailbox.model import MailboxError, MessageUpdate, NewMessage
 
 log = logging.getLogger(__name__)

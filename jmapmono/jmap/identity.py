@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jmapmono.jmap import standard as std
+from jmapmono.jmap import method_args as std
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import SUBMISSION, Invocation, method
 from jmapmono.mailbox.changes import CannotCalculateChanges

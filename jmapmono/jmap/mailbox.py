@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from jmapmono.jmap.errors import MethodError
-from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import (
+from jmapmono.jmap.method_args import (
     changes_response,
     check_max_objects_in_get,
     get_response,
@@ -20,6 +19,7 @@ from jmapmono.jmap.standard import (
     parse_get,
     reject_unknown_arguments,
 )
+from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.mailbox.changes import CannotCalculateChanges
 from jmapmono.mailbox.model import Mailbox
 

@@ -18,8 +18,7 @@ from functools import cmp_to_key
 from typing import Any
 
 from jmapmono.jmap.errors import MethodError
-from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import (
+from jmapmono.jmap.method_args import (
     Comparator,
     QueryArgs,
     arg_bool,
@@ -33,6 +32,7 @@ from jmapmono.jmap.standard import (
     query_window,
     reject_unknown_arguments,
 )
+from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.mailbox.changes import CannotCalculateChanges
 from jmapmono.mailbox.model import Mailbox
 

@@ -1,6 +1,6 @@
 """Mailbox/set (RFC 8621 §2.5): one MailboxManager operation, so one transaction and one event per call.
 
-This module turns the JMAP arguments into the batch of the mailbox layer (``jmapmono.mailbox.batch``)
+This module turns the JMAP arguments into the batch of the mailbox layer (``jmapmono.mailbox.mailbox_plan``)
 and its outcome back into a /set response. Property types are checked here (every bad property of a
 record is named at once); the rules that need the mailbox tree (sibling names → alreadyExists, one
 mailbox per role, parent loops and depth, mailboxHasChild, mailboxHasEmail) are decided in the batch.
@@ -15,9 +15,9 @@ from typing import Any
 from jmapmono.jmap.capabilities import MAX_MAILBOX_DEPTH
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.mailbox import PROPERTIES, SERVER_SET, mailbox_json, my_rights
+from jmapmono.jmap.method_args import apply_patch, arg_bool, is_id, parse_set, reject_unknown_arguments, set_response
 from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import apply_patch, arg_bool, is_id, parse_set, reject_unknown_arguments, set_response
-from jmapmono.mailbox.batch import MailboxCreate, MailboxPatch, NewRef, StateMismatch, Target
+from jmapmono.mailbox.mailbox_plan import MailboxCreate, MailboxPatch, NewRef, StateMismatch, Target
 from jmapmono.mailbox.mailboxes import UNCHANGED
 from jmapmono.mailbox.model import Counts, Mailbox, MailboxError
 

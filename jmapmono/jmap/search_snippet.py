@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from jmapmono.jmap.email_query import parse_filter
+from jmapmono.jmap.method_args import arg_id_list, check_max_objects_in_get, parse_query, reject_unknown_arguments
 from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import arg_id_list, check_max_objects_in_get, parse_query, reject_unknown_arguments
 from jmapmono.log import kv
 from jmapmono.mailbox.search import Term, substring_spans, word_spans
 from jmapmono.mailbox.search_query import snippet_sources

@@ -4,7 +4,7 @@ Creating an EmailSubmission sends the email during the call (users of this serve
 others through the SMTP relay); there is no delayed send, so undoStatus is always "final" and an
 update to "canceled" is refused with ``cannotUnsend``. ``onSuccessUpdateEmail`` and
 ``onSuccessDestroyEmail`` run as ONE implicit ``Email/set`` whose response follows this call's in the
-same methodResponses. Checking and sending: :mod:`jmapmono.mailbox.submissions`.
+same methodResponses. Checking and sending: :mod:`jmapmono.sending.submissions`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from jmapmono.jmap import method_args as std
 from jmapmono.jmap import registry
-from jmapmono.jmap import standard as std
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.identity import changes_call, set_error
 from jmapmono.jmap.registry import SUBMISSION, Invocation, method
 from jmapmono.log import kv
 from jmapmono.mailbox.identities import StateMismatch
 from jmapmono.mailbox.model import MailboxError
-from jmapmono.mailbox.submissions import TYPE, Address, Envelope, Submission
+from jmapmono.sending.submissions import TYPE, Address, Envelope, Submission
 from jmapmono.store import StoreError
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import Any
 
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.mailbox import changes_since
+from jmapmono.jmap.method_args import get_response, parse_get, reject_unknown_arguments
 from jmapmono.jmap.registry import MAIL, Invocation, method
-from jmapmono.jmap.standard import get_response, parse_get, reject_unknown_arguments
 
 PROPERTIES = ["id", "emailIds"]
 

@@ -1,19 +1,19 @@
 """VacationResponse/get and VacationResponse/set (RFC 8621 §8).
 
 There is exactly one VacationResponse per account, id "singleton": it cannot be created or destroyed
-(SetError ``singleton``), only updated. The replies it sends: :mod:`jmapmono.mailbox.vacation`.
+(SetError ``singleton``), only updated. The replies it sends: :mod:`jmapmono.sending.vacation`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jmapmono.jmap import standard as std
+from jmapmono.jmap import method_args as std
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import VACATION, Invocation, method
 from jmapmono.jmap.submission import parse_utc_date, utc_date
 from jmapmono.mailbox.identities import StateMismatch
-from jmapmono.mailbox.vacation import SINGLETON, VacationSettings
+from jmapmono.sending.vacation import SINGLETON, VacationSettings
 
 PROPERTIES = ("id", "isEnabled", "fromDate", "toDate", "subject", "textBody", "htmlBody")
 #: JMAP property -> VacationSettings field.

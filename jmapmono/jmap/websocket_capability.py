@@ -12,7 +12,7 @@ from jmapmono.jmap.registry import WEBSOCKET, capability
 
 if TYPE_CHECKING:
     from jmapmono.config import Config
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 WEBSOCKET_PATH = "/jmap/ws"
 
@@ -24,7 +24,7 @@ def websocket_url(config: Config) -> str:
     return ("wss" if scheme.lower() == "https" else "ws") + "://" + rest + WEBSOCKET_PATH
 
 
-def _session_value(services: Services) -> dict[str, Any]:
+def _session_value(services: Runtime) -> dict[str, Any]:
     return {"url": websocket_url(services.config), "supportsPush": True}
 
 

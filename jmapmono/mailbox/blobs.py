@@ -36,11 +36,10 @@ from dataclasses import dataclass
 import gevent
 import psycopg
 
-from jmapmono.accounts.users import now_ms as _now_ms
+from jmapmono.clock import now_ms as _now_ms
 from jmapmono.config import Config
 from jmapmono.log import kv
-from jmapmono.mailbox import bulk
-from jmapmono.store import Database, Transaction
+from jmapmono.store import Database, Transaction, multirow
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ class BlobStore:
         """:meth:`store_bytes` for many blobs, several per statement. ``blobs`` maps each blob id to its bytes
         (hashed by the caller, outside the transaction, with :func:`blob_id_for`)."""
         at = _now_ms()
-        bulk.insert(
+        multirow.insert(
             tx,
             "INSERT INTO blobs (id, size, data, created_at)",
             [(blob_id, len(data), data, at) for blob_id, data in blobs.items()],
@@ -163,7 +162,7 @@ class BlobStore:
         merged: dict[tuple[str, str], str | None] = {}
         for blob_id, ref, type in refs:  # one row per key in a statement: the same outcome as one by one
             merged[(blob_id, ref)] = type if type is not None else merged.get((blob_id, ref))
-        bulk.insert(
+        multirow.insert(
             tx,
             "INSERT INTO blob_refs (account_id, blob_id, ref, type, expires_at)",
             [(account_id, blob_id, ref, type, None) for (blob_id, ref), type in merged.items()],

@@ -20,11 +20,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from jmapmono.accounts.users import now_ms
+from jmapmono.clock import now_ms
 from jmapmono.config import Config
 from jmapmono.log import kv
-from jmapmono.mailbox import bulk
-from jmapmono.store import Database, Transaction
+from jmapmono.store import Database, Transaction, multirow
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,9 @@ def record_all(tx: Transaction, account_id: str, batches: Iterable[Batch]) -> di
         seq += 1
         states[type] = seq
         log_rows.append((account_id, seq, type, object_id, kind, only, at))
-    bulk.insert(tx, "INSERT INTO change_log (account_id, seq, type, object_id, kind, count_only, created_at)", log_rows)
+    multirow.insert(
+        tx, "INSERT INTO change_log (account_id, seq, type, object_id, kind, count_only, created_at)", log_rows
+    )
     tx.execute(
         "INSERT INTO change_states (account_id, type, state, pruned_through) VALUES "
         + ", ".join(["(?, ?, ?, 0)"] * len(states))

@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from jmapmono.mailbox import bulk
 from jmapmono.mailbox.model import Counts
-from jmapmono.store import Transaction
+from jmapmono.store import Transaction, multirow
 
 _CHUNK = 400
 
@@ -48,10 +47,10 @@ class CountDeltas:
         for mailbox_id, threads in sorted(by_mailbox.items()):
             totals = [0, 0, 0, 0]
             current: dict[str, tuple[int, int]] = {}
-            for chunk in bulk.in_chunks(threads):
+            for chunk in multirow.in_chunks(threads):
                 rows = tx.query(
                     "SELECT thread_id, emails, unread FROM mailbox_threads WHERE mailbox_id = ? AND thread_id IN "
-                    f"({bulk.marks(len(chunk))})",
+                    f"({multirow.marks(len(chunk))})",
                     (mailbox_id, *chunk),
                 )
                 current.update({r["thread_id"]: (int(r["emails"]), int(r["unread"])) for r in rows})
@@ -71,12 +70,12 @@ class CountDeltas:
                 totals[1] += unread
                 totals[2] += (new_e > 0) - (old_e > 0)
                 totals[3] += (new_u > 0) - (old_u > 0)
-            for chunk in bulk.in_chunks(emptied):
+            for chunk in multirow.in_chunks(emptied):
                 tx.execute(
-                    f"DELETE FROM mailbox_threads WHERE mailbox_id = ? AND thread_id IN ({bulk.marks(len(chunk))})",
+                    f"DELETE FROM mailbox_threads WHERE mailbox_id = ? AND thread_id IN ({multirow.marks(len(chunk))})",
                     (mailbox_id, *chunk),
                 )
-            bulk.insert(
+            multirow.insert(
                 tx,
                 "INSERT INTO mailbox_threads (mailbox_id, thread_id, emails, unread)",
                 rows_after,

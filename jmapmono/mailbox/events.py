@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from jmapmono.accounts.users import now_ms
+from jmapmono.clock import now_ms
 
 
 def _event_id() -> str:
@@ -152,7 +152,7 @@ class StatesChanged(MailboxEvent):
 class AccessChanged(MailboxEvent):
     """A delegation of ``account_id`` (the owner's account) to another user was granted or revoked.
 
-    Carries no states: push front ends re-read the delegate's accounts (jmapmono/events/change_listener.py).
+    Carries no states: push front ends re-read the delegate's accounts (jmapmono/push/change_listener.py).
     """
 
     owner_user_id: int = 0

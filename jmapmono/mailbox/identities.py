@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jmapmono.accounts.users import Accounts, now_ms
+from jmapmono.accounts.users import Accounts
+from jmapmono.clock import now_ms
 from jmapmono.log import kv
 from jmapmono.mailbox import changes
 from jmapmono.mailbox.events import StatesChanged

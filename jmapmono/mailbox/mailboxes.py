@@ -11,7 +11,8 @@ import logging
 import time
 from typing import Any
 
-from jmapmono.accounts.users import User, now_ms
+from jmapmono.accounts.users import User
+from jmapmono.clock import now_ms
 from jmapmono.log import kv
 from jmapmono.mailbox import messages as msgs
 from jmapmono.mailbox.events import MailboxAdded, MailboxDeleted, MailboxRenamed, MailboxSubscriptionChanged

@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from jmapmono.accounts.users import Accounts, UnknownUser, User, now_ms
+from jmapmono.accounts.users import Accounts, UnknownUser, User
+from jmapmono.clock import now_ms
 from jmapmono.log import kv
 from jmapmono.mailbox import changes
 from jmapmono.mailbox import messages as msgs
-from jmapmono.mailbox.batch import MailboxBatchOps, StateMismatch
 from jmapmono.mailbox.blobs import BlobStore
 from jmapmono.mailbox.events import Added, Expunged, FlagsUpdated, MessagesUpdated, Moved
+from jmapmono.mailbox.mailbox_plan import MailboxBatchOps, StateMismatch
 from jmapmono.mailbox.mailboxes import MailboxOps
 from jmapmono.mailbox.mime import parse_message
 from jmapmono.mailbox.model import (

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jmapmono.accounts.users import now_ms
-from jmapmono.mailbox import bulk, search, threads
+from jmapmono.clock import now_ms
+from jmapmono.mailbox import search, threads
 from jmapmono.mailbox.blobs import BlobStore, blob_id_for
 from jmapmono.mailbox.model import (
     Appended,
@@ -24,7 +24,7 @@ from jmapmono.mailbox.model import (
     new_id,
 )
 from jmapmono.mailbox.mutation import Mutation
-from jmapmono.store import Transaction
+from jmapmono.store import Transaction, multirow
 
 _CHUNK = 400
 _MAX_SEARCH_TEXT = 256 * 1024
@@ -192,9 +192,9 @@ def append_all(
         rows.append((message_id, account_id, p.blob_id, thread_id, len(p.raw), e.received_at, *p.columns, created_at))
         keywords += [(message_id, k) for k in sorted(e.keywords)]
         memberships += [(message_id, mb, e.received_at, thread_id) for mb in sorted(e.mailboxes)]
-    bulk.insert(tx, f"INSERT INTO messages ({_MESSAGE_COLUMNS})", rows)
-    bulk.insert(tx, "INSERT INTO message_keywords (message_id, keyword)", keywords)
-    bulk.insert(tx, "INSERT INTO message_mailboxes (message_id, mailbox_id, received_at, thread_id)", memberships)
+    multirow.insert(tx, f"INSERT INTO messages ({_MESSAGE_COLUMNS})", rows)
+    multirow.insert(tx, "INSERT INTO message_keywords (message_id, keyword)", keywords)
+    multirow.insert(tx, "INSERT INTO message_mailboxes (message_id, mailbox_id, received_at, thread_id)", memberships)
     search.index_messages(tx, account_id, [(i, e.prepared.index) for i, e in new])
     out = []
     for (message_id, e), (thread_id, new_thread) in zip(new, threaded, strict=True):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from jmapmono.mailbox import changes, counts, outbox
+from jmapmono.events import outbox
+from jmapmono.mailbox import changes, counts
 from jmapmono.mailbox.events import MailboxEvent
 from jmapmono.store import Transaction
 

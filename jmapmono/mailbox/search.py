@@ -27,10 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jmapmono.mailbox import bulk
 from jmapmono.mailbox.mime_fields import text_form
 from jmapmono.mailbox.mime_tree import header_fields
-from jmapmono.store import Transaction
+from jmapmono.store import Transaction, multirow
 
 if TYPE_CHECKING:
     from jmapmono.mailbox.messages import Summary
@@ -322,7 +321,7 @@ def index_messages(tx: Transaction, account_id: str, rows: list[tuple[str, Index
         head = "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, search_vector)"
         one = "(?, ?, ?, ?, ?, ?, CAST(? AS tsvector))"
         search_rows = [(mid, account_id, row.text, *row.keys, row.vector or "") for mid, row in rows]
-        if headers and bulk.fits_one([*search_rows, *headers]):
+        if headers and multirow.fits_one([*search_rows, *headers]):
             # One round trip for both (a data-modifying WITH): the usual case of a delivery.
             values = ", ".join([one] * len(search_rows))
             tx.execute(
@@ -334,5 +333,5 @@ def index_messages(tx: Transaction, account_id: str, rows: list[tuple[str, Index
         head = "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key)"
         one = ""
         search_rows = [(mid, account_id, row.text, *row.keys) for mid, row in rows]
-    bulk.insert(tx, head, search_rows, row=one)
-    bulk.insert(tx, headers_head, headers)
+    multirow.insert(tx, head, search_rows, row=one)
+    multirow.insert(tx, headers_head, headers)

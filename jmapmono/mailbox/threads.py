@@ -15,9 +15,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from jmapmono.mailbox import bulk
 from jmapmono.mailbox.model import new_id
-from jmapmono.store import Transaction
+from jmapmono.store import Transaction, multirow
 
 #: At most this many referenced ids count (the nearest ancestors: the end of References).
 MAX_REFERENCES = 50
@@ -52,10 +51,10 @@ def keys_for(
 def _first_rows(tx: Transaction, account_id: str, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
     """For each wanted (subject, msgid) with stored rows: ((0, id of its oldest row), that row's thread id)."""
     found: dict[tuple[str, str], tuple] = {}
-    for chunk in bulk.in_chunks(msgid for _, msgid in wanted):
+    for chunk in multirow.in_chunks(msgid for _, msgid in wanted):
         rows = tx.query(
             "SELECT id, msgid, subject, thread_id FROM thread_keys WHERE id IN (SELECT MIN(id) FROM thread_keys "
-            f"WHERE account_id = ? AND msgid IN ({bulk.marks(len(chunk))}) GROUP BY msgid, subject)",
+            f"WHERE account_id = ? AND msgid IN ({multirow.marks(len(chunk))}) GROUP BY msgid, subject)",
             (account_id, *chunk),
         )
         for r in rows:
@@ -85,7 +84,7 @@ def assign_many(tx: Transaction, account_id: str, items: list[tuple[str, ThreadK
             first.setdefault((keys.subject, msgid), ((1, n), thread_id))
             rows.append((account_id, msgid, keys.subject, thread_id, message_id))
         out.append((thread_id, not matches))
-    bulk.insert(tx, "INSERT INTO thread_keys (account_id, msgid, subject, thread_id, message_id)", rows)
+    multirow.insert(tx, "INSERT INTO thread_keys (account_id, msgid, subject, thread_id, message_id)", rows)
     return out
 
 

@@ -19,7 +19,7 @@ from jmapmono.accounts.principal import Principal
 from jmapmono.events.event import Event
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import TYPES, parse_token
-from jmapmono.push import state as push_state
+from jmapmono.push import push_state
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ each bad one answered 400 with a problem document naming it. ``ping`` is clamped
 The stream (``text/event-stream``, never cached, never buffered by nginx, no Content-Length) carries:
 
 - ``state`` events: data = the StateChange (``@type``, ``changed``; no ``pushState`` in the data) and
-  ``id:`` = the pushState (jmapmono/push/state.py), which encodes everything the user can see;
+  ``id:`` = the pushState (jmapmono/push/push_state.py), which encodes everything the user can see;
 - ``ping`` events: data ``{"interval": N}``, no id, whenever N seconds passed since the last event;
 - first, a comment, so that proxies pass the headers on at once. A client that sent no
   ``Last-Event-ID`` also gets the current pushState there as an ``id:`` (a block with no data
@@ -51,7 +51,7 @@ from jmapmono.store import StoreError
 from jmapmono.web.auth import problem_response, require_auth
 
 if TYPE_CHECKING:
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 _TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 
@@ -182,7 +182,7 @@ class EventStream:
 
     def __init__(
         self,
-        services: Services,
+        services: Runtime,
         principal: Principal,
         params: StreamParams,
         last_event_id: str | None,
@@ -324,7 +324,7 @@ class EventStream:
 class Streams:
     """Every open EventSource stream of one process: stuck writes and shutdown."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Runtime) -> None:
         self.services = services
         self.streams: set[EventStream] = set()
         #: Set by close_all: new streams are refused (503) while the process shuts down.
@@ -372,10 +372,10 @@ class Streams:
         return len(streams)
 
 
-_hubs: weakref.WeakKeyDictionary[Services, Streams] = weakref.WeakKeyDictionary()
+_hubs: weakref.WeakKeyDictionary[Runtime, Streams] = weakref.WeakKeyDictionary()
 
 
-def streams_of(services: Services) -> Streams:
+def streams_of(services: Runtime) -> Streams:
     """The open streams of ``services`` (created on first use)."""
     found = _hubs.get(services)
     if found is None:
@@ -383,7 +383,7 @@ def streams_of(services: Services) -> Streams:
     return found
 
 
-def close_all(services: Services, timeout: float = 2.0) -> int:
+def close_all(services: Runtime, timeout: float = 2.0) -> int:
     """End every EventSource stream of ``services`` (at shutdown); returns how many were open."""
     found = _hubs.get(services)
     return found.close_all(timeout) if found is not None else 0

@@ -10,11 +10,11 @@ as gone everywhere (never listed, updated or pushed to) and deleted by :meth:`pr
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from jmapmono.clock import now_ms
 from jmapmono.store import Database, Transaction
 
 #: Most subscriptions one user may hold (each costs a verification POST when created).
@@ -24,10 +24,6 @@ _COLUMNS = (
     "id, user_id, app_password_id, device_client_id, url, p256dh, auth, verification_code, verified, "
     "expires_at, types_json, created_at"
 )
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def new_id() -> str:

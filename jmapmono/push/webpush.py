@@ -42,16 +42,17 @@ import gevent.pool
 import http_ece
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from jmapmono.clock import now_ms
 from jmapmono.events.event import Event
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import parse_token
 from jmapmono.push import webpush_http
-from jmapmono.push.subscriptions_store import PushSubscriptions, Subscription, now_ms
+from jmapmono.push.subscriptions_store import PushSubscriptions, Subscription
 from jmapmono.push.webpush_http import Answer, TargetRefused
 
 if TYPE_CHECKING:
     from jmapmono.events.bus import EventBus
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.push.webpush")
 
@@ -144,9 +145,9 @@ class _Pending:
 
 
 class WebPushSender:
-    """Sends PushVerification and StateChange objects to push subscriptions (one per Services)."""
+    """Sends PushVerification and StateChange objects to push subscriptions (one per Runtime)."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Runtime) -> None:
         self.services = services
         self.store = PushSubscriptions(services.db)
         #: Retry policy and deadline; tests shorten them.
@@ -365,11 +366,11 @@ def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
 
 
-_SENDERS: weakref.WeakKeyDictionary[Services, WebPushSender] = weakref.WeakKeyDictionary()
+_SENDERS: weakref.WeakKeyDictionary[Runtime, WebPushSender] = weakref.WeakKeyDictionary()
 
 
-def sender(services: Services) -> WebPushSender:
-    """The web push sender of ``services`` (one per process and Services)."""
+def sender(services: Runtime) -> WebPushSender:
+    """The web push sender of ``services`` (one per process and Runtime)."""
     found = _SENDERS.get(services)
     if found is None:
         found = _SENDERS[services] = WebPushSender(services)

@@ -14,7 +14,7 @@
 Pushes come from a :class:`~jmapmono.push.channel.PushChannel`, which coalesces them; the socket's
 writer pulls one when it can write, so a slow reader gets fewer, fresher StateChanges, never a backlog.
 
-:class:`Hub` knows every open socket of a process (per Services): one greenlet pings them all and
+:class:`Hub` knows every open socket of a process (per Runtime): one greenlet pings them all and
 closes silent peers; :meth:`Hub.close_all` ends them with 1001 at shutdown.
 """
 
@@ -38,7 +38,7 @@ from jmapmono.push.ws_connection import GOING_AWAY, TOO_LARGE, WebSocket
 from jmapmono.store import StoreError
 
 if TYPE_CHECKING:
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.push.websocket")
 
@@ -62,7 +62,7 @@ def _request_error(problem: dict[str, Any], request_id: str | None) -> dict[str,
 class JmapSocket:
     """The JMAP side of one WebSocket for one authenticated user."""
 
-    def __init__(self, services: Services, principal: Principal, ws: WebSocket) -> None:
+    def __init__(self, services: Runtime, principal: Principal, ws: WebSocket) -> None:
         self.services = services
         self.principal = principal
         self.ws = ws
@@ -189,7 +189,7 @@ class JmapSocket:
 class Hub:
     """Every open JMAP WebSocket of one process: heartbeat and shutdown."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Runtime) -> None:
         self.services = services
         self.sockets: set[JmapSocket] = set()
         #: Set by close_all: new upgrades are refused (503) while the process shuts down.
@@ -238,10 +238,10 @@ class Hub:
         return len(sockets)
 
 
-_hubs: weakref.WeakKeyDictionary[Services, Hub] = weakref.WeakKeyDictionary()
+_hubs: weakref.WeakKeyDictionary[Runtime, Hub] = weakref.WeakKeyDictionary()
 
 
-def hub(services: Services) -> Hub:
+def hub(services: Runtime) -> Hub:
     """The hub of ``services`` (created on first use)."""
     found = _hubs.get(services)
     if found is None:
@@ -249,7 +249,7 @@ def hub(services: Services) -> Hub:
     return found
 
 
-def close_all(services: Services, timeout: float = 2.0) -> int:
+def close_all(services: Runtime, timeout: float = 2.0) -> int:
     """Close every WebSocket of ``services`` with 1001 (server shutdown); returns how many were open."""
     found = _hubs.get(services)
     return found.close_all(timeout=timeout) if found is not None else 0

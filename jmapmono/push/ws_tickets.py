@@ -20,7 +20,7 @@ from jmapmono.accounts.principal import Principal
 from jmapmono.log import kv
 
 if TYPE_CHECKING:
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.push.websocket")
 
@@ -37,7 +37,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def issue(services: Services, principal: Principal) -> tuple[str, int]:
+def issue(services: Runtime, principal: Principal) -> tuple[str, int]:
     """A new ticket for ``principal`` and its lifetime in seconds (expired tickets are pruned here)."""
     ticket = PREFIX + secrets.token_urlsafe(32)
     lifetime = services.config.ws_ticket_seconds
@@ -52,7 +52,7 @@ def issue(services: Services, principal: Principal) -> tuple[str, int]:
     return ticket, lifetime
 
 
-def redeem(services: Services, ticket: str) -> Principal | None:
+def redeem(services: Runtime, ticket: str) -> Principal | None:
     """The principal a valid, unused, unexpired ticket was issued to; the ticket is spent either way."""
     if not isinstance(ticket, str) or not ticket.startswith(PREFIX) or len(ticket) > MAX_LENGTH:
         return None

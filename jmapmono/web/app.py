@@ -10,22 +10,24 @@ from werkzeug.exceptions import HTTPException
 
 from jmapmono.config import Config, load_config
 from jmapmono.jmap import registry
+from jmapmono.push import subscription_methods
 from jmapmono.log import kv, setup_logging
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.http")
 
 
-def create_app(config: Config | None = None, services: Services | None = None) -> Flask:
+def create_app(config: Config | None = None, services: Runtime | None = None) -> Flask:
     """Build the WSGI app on ``services`` (or on services built from ``config``)."""
     if services is None:
         config = config or load_config()
         setup_logging(config.log_level)
-        services = Services(config)
+        services = Runtime(config)
     app = Flask("jmapmono", static_folder=None)
     app.config["SERVICES"] = services
     app.config["MAX_CONTENT_LENGTH"] = None  # each route enforces its own limit
     registry.load_all()
+    subscription_methods.register()  # PushSubscription/* live with push, above jmap
 
     from jmapmono.web import routes
 
@@ -74,5 +76,5 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     return app
 
 
-def services_of(app: Flask) -> Services:
+def services_of(app: Flask) -> Runtime:
     return app.config["SERVICES"]

@@ -30,7 +30,7 @@ from werkzeug.routing import PathConverter
 from jmapmono.jmap.errors import REQUEST_ERROR_PREFIX
 from jmapmono.log import kv
 from jmapmono.mailbox.blobs import is_valid_blob_id
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.store import StoreError
 from jmapmono.web.auth import require_auth
 
@@ -87,7 +87,7 @@ def upload_slots(app: Any = None) -> UploadSlots:
     return app.extensions.setdefault("jmapmono.upload_slots", UploadSlots())
 
 
-def _services() -> Services:
+def _services() -> Runtime:
     return current_app.config["SERVICES"]
 
 

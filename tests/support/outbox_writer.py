@@ -32,8 +32,8 @@ import signal  # noqa: E402
 import time  # noqa: E402
 
 from jmapmono.config import load_config  # noqa: E402
-from jmapmono.mailbox import outbox  # noqa: E402
-from jmapmono.services import Services  # noqa: E402
+from jmapmono.events import outbox  # noqa: E402
+from jmapmono.runtime import Runtime  # noqa: E402
 
 MESSAGE = (
     "From: carol@example.org\r\nTo: {to}\r\nSubject: note {n}\r\nMessage-ID: <{n}.{pid}@example.org>\r\n\r\nHi.\r\n"
@@ -44,7 +44,7 @@ def _message(to: str, n: int) -> bytes:
     return MESSAGE.format(to=to, n=n, pid=os.getpid()).encode()
 
 
-def crash(services: Services, email: str, count: int) -> None:
+def crash(services: Runtime, email: str, count: int) -> None:
     commits = 0
     last = 1 if FLOW else count + 1  # count deliveries, then one bulk flag change
 
@@ -65,7 +65,7 @@ def crash(services: Services, email: str, count: int) -> None:
     raise SystemExit("still alive after the last commit")
 
 
-def serve(services: Services) -> None:
+def serve(services: Runtime) -> None:
     commit_at: list[float] = []
     outbox.subscribe(lambda *_: commit_at.append(time.time()))
     for n, line in enumerate(sys.stdin):
@@ -80,7 +80,7 @@ def serve(services: Services) -> None:
 
 def main() -> None:
     args = [a for a in sys.argv[1:] if a != "--flow"]
-    services = Services(load_config())
+    services = Runtime(load_config())
     if args[0] == "crash":
         crash(services, args[1], int(args[2]))
     elif args[0] == "serve":

@@ -2,7 +2,7 @@
 
 Hypothesis runs many examples inside one pytest test, so function-scoped fixtures cannot isolate them:
 :func:`world_factory` gives a callable that builds, per example, a new database (a copy of a migrated
-SQLite file, or the test's Postgres database emptied), Services, Flask app and user.
+SQLite file, or the test's Postgres database emptied), Runtime, Flask app and user.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from tests.support.jmap import PASSWORD, JmapClient
 
 
 class World:
-    """One example's server: its own database, Services, Flask app, and a user with a JMAP client."""
+    """One example's server: its own database, Runtime, Flask app, and a user with a JMAP client."""
 
     def __init__(self, env: dict[str, str], email: str, sqlite_file: Path | None = None) -> None:
-        from jmapmono.services import Services
+        from jmapmono.runtime import Runtime
         from jmapmono.web.app import create_app
 
         self.sqlite_file = sqlite_file
-        self.services = Services(load_config(env), open_database(env["DATABASE_URL"]))
+        self.services = Runtime(load_config(env), open_database(env["DATABASE_URL"]))
         app = create_app(services=self.services)
         user, _ = self.services.accounts.create_user(email, PASSWORD)
         self.client = JmapClient(app.test_client(), user.email, user.account_id)

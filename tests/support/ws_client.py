@@ -274,8 +274,8 @@ class WsServer:
     """The app on a real gevent WSGI server with the event flow running, on a free port."""
 
     def __init__(self, services: Any) -> None:
+        from jmapmono.cli.serve import make_http_server
         from jmapmono.events import flow
-        from jmapmono.server import make_http_server
         from jmapmono.web.app import create_app
 
         self.services = services
@@ -301,7 +301,7 @@ class WsServer:
 
 def start_server(config: Any, db: Any, **overrides: Any) -> WsServer:
     """A WsServer on the test's database, on a free port that the Session's URLs name."""
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
     from tests.support.servers import free_port
 
-    return WsServer(Services(config.with_overrides(port=free_port(), **overrides), db))
+    return WsServer(Runtime(config.with_overrides(port=free_port(), **overrides), db))

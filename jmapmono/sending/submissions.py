@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from jmapmono.accounts.users import Accounts, UnknownUser, now_ms
+from jmapmono.accounts.users import Accounts, UnknownUser
+from jmapmono.clock import now_ms
 from jmapmono.config import Config
 from jmapmono.log import kv
 from jmapmono.mailbox import changes
@@ -39,7 +40,7 @@ from jmapmono.mailbox.mime_addresses import addresses
 from jmapmono.mailbox.mime_tree import parse_mime
 from jmapmono.mailbox.model import InvalidProperties, MailboxError, new_id
 from jmapmono.mailbox.mutation import Mutation
-from jmapmono.mailbox.relay import Relay, RelayError
+from jmapmono.sending.smarthost import RelayError, SmtpRelay
 from jmapmono.store import Database, StoreError, Transaction
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class Submissions:
         mailboxes: MailboxManager,
         blobs: BlobStore,
         identities: Identities,
-        relay: Relay,
+        relay: SmtpRelay,
     ) -> None:
         self.db = db
         self.config = config

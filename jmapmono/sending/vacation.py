@@ -30,7 +30,8 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import TYPE_CHECKING, Any
 
-from jmapmono.accounts.users import Accounts, now_ms
+from jmapmono.accounts.users import Accounts
+from jmapmono.clock import now_ms
 from jmapmono.config import Config
 from jmapmono.log import kv
 from jmapmono.mailbox import changes
@@ -39,7 +40,7 @@ from jmapmono.mailbox.mime_addresses import addresses
 from jmapmono.mailbox.mime_fields import header_text, html_to_text, message_ids, strip_comments, text_form, unfold
 from jmapmono.mailbox.mime_tree import MimePart, parse_mime
 from jmapmono.mailbox.mutation import Mutation
-from jmapmono.mailbox.relay import Relay, RelayError
+from jmapmono.sending.smarthost import RelayError, SmtpRelay
 from jmapmono.store import Database, Transaction
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ class Vacation:
     """Reads and changes the vacation response; sends the automatic replies."""
 
     def __init__(
-        self, db: Database, config: Config, accounts: Accounts, mailboxes: MailboxManager, relay: Relay
+        self, db: Database, config: Config, accounts: Accounts, mailboxes: MailboxManager, relay: SmtpRelay
     ) -> None:
         self.db = db
         self.config = config

@@ -20,12 +20,13 @@ import secrets
 from dataclasses import replace
 from typing import Any
 
-from jmapmono.jmap import standard as std
+from jmapmono.clock import now_ms
+from jmapmono.jmap import method_args as std
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import CORE, Invocation, method
 from jmapmono.jmap.submission import parse_utc_date, utc_date
 from jmapmono.push import webpush, webpush_http
-from jmapmono.push.subscriptions_store import OverQuota, PushSubscriptions, Subscription, new_id, now_ms
+from jmapmono.push.subscriptions_store import OverQuota, PushSubscriptions, Subscription, new_id
 from jmapmono.push.webpush_http import TargetRefused
 
 #: The longest lifetime a subscription gets (RFC 8620 §7.2: at least 48 hours, SHOULD be at least 7 days).
@@ -307,3 +308,9 @@ def _resolve(inv: Invocation, value: Any, errors: dict[str, SetError]) -> str | 
     if not std.is_id(value):
         raise std.invalid(f"{value!r} is not an Id")
     return value
+
+
+def register() -> None:
+    """Nothing to do but be imported: the ``@method`` declarations above have registered the methods.
+
+    Named so that the front end that serves these methods says so where it is built (``web/app.py``)."""

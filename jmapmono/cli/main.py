@@ -12,35 +12,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from jmapmono.config import ConfigError, load_config
+from jmapmono.exits import EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_USAGE, CommandError
 from jmapmono.log import setup_logging
 from jmapmono.store import StoreError
 
-# sysexits.h codes, also the `deliver` agent's contract with the MTA.
-EX_OK = 0
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOUSER = 67
-EX_SOFTWARE = 70
-EX_CANTCREAT = 73
-EX_TEMPFAIL = 75
-EX_CONFIG = 78
-
-
-class CommandError(Exception):
-    """A command failed in an expected way: print ``message`` and exit with ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 def _command_modules() -> list:
-    from jmapmono import server
-    from jmapmono.accounts import commands as account_commands
-    from jmapmono.events import commands as event_commands
-    from jmapmono.mailbox import commands as mailbox_commands
+    from jmapmono.cli import events, mail, serve, users
 
-    return [server, account_commands, mailbox_commands, event_commands]
+    return [serve, users, mail, events]
 
 
 class _Parser(argparse.ArgumentParser):

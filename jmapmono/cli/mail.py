@@ -1,6 +1,6 @@
 """Mail intake sub-commands: ``deliver`` (local delivery agent) and ``lmtp`` (the LMTP server alone).
 
-Both run in a plain process, never under gevent (see :mod:`jmapmono.entry`).
+Both run in a plain process, never under gevent (see :mod:`jmapmono.main`).
 
 ``deliver --to EMAIL [--mailbox NAME] < message`` speaks sendmail's exit codes to
 the MTA that pipes a message into it:
@@ -31,7 +31,7 @@ from jmapmono.config import Config, ConfigError, load_config, parse_host_port
 from jmapmono.log import kv
 
 if TYPE_CHECKING:
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.deliver")
 
@@ -87,17 +87,17 @@ def to_crlf(raw: bytes) -> bytes:
     return raw.replace(b"\n", b"\r\n")
 
 
-def delivery_services(config: Config) -> Services:
-    """Services for accepting mail, whose commits survive a power loss, not only a crash.
+def delivery_services(config: Config) -> Runtime:
+    """Runtime for accepting mail, whose commits survive a power loss, not only a crash.
 
     Acknowledging a message (LMTP 250, exit 0) lets the MTA delete its copy. SQLite in WAL
     mode with synchronous=NORMAL (the store's default) may lose the last commits on power
     loss, so the delivering process's own connection syncs every commit (about 1 ms each).
     Postgres commits are synchronous already.
     """
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
-    services = Services(config)
+    services = Runtime(config)
     conn = getattr(services.db, "conn", None)
     if services.db.dialect == "sqlite" and conn is not None:
         conn.execute("PRAGMA synchronous = FULL")
@@ -106,7 +106,7 @@ def delivery_services(config: Config) -> Services:
 
 def _deliver(args: argparse.Namespace) -> int:
     from jmapmono.accounts.users import AccountError
-    from jmapmono.cli import EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
+    from jmapmono.exits import EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
     from jmapmono.store import StoreError
 
     config = load_config()
@@ -152,8 +152,8 @@ def _deliver(args: argparse.Namespace) -> int:
 
 
 def _lmtp(args: argparse.Namespace) -> int:
-    from jmapmono.cli import EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, CommandError
-    from jmapmono.entry import gevent_patched
+    from jmapmono.exits import EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, CommandError
+    from jmapmono.main import gevent_patched
 
     if gevent_patched():
         raise CommandError(
@@ -164,7 +164,7 @@ def _lmtp(args: argparse.Namespace) -> int:
     if listen is None:
         raise CommandError("LMTP is off (JMAPMONO_LMTP_LISTEN=off): give --listen HOST:PORT", EX_CONFIG)
     host, port = parse_host_port(listen, "--listen")
-    from jmapmono.mailbox.lmtp import run
+    from jmapmono.intake.lmtp import run
 
     try:
         return run(config, host, port, exit_with_parent=args.exit_with_parent)

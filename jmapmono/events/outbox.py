@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from jmapmono.accounts.users import now_ms
+from jmapmono.clock import now_ms
 from jmapmono.events import doorbell
 from jmapmono.mailbox.events import MailboxEvent
 from jmapmono.store import Transaction

@@ -2,7 +2,7 @@
 
 jmapmono does not deliver to the Internet itself: mail for addresses that are not its own users goes to
 a smarthost (the local Postfix, a provider's submission server), which queues and retries. One
-:meth:`Relay.send` is one SMTP transaction: every recipient's RCPT reply is kept, because JMAP reports
+:meth:`SmtpRelay.send` is one SMTP transaction: every recipient's RCPT reply is kept, because JMAP reports
 a DeliveryStatus per recipient (RFC 8621 §7). ``smtplib`` is used as is: under gevent its sockets are
 cooperative, in a plain process (the LMTP child) it runs in the calling thread.
 
@@ -100,7 +100,7 @@ def to_crlf(data: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", data)
 
 
-class Relay:
+class SmtpRelay:
     """The SMTP relay of the configuration (``configured`` is False when there is none)."""
 
     def __init__(self, config: Config, timeout: float = TIMEOUT_SECONDS) -> None:

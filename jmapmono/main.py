@@ -39,6 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gevent import monkey
 
         monkey.patch_all()
-    from jmapmono.cli import main as cli_main
+    from jmapmono.cli.main import main as cli_main
 
     return cli_main(args)

@@ -1,6 +1,6 @@
 """The services of one process, built from the configuration.
 
-The web app, the LMTP server, the CLI and the tests all hold one ``Services``;
+The web app, the LMTP server, the CLI and the tests all hold one ``Runtime``;
 each part is created on first use so that a CLI command opens only what it needs.
 """
 
@@ -19,12 +19,12 @@ if TYPE_CHECKING:
     from jmapmono.mailbox.changes import ChangeLog
     from jmapmono.mailbox.identities import Identities
     from jmapmono.mailbox.manager import MailboxManager
-    from jmapmono.mailbox.relay import Relay
-    from jmapmono.mailbox.submissions import Submissions
-    from jmapmono.mailbox.vacation import Vacation
+    from jmapmono.sending.smarthost import SmtpRelay
+    from jmapmono.sending.submissions import Submissions
+    from jmapmono.sending.vacation import Vacation
 
 
-class Services:
+class Runtime:
     def __init__(self, config: Config, db: store.Database | None = None) -> None:
         self.config = config
         self.db = db if db is not None else store.load(config)
@@ -59,11 +59,11 @@ class Services:
         return manager
 
     @cached_property
-    def relay(self) -> Relay:
+    def relay(self) -> SmtpRelay:
         """The SMTP relay for mail to other servers (``JMAPMONO_SMTP_RELAY``; may be unconfigured)."""
-        from jmapmono.mailbox.relay import Relay
+        from jmapmono.sending.smarthost import SmtpRelay
 
-        return Relay(self.config)
+        return SmtpRelay(self.config)
 
     @cached_property
     def identities(self) -> Identities:
@@ -74,14 +74,14 @@ class Services:
     @cached_property
     def submissions(self) -> Submissions:
         """Checks, sends (relay or local delivery) and records email submissions."""
-        from jmapmono.mailbox.submissions import Submissions
+        from jmapmono.sending.submissions import Submissions
 
         return Submissions(self.db, self.config, self.accounts, self.mailboxes, self.blobs, self.identities, self.relay)
 
     @cached_property
     def vacation(self) -> Vacation:
         """The vacation response and its automatic replies."""
-        from jmapmono.mailbox.vacation import Vacation
+        from jmapmono.sending.vacation import Vacation
 
         return Vacation(self.db, self.config, self.accounts, self.mailboxes, self.relay)
 
@@ -118,14 +118,15 @@ class Services:
 
 
 def _remove_sending_data(tx: store.Transaction, account_id: str) -> None:
-    from jmapmono.mailbox import identities, submissions, vacation
+    from jmapmono.mailbox import identities
+    from jmapmono.sending import submissions, vacation
 
     for module in (identities, submissions, vacation):
         module.delete_account_data(tx, account_id)
 
 
-def services_from_environment() -> Services:
-    """Services for a CLI command or a worker process, from the process environment."""
+def runtime_from_environment() -> Runtime:
+    """Runtime for a CLI command or a worker process, from the process environment."""
     from jmapmono.config import load_config
 
-    return Services(load_config())
+    return Runtime(load_config())

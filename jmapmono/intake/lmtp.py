@@ -42,10 +42,10 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
 from jmapmono.accounts.users import AccountError
+from jmapmono.cli.mail import delivery_services
 from jmapmono.config import Config
 from jmapmono.log import kv
-from jmapmono.mailbox.commands import delivery_services
-from jmapmono.services import Services
+from jmapmono.runtime import Runtime
 from jmapmono.store import StoreError
 
 log = logging.getLogger("jmapmono.lmtp")
@@ -117,9 +117,9 @@ class LazyServices:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._services: Services | None = None
+        self._services: Runtime | None = None
 
-    def get(self) -> Services:
+    def get(self) -> Runtime:
         """The open services; raises StoreError while the database cannot be opened."""
         with self._lock:
             if self._services is None:

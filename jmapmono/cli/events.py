@@ -16,11 +16,11 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from jmapmono.cli import EX_DATAERR, EX_TEMPFAIL, CommandError
 from jmapmono.events.deadletters import DeadLetter, DeadLetterStore
+from jmapmono.exits import EX_DATAERR, EX_TEMPFAIL, CommandError
 
 if TYPE_CHECKING:
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,10 +55,10 @@ def _one_line(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _store() -> tuple[DeadLetterStore, Services]:
-    from jmapmono.services import services_from_environment
+def _store() -> tuple[DeadLetterStore, Runtime]:
+    from jmapmono.runtime import runtime_from_environment
 
-    services = services_from_environment()
+    services = runtime_from_environment()
     return DeadLetterStore(services.db), services
 
 

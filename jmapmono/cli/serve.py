@@ -28,9 +28,9 @@ from jmapmono.log import kv
 if TYPE_CHECKING:
     from gevent.pywsgi import WSGIServer
 
-    from jmapmono.services import Services
+    from jmapmono.runtime import Runtime
 
-log = logging.getLogger("jmapmono.server")
+log = logging.getLogger("jmapmono.cli.serve")
 
 DEFAULT_FIRST_USER = "admin@localhost"
 #: Seconds the HTTP server waits for requests in progress at shutdown.
@@ -39,9 +39,9 @@ HTTP_STOP_TIMEOUT = 3.0
 CHILD_STOP_TIMEOUT = 15.0
 
 #: Periodic jobs ``serve`` runs, each in its own greenlet: (interval in seconds, name, job).
-#: A part of the system adds its own here, or exposes ``Services.housekeeping_jobs()``
+#: A part of the system adds its own here, or exposes ``Runtime.housekeeping_jobs()``
 #: returning the same triples. A job must not block for long (it shares the process).
-HousekeepingJob = tuple[float, str, Callable[["Services"], Any]]
+HousekeepingJob = tuple[float, str, Callable[["Runtime"], Any]]
 HOUSEKEEPING: list[HousekeepingJob] = [
     # Expired uploads, then blobs nothing references any more (jmapmono/mailbox/blobs.py).
     (600.0, "blob_gc", lambda services: services.blobs.collect_garbage()),
@@ -51,10 +51,10 @@ HOUSEKEEPING: list[HousekeepingJob] = [
 #: buses and the outbox relay). Each gets the services and may return a function called at shutdown,
 #: in reverse order. Deliveries by the LMTP child and ``deliver`` are other processes: anything that
 #: reacts to them must read what they committed (the outbox), not wait for an in-process call.
-StartupHook = Callable[["Services"], Callable[[], None] | None]
+StartupHook = Callable[["Runtime"], Callable[[], None] | None]
 
 
-def _start_event_flow(services: Services) -> Callable[[], None]:
+def _start_event_flow(services: Runtime) -> Callable[[], None]:
     """The event buses, the MailboxChangeListener and the outbox relay (jmapmono/events/flow.py)."""
     from jmapmono.events import flow
 
@@ -64,7 +64,7 @@ def _start_event_flow(services: Services) -> Callable[[], None]:
 STARTUP: list[StartupHook] = [_start_event_flow]
 
 
-def _close_websockets(services: Services) -> None:
+def _close_websockets(services: Runtime) -> None:
     """Close every JMAP WebSocket with 1001 (going away) so clients reconnect elsewhere at once."""
     from jmapmono.push.ws_session import close_all
 
@@ -73,7 +73,7 @@ def _close_websockets(services: Services) -> None:
         log.info(kv(event="websockets_closed", count=closed))
 
 
-def _close_event_streams(services: Services) -> None:
+def _close_event_streams(services: Runtime) -> None:
     """End every EventSource stream cleanly so clients reconnect elsewhere at once."""
     from jmapmono.push.eventsource import close_all
 
@@ -85,7 +85,7 @@ def _close_event_streams(services: Services) -> None:
 #: Run at shutdown before the HTTP server stops waiting for requests in progress: parts holding
 #: long-lived connections (WebSocket, EventSource) end them here, promptly and cleanly, instead of
 #: being cut when the HTTP server's stop timeout runs out.
-ShutdownHook = Callable[["Services"], None]
+ShutdownHook = Callable[["Runtime"], None]
 SHUTDOWN: list[ShutdownHook] = [_close_websockets, _close_event_streams]
 
 
@@ -135,7 +135,7 @@ def make_http_server(app: Any, host: str, port: int) -> WSGIServer:
     return NoDelayWSGIServer((host, port), app, log=None, error_log=logging.getLogger("jmapmono.http"))
 
 
-def ensure_first_user(services: Services, email: str | None = None) -> tuple[str, str] | None:
+def ensure_first_user(services: Runtime, email: str | None = None) -> tuple[str, str] | None:
     """Create the first user when there is no user at all; its (email, password), else None."""
     from jmapmono.accounts.users import AccountError
 
@@ -232,7 +232,7 @@ def lmtp_child(config: Config, listen: str) -> ChildSupervisor:
     return ChildSupervisor("lmtp", argv, env)
 
 
-def housekeeping_jobs(services: Services) -> list[HousekeepingJob]:
+def housekeeping_jobs(services: Runtime) -> list[HousekeepingJob]:
     """Every periodic job: those registered in :data:`HOUSEKEEPING` and those ``services`` offers."""
     jobs = list(HOUSEKEEPING)
     offered = getattr(services, "housekeeping_jobs", None)
@@ -241,7 +241,7 @@ def housekeeping_jobs(services: Services) -> list[HousekeepingJob]:
     return jobs
 
 
-def _housekeeping_loop(services: Services, job: HousekeepingJob, stopping: Any) -> None:
+def _housekeeping_loop(services: Runtime, job: HousekeepingJob, stopping: Any) -> None:
     interval, name, fn = job
     while not stopping.wait(interval):
         started = time.monotonic()
@@ -277,9 +277,9 @@ def _serve(args: argparse.Namespace) -> int:
     import gevent
     from gevent.event import Event
 
-    from jmapmono.cli import EX_SOFTWARE, EX_TEMPFAIL, CommandError
-    from jmapmono.entry import gevent_patched
-    from jmapmono.services import Services
+    from jmapmono.exits import EX_SOFTWARE, EX_TEMPFAIL, CommandError
+    from jmapmono.main import gevent_patched
+    from jmapmono.runtime import Runtime
     from jmapmono.web.app import create_app
 
     if not gevent_patched():
@@ -294,7 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["lmtp_listen"] = None if args.lmtp == "off" else args.lmtp
     config = config.with_overrides(**overrides)
 
-    services = Services(config)  # opens and migrates the database before any child shares it
+    services = Runtime(config)  # opens and migrates the database before any child shares it
     server = make_http_server(create_app(services=services), config.host, config.port)
     try:
         server.init_socket()  # bind first: a busy port must not cost the first user's only password display

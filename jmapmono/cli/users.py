@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 
 from jmapmono.accounts.app_passwords import AppPasswordError, AppPasswords
 from jmapmono.accounts.users import AccountError, InvalidEmail, UnknownUser, UserExists, normalize_email
-from jmapmono.cli import EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
-from jmapmono.services import Services, services_from_environment
+from jmapmono.exits import EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
+from jmapmono.runtime import Runtime, runtime_from_environment
 
-Handler = Callable[[argparse.Namespace, Services], int | None]
+Handler = Callable[[argparse.Namespace, Runtime], int | None]
 
 
 def _say(message: str) -> None:
@@ -53,9 +53,9 @@ def _check_password(password: str) -> str:
 
 
 @contextmanager
-def _services() -> Iterator[Services]:
+def _services() -> Iterator[Runtime]:
     try:
-        services = services_from_environment()
+        services = runtime_from_environment()
     except (sqlite3.Error, OSError) as e:
         raise CommandError(f"database unavailable: {e}", EX_TEMPFAIL) from None
     except Exception as e:
@@ -98,14 +98,14 @@ def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def cmd_add(args: argparse.Namespace, services: Services) -> None:
+def cmd_add(args: argparse.Namespace, services: Runtime) -> None:
     user, password = services.accounts.create_user(args.email, args.password)
     _say(f"created user {user.email} (account {user.account_id})")
     if args.password is None:
         print(password)
 
 
-def cmd_list(args: argparse.Namespace, services: Services) -> None:
+def cmd_list(args: argparse.Namespace, services: Runtime) -> None:
     for user in services.accounts.list():
         print(f"{user.email}\t{user.account_id}")
 
@@ -121,46 +121,46 @@ def _read_new_password() -> str:
     return _check_password(line.rstrip("\r\n"))
 
 
-def cmd_passwd(args: argparse.Namespace, services: Services) -> None:
+def cmd_passwd(args: argparse.Namespace, services: Runtime) -> None:
     user = services.accounts.require(args.email)  # before asking for anything
     password = args.password if args.password is not None else _read_new_password()
     services.accounts.set_password(user.email, password)
     _say(f"password changed for {user.email}")
 
 
-def cmd_delete(args: argparse.Namespace, services: Services) -> None:
+def cmd_delete(args: argparse.Namespace, services: Runtime) -> None:
     user = services.accounts.delete(args.email)
     _say(f"deleted user {user.email} (account {user.account_id})")
 
 
-def cmd_token(args: argparse.Namespace, services: Services) -> None:
+def cmd_token(args: argparse.Namespace, services: Runtime) -> None:
     user = services.accounts.require(args.email)
     created, token = AppPasswords(services.db, services.accounts).create(user, args.label)
     _say(f"created app password {created.id} for {user.email}; it is shown only now")
     print(token)
 
 
-def cmd_tokens(args: argparse.Namespace, services: Services) -> None:
+def cmd_tokens(args: argparse.Namespace, services: Runtime) -> None:
     user = services.accounts.require(args.email)
     for p in AppPasswords(services.db, services.accounts).list(user.id):
         print(f"{p.id}\t{p.label or '-'}\t{_date(p.created_at)}\t{_date(p.last_used_at)}")
 
 
-def cmd_revoke(args: argparse.Namespace, services: Services) -> None:
+def cmd_revoke(args: argparse.Namespace, services: Runtime) -> None:
     user = services.accounts.require(args.email)
     if not AppPasswords(services.db, services.accounts).revoke(user.id, args.id):
         raise CommandError(f"{user.email} has no app password {args.id}", EX_DATAERR)
     _say(f"revoked app password {args.id} of {user.email}")
 
 
-def cmd_delegate(args: argparse.Namespace, services: Services) -> None:
+def cmd_delegate(args: argparse.Namespace, services: Runtime) -> None:
     if services.accounts.delegate(args.owner, args.delegate):
         _say(f"{args.delegate} now has full access to the account of {args.owner}")
     else:
         _say(f"{args.delegate} already had full access to the account of {args.owner}")
 
 
-def cmd_undelegate(args: argparse.Namespace, services: Services) -> None:
+def cmd_undelegate(args: argparse.Namespace, services: Runtime) -> None:
     if services.accounts.undelegate(args.owner, args.delegate):
         _say(f"{args.delegate} no longer has access to the account of {args.owner}")
     else:

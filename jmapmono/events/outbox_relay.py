@@ -1,7 +1,7 @@
 """The outbox relay: publishes committed outbox rows on their bus, at least once, in id order.
 
 Every mailbox mutation writes its event into ``event_outbox`` in the mutating transaction
-(jmapmono/mailbox/outbox.py), so an event exists if and only if its change committed, whatever
+(jmapmono/events/outbox.py), so an event exists if and only if its change committed, whatever
 happens to the process or the broker afterwards. The relay turns rows into bus events:
 
 1. claim: in one short transaction, take the oldest pending rows nobody holds (Postgres:
@@ -33,20 +33,16 @@ from typing import Any
 import gevent
 import gevent.event
 
-from jmapmono.events import doorbell
+from jmapmono.clock import now_ms
+from jmapmono.events import doorbell, outbox
 from jmapmono.events.bus import BusUnavailable, Event, EventBus
 from jmapmono.log import kv
-from jmapmono.mailbox import outbox
 from jmapmono.store import Database, StoreError
 
-log = logging.getLogger("jmapmono.events.relay")
+log = logging.getLogger("jmapmono.events.outbox_relay")
 
 MAX_BACKOFF = 5.0
 _PRUNE_CHUNK = 1000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def to_event(row_id: int, body: str) -> Event:
@@ -60,7 +56,7 @@ def to_event(row_id: int, body: str) -> Event:
     return Event(event_id, data["type"], data)
 
 
-class Relay:
+class OutboxRelay:
     """Publishes this database's outbox to ``buses`` (outbox bus name -> bus). Run one per serving process;
     several may run against one database."""
 

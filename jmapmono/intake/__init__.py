@@ -1,0 +1,1 @@
+"""Mail coming in: the LMTP server and the ``deliver`` agent, both handing messages to the MailboxManager."""

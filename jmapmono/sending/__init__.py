@@ -1,0 +1,1 @@
+"""Mail going out: the SMTP relay (smarthost) client, EmailSubmission sending and vacation replies."""
