@@ -413,3 +413,12 @@ CREATE TABLE push_subscriptions (
 );
 CREATE INDEX push_subscriptions_user ON push_subscriptions(user_id, created_at);
 CREATE INDEX push_subscriptions_expires ON push_subscriptions(expires_at);
+
+-- version: 2
+-- Leases (jmapmono/store/leases.py): the holder of a named periodic job until expires_at, so that
+-- housekeeping that must run once per cluster runs on one process at a time.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);

@@ -26,7 +26,6 @@ import common  # noqa: E402
 import gevent.event  # noqa: E402
 
 from jmapmono.config import load_config  # noqa: E402
-from jmapmono.events import flow as event_flow  # noqa: E402
 from jmapmono.events.bus import Event  # noqa: E402
 from jmapmono.runtime import Runtime  # noqa: E402
 
@@ -63,7 +62,7 @@ def measure(figures: common.Figures, backend: str, url: str, work, samples: int)
     config = load_config(env)
     services = Runtime(config)
     user, _ = services.accounts.create_user(USER, common.PASSWORD)
-    flow = event_flow.start(services, poll_interval=SLOW_POLL)
+    flow = services.start(poll_interval=SLOW_POLL).flow
     pushes = Pushes()
     flow.jmap_bus.register_key(user.account_id, pushes)
     writer = subprocess.Popen(

@@ -46,7 +46,6 @@ USER, PASSWORD = "bench@example.org", "bench password 1"
 def serve_jmap(port: int, takeover: bool) -> None:
     from jmapmono.cli.serve import make_http_server
     from jmapmono.config import load_config
-    from jmapmono.events import flow
     from jmapmono.runtime import Runtime
     from jmapmono.web.app import create_app
 
@@ -62,8 +61,8 @@ def serve_jmap(port: int, takeover: bool) -> None:
     )
     services = Runtime(config)
     services.accounts.create_user(USER, PASSWORD)
-    flow.start(services)
-    server = make_http_server(create_app(services=services), "127.0.0.1", port)
+    services.start()
+    server = make_http_server(create_app(services), "127.0.0.1", port)
     server.serve_forever()
 
 

@@ -49,6 +49,10 @@ class Config:
     login_failures_per_minute: int = 10
     upload_ttl_seconds: int = 3600
     changes_retention_days: int = 30
+    #: Parked events (dead letters) older than this are pruned.
+    dead_letter_retention_days: int = 30
+    #: Every housekeeping job runs this often (seconds) instead of at its own interval; 0: their own.
+    housekeeping_seconds: int = 0
     #: SMTP relay (smarthost) for mail to other servers, ``HOST:PORT``; None: only local recipients.
     smtp_relay: str | None = None
     smtp_relay_user: str = ""
@@ -222,6 +226,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         login_failures_per_minute=_int(env, "JMAPMONO_LOGIN_FAILURES_PER_MINUTE", 10, 1),
         upload_ttl_seconds=_int(env, "JMAPMONO_UPLOAD_TTL_SECONDS", 3600, 3600),
         changes_retention_days=_int(env, "JMAPMONO_CHANGES_RETENTION_DAYS", 30, 1),
+        dead_letter_retention_days=_int(env, "JMAPMONO_DEAD_LETTER_RETENTION_DAYS", 30, 1),
+        housekeeping_seconds=_int(env, "JMAPMONO_HOUSEKEEPING_SECONDS", 0, 0),
         smtp_relay=smtp_relay,
         smtp_relay_user=relay_user,
         smtp_relay_password=relay_password,

@@ -150,7 +150,7 @@ def services(config: Config, db: Database):
 def app(services):
     from jmapmono.web.app import create_app
 
-    return create_app(services=services)
+    return create_app(services)
 
 
 @pytest.fixture

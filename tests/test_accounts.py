@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 
 from jmapmono.accounts import passwords
 from jmapmono.accounts.app_passwords import AppPasswordError, AppPasswords, parse_token
-from jmapmono.accounts.authn import CredentialCache, authenticate_headers
+from jmapmono.accounts.authn import CredentialCache
 from jmapmono.accounts.principal import Principal
 from jmapmono.accounts.ratelimit import RateLimitExceeded, SlidingWindowLimiter, begin
 from jmapmono.accounts.users import AccountError, InvalidEmail, UnknownUser, UserExists
@@ -59,7 +59,9 @@ def test_only_an_argon2id_hash_is_stored(services, db):
 def test_set_password_and_unknown_users(services):
     services.accounts.create_user("alice@example.org", "one")
     services.accounts.set_password("alice@example.org", "two")
-    assert authenticate_headers(services, basic("alice@example.org", "two"), "192.0.2.1").email == "alice@example.org"
+    assert (
+        services.authenticator.authenticate(basic("alice@example.org", "two"), "192.0.2.1").email == "alice@example.org"
+    )
     with pytest.raises(UnknownUser):
         services.accounts.set_password("bob@example.org", "x")
     with pytest.raises(UnknownUser):
@@ -105,11 +107,11 @@ def test_outdated_hash_is_upgraded_on_login(services, db):
     old = PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1).hash("pw")
     with db.transaction() as tx:
         tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (old, user.id))
-    assert authenticate_headers(services, basic("alice@example.org", "pw"), "192.0.2.1").user_id == user.id
+    assert services.authenticator.authenticate(basic("alice@example.org", "pw"), "192.0.2.1").user_id == user.id
     with db.read() as tx:
         upgraded = tx.value("SELECT password_hash FROM users WHERE id = ?", (user.id,))
     assert upgraded != old and not passwords.needs_rehash(upgraded)
-    assert authenticate_headers(services, basic("alice@example.org", "pw"), "192.0.2.1").user_id == user.id
+    assert services.authenticator.authenticate(basic("alice@example.org", "pw"), "192.0.2.1").user_id == user.id
 
 
 # --- app passwords ---------------------------------------------------------------------------------

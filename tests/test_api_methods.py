@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from jmapmono.jmap import api, registry
+from jmapmono.jmap import registry
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.registry import CORE
 from jmapmono.store import StoreError
@@ -205,12 +205,12 @@ def test_account_read_only_refuses_writes_only(services, monkeypatch, as_alice, 
     assert errors(responses) == [("accountReadOnly", "a"), ("Thing/get", "b"), ("Thing/create", "c")]
 
 
-def test_forbidden_from_a_call_policy(as_alice, alice, things):
+def test_forbidden_from_a_call_policy(services, as_alice, alice, things):
     def no_creating(inv, spec):
         if spec.writes:
             raise MethodError("forbidden", "creating is not allowed here")
 
-    api.call_policies.append(no_creating)
+    services.call_policies.append(no_creating)
     try:
         account = alice.account_id
         responses = as_alice.calls(
@@ -220,7 +220,7 @@ def test_forbidden_from_a_call_policy(as_alice, alice, things):
             ]
         )
     finally:
-        api.call_policies.remove(no_creating)
+        services.call_policies.remove(no_creating)
     assert errors(responses) == [("forbidden", "a"), ("Thing/get", "b")]
 
 

@@ -16,7 +16,6 @@ from gevent.pywsgi import WSGIServer
 
 from jmapmono.cli.serve import make_http_server
 from jmapmono.jmap import registry
-from jmapmono.jmap.api import request_guard
 from jmapmono.jmap.registry import CORE
 from jmapmono.runtime import Runtime
 from jmapmono.web.app import create_app
@@ -226,7 +225,7 @@ def test_too_many_calls_is_a_limit_error(client, services, alice):
 
 def small_request_limit_app(services: Runtime, size: int = 4096):
     config = services.config.with_overrides(limits=replace(services.config.limits, max_size_request=size))
-    return create_app(services=Runtime(config, services.db))
+    return create_app(Runtime(config, services.db))
 
 
 def test_oversize_body_is_refused_from_content_length(services, alice):
@@ -325,7 +324,7 @@ def test_too_many_concurrent_requests_per_user(client, services, alice, hold):
     hold["release"].set()
     gevent.joinall(held, timeout=20, raise_error=True)
     assert [g.value.status_code for g in held] == [200] * limit
-    assert request_guard(services).in_progress(alice.id) == 0
+    assert services.request_guard.in_progress(alice.id) == 0
     assert post(client, echo_request(), basic(alice.email)).status_code == 200
 
 
@@ -334,7 +333,7 @@ def test_concurrency_slot_is_released_after_errors(client, services, alice):
     for _ in range(limit + 1):
         assert_problem(post(client, b"nope", basic(alice.email)), "notJSON")
         assert_problem(post(client, {"using": ["urn:x"], "methodCalls": []}, basic(alice.email)), "unknownCapability")
-    assert request_guard(services).in_progress(alice.id) == 0
+    assert services.request_guard.in_progress(alice.id) == 0
     assert post(client, echo_request(), basic(alice.email)).status_code == 200
 
 

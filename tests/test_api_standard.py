@@ -133,7 +133,7 @@ def alice(services):
 def call(services, alice, widgets):
     """Run method calls as Alice on an app whose maxObjectsInGet and maxObjectsInSet are 3."""
     limits = replace(services.config.limits, max_objects_in_get=3, max_objects_in_set=3)
-    client = create_app(services=Runtime(services.config.with_overrides(limits=limits), services.db)).test_client()
+    client = create_app(Runtime(services.config.with_overrides(limits=limits), services.db)).test_client()
     auth = {"Authorization": "Basic " + base64.b64encode(f"{alice.email}:{PASSWORD}".encode()).decode()}
 
     def run(*calls) -> list:

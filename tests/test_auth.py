@@ -16,7 +16,7 @@ import time
 import pytest
 
 from jmapmono.accounts import passwords
-from jmapmono.accounts.authn import Authenticator, RateLimited, Unauthenticated, authenticate_headers
+from jmapmono.accounts.authn import Authenticator, RateLimited, Unauthenticated
 from jmapmono.runtime import Runtime
 from jmapmono.web.app import create_app
 
@@ -51,7 +51,7 @@ def kdf_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def limited(config, db):
     """Runtime and a test client with a failed-login limit of LIMIT per minute."""
     services = Runtime(config.with_overrides(login_failures_per_minute=LIMIT), db)
-    return services, create_app(services=services).test_client()
+    return services, create_app(services).test_client()
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_basic_login_is_case_insensitive_and_sets_the_principal(services, client
     response = get(client, basic("Alice@Example.ORG", "correct horse"))
     assert response.status_code == 200
     assert response.get_json() == {"appPasswords": []}
-    principal = authenticate_headers(services, basic("ALICE@example.org", "correct horse"), "192.0.2.1")
+    principal = services.authenticator.authenticate(basic("ALICE@example.org", "correct horse"), "192.0.2.1")
     assert (principal.user_id, principal.email, principal.account_id) == (alice.id, alice.email, alice.account_id)
     assert principal.app_password_id is None
 
@@ -132,7 +132,7 @@ def test_cache_disabled_when_seconds_is_zero(config, db, kdf_calls):
     services = Runtime(config.with_overrides(auth_cache_seconds=0), db)
     services.accounts.create_user("alice@example.org", "correct horse")
     for _ in range(2):
-        authenticate_headers(services, basic("alice@example.org", "correct horse"), "192.0.2.1")
+        services.authenticator.authenticate(basic("alice@example.org", "correct horse"), "192.0.2.1")
     assert len(kdf_calls) == 2
 
 
@@ -140,7 +140,7 @@ def test_unknown_user_costs_a_kdf_run_like_a_wrong_password(real_kdf, services, 
     def timed(user: str, ip: str) -> float:
         started = time.perf_counter()
         with pytest.raises(Unauthenticated):
-            authenticate_headers(services, basic(user, "guess"), ip)
+            services.authenticator.authenticate(basic(user, "guess"), ip)
         return time.perf_counter() - started
 
     unknown = [timed("nobody@example.org", f"192.0.2.{i}") for i in range(3)]
@@ -183,7 +183,7 @@ def test_app_password_as_bearer_and_as_basic_password(services, client, alice, k
     assert get(client, f"Bearer {token}").status_code == 200
     assert get(client, basic("alice@example.org", token)).status_code == 200
     assert kdf_calls == []  # no KDF for app passwords
-    principal = authenticate_headers(services, f"Bearer {token}", "192.0.2.1")
+    principal = services.authenticator.authenticate(f"Bearer {token}", "192.0.2.1")
     assert principal.account_id == alice.account_id and principal.app_password_id == body["id"]
 
 
@@ -311,7 +311,7 @@ def test_window_slides_and_errors_are_typed_outside_flask(config, db):
     now = [1000.0]
     services = Runtime(config.with_overrides(login_failures_per_minute=2), db)
     services.accounts.create_user("alice@example.org", "correct horse")
-    auth = Authenticator(services, clock=lambda: now[0])
+    auth = Authenticator(services.config, services.db, services.accounts, clock=lambda: now[0])
     for _ in range(2):
         with pytest.raises(Unauthenticated):
             auth.authenticate(basic("alice@example.org", "guess"), "192.0.2.30")

@@ -43,7 +43,7 @@ class Http:
     def __init__(self, config, db, **limits) -> None:
         config = config.with_overrides(limits=dataclasses.replace(config.limits, **limits))
         self.services = Runtime(config, db)
-        self.app = create_app(services=self.services)
+        self.app = create_app(self.services)
         self.server = WSGIServer(("127.0.0.1", 0), self.app, log=None, error_log=None)
         self.server.start()
         self.base = f"http://127.0.0.1:{self.server.server_port}"

@@ -16,7 +16,7 @@ import gevent
 import pytest
 
 from jmapmono.accounts.app_passwords import AppPasswords
-from jmapmono.accounts.authn import Unauthenticated, authenticate_headers
+from jmapmono.accounts.authn import Unauthenticated
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.Complete
 
 def logs_in(services, email: str, password: str) -> bool:
     try:
-        authenticate_headers(services, basic(email, password), "192.0.2.1")
+        services.authenticator.authenticate(basic(email, password), "192.0.2.1")
     except Unauthenticated:
         return False
     return True

@@ -145,9 +145,9 @@ def test_bad_configuration_exit_78():
 
 def test_delivering_processes_sync_every_commit(config):
     """Mail acknowledged to the MTA must survive a power loss: SQLite's synchronous=FULL (2) there."""
-    from jmapmono.cli.mail import delivery_services
+    from jmapmono.runtime import Runtime
 
-    services = delivery_services(config)
+    services = Runtime(config, durable_commits=True)
     try:
         if config.is_sqlite:
             assert services.db.conn.execute("PRAGMA synchronous").fetchone() == {"synchronous": 2}

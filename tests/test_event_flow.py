@@ -21,11 +21,11 @@ import gevent
 import gevent.event
 import pytest
 
-from jmapmono.events import flow as event_flow
 from jmapmono.events.bus import Event, EventBus
 from jmapmono.events.doorbell import doorbell_dir, ring
 from jmapmono.mailbox.model import NewMessage
 from jmapmono.push.change_listener import to_jmap, user_key
+from jmapmono.runtime.event_flow import EventFlow
 from tests.support.servers import free_port, wait_for_port
 from tests.test_lmtp import jmapmono_env, start_lmtp
 
@@ -79,7 +79,7 @@ class Pushes:
         self.arrived.clear()
 
 
-def settle(flow: event_flow.Flow, timeout: float = 10.0) -> None:
+def settle(flow: EventFlow, timeout: float = 10.0) -> None:
     """Wait until everything committed so far went all the way through to the key listeners."""
     wait_for(lambda: flow.relay.pending() == 0, timeout, "the outbox to be published")
     published = flow.relay.stats["published"]
@@ -93,11 +93,11 @@ def settle(flow: event_flow.Flow, timeout: float = 10.0) -> None:
 
 
 @pytest.fixture
-def start_flow(services) -> Iterator[Callable[..., event_flow.Flow]]:
-    started: list[event_flow.Flow] = []
+def start_flow(services) -> Iterator[Callable[..., EventFlow]]:
+    started: list[EventFlow] = []
 
-    def start(**options) -> event_flow.Flow:
-        running = event_flow.start(services, **options)
+    def start(**options) -> EventFlow:
+        running = services.start(**options).flow
         started.append(running)
         return running
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from jmapmono.events import flow as event_flow
 from jmapmono.events.bus import EventBus
 from jmapmono.mailbox import changes
 from jmapmono.runtime import Runtime
+from jmapmono.runtime.event_flow import EventFlow
 from jmapmono.store import open_database
 from tests.test_event_flow import Pushes, message, wait_for
 
@@ -31,17 +31,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def start_node(config, rabbitmq) -> Iterator[Callable[[], event_flow.Flow]]:
+def start_node(config, rabbitmq) -> Iterator[Callable[[], EventFlow]]:
     """Start a node: its own Runtime (pool, buses on this test's exchanges), running the flow."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     node_config = config.with_overrides(broker_url=rabbitmq.url)
-    flows: list[event_flow.Flow] = []
+    flows: list[EventFlow] = []
 
-    def start() -> event_flow.Flow:
+    def start() -> EventFlow:
         node = Runtime(node_config, open_database(node_config.database_url))
         node.__dict__["mailbox_bus"] = EventBus(f"{prefix}-mailbox", rabbitmq.url, node.db, **FAST_BUS)
         node.__dict__["jmap_bus"] = EventBus(f"{prefix}-jmap", rabbitmq.url, node.db, **FAST_BUS)
-        running = event_flow.start(node, poll_interval=0.2)
+        running = node.start(poll_interval=0.2).flow
         flows.append(running)
         assert running.wait_ready(15), "a node did not connect to the broker"
         return running
@@ -63,7 +63,7 @@ def alice(services, monkeypatch):
     return user
 
 
-def handled_in_cluster(services, flows: list[event_flow.Flow]) -> tuple[int, int]:
+def handled_in_cluster(services, flows: list[EventFlow]) -> tuple[int, int]:
     """(MailboxChangeListener calls summed over the nodes, event ids recorded as done for its group)."""
     bus = flows[0].mailbox_bus.name
     with services.db.read() as tx:

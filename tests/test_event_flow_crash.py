@@ -19,7 +19,6 @@ from pathlib import Path
 import gevent.event
 import pytest
 
-from jmapmono.events import flow as event_flow
 from jmapmono.mailbox import changes
 from tests.test_event_flow import Pushes, settle, wait_for
 from tests.test_lmtp import jmapmono_env
@@ -70,7 +69,7 @@ def test_sigkill_after_commit_loses_nothing_and_duplicates_nothing(services, con
     # A relay here publishes every one of them, once.
     pushes = Pushes()
     services.jmap_bus.register_key(alice.account_id, pushes)
-    flow = event_flow.start(services, poll_interval=0.05)
+    flow = services.start(poll_interval=0.05).flow
     try:
         pushes.wait_count(expected)
         settle(flow)
@@ -104,7 +103,7 @@ def test_a_relay_that_died_holding_a_claim_is_taken_over_after_its_lease(service
         tx.execute("UPDATE event_outbox SET claimed_until = ? WHERE dispatched_at IS NULL", (2**62,))
     pushes = Pushes()
     services.jmap_bus.register_key(alice.account_id, pushes)
-    flow = event_flow.start(services, poll_interval=0.05)
+    flow = services.start(poll_interval=0.05).flow
     try:
         assert flow.relay.drain() == 0  # still leased: not this relay's to publish
         with services.db.transaction() as tx:  # the lease runs out
@@ -119,7 +118,7 @@ def test_a_relay_that_died_holding_a_claim_is_taken_over_after_its_lease(service
 
 def test_dispatched_rows_are_pruned_after_the_retention(services, alice):
     services.mailboxes.deliver(alice.email, b"Subject: x\r\n\r\nbody\r\n")
-    flow = event_flow.start(services, poll_interval=0.05, retention_seconds=3600)
+    flow = services.start(poll_interval=0.05, retention_seconds=3600).flow
     try:
         wait_for(lambda: flow.relay.pending() == 0, 5, "the delivery to be published")
         assert flow.relay.prune() == 1  # the provisioning event, marked long ago by the fixture
@@ -136,7 +135,7 @@ def test_stop_during_a_database_call_ends_the_relay(services, backend):
     """A kill inside a Postgres call surfaces as a StoreError; the relay must still end, not retry."""
     if backend != "postgres":
         pytest.skip("a SQLite call blocks the process: no kill can interrupt it")
-    flow = event_flow.start(services, poll_interval=0.05)
+    flow = services.start(poll_interval=0.05).flow
     entered = gevent.event.Event()
     claim = flow.relay._claim
 

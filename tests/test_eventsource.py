@@ -19,10 +19,9 @@ import pytest
 import requests
 
 from jmapmono.cli.serve import make_http_server
-from jmapmono.events import flow as event_flow
 from jmapmono.events.event import Event
 from jmapmono.mailbox.changes import token
-from jmapmono.push import eventsource, push_state
+from jmapmono.push import push_state
 from jmapmono.push.channel import user_key
 from jmapmono.push.eventsource import ParameterError, parse_params
 from tests.support.jmap import PASSWORD, basic_auth
@@ -119,7 +118,7 @@ def config(config):
 @pytest.fixture
 def server(services, app, alice, bob):
     """A real HTTP server (the one ``serve`` builds) on a free port, with the event flow running."""
-    flow = event_flow.start(services)
+    flow = services.start().flow
     flow.wait_ready(10)
     # What the fixtures committed (the users' provisioning) goes through before any stream listens.
     wait_for(lambda: flow.relay.pending() == 0, what="the outbox to be published")
@@ -139,7 +138,7 @@ def server(services, app, alice, bob):
     yield connect
     for stream in streams:
         stream.close()
-    eventsource.close_all(services, timeout=1)
+    services.event_streams.close_all(timeout=1)
     http.stop(timeout=1)
     flow.stop()
 
@@ -365,7 +364,7 @@ def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(services, se
     sock.connect(("127.0.0.1", server.port))
     auth = basic_auth(alice.email)["Authorization"]
     sock.sendall(f"GET {ALL} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n".encode())
-    hub = eventsource.streams_of(services)
+    hub = services.event_streams
     wait_for(lambda: len(hub) == 1, what="the stream to open")
     (stream,) = hub.streams
     stream.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # a slow link: no buffer autotuning
@@ -385,8 +384,8 @@ def test_shutdown_ends_every_stream_and_refuses_new_ones(services, server, alice
     streams = [server(ALL), server(ALL, user=bob.email)]
     for stream in streams:
         stream.block()
-    wait_for(lambda: len(eventsource.streams_of(services)) == 2)
-    assert eventsource.close_all(services, timeout=2) == 2
+    wait_for(lambda: len(services.event_streams) == 2)
+    assert services.event_streams.close_all(timeout=2) == 2
     for stream in streams:
         assert stream.chunk() is None  # each response ended cleanly: the clients reconnect elsewhere
     assert services.jmap_bus.keys() == []

@@ -423,7 +423,7 @@ def test_state_is_the_email_state(services, alice, deliver):
 
 def test_max_objects_in_get(services, alice, deliver):
     limits = replace(services.config.limits, max_objects_in_get=3)
-    app = create_app(services=Runtime(services.config.with_overrides(limits=limits), services.db))
+    app = create_app(Runtime(services.config.with_overrides(limits=limits), services.db))
     client = JmapClient(app.test_client(), alice.email, alice.account_id)
     ids = [deliver(SIMPLE).message_id for _ in range(3)]
     assert len(client.call("Email/get", {"ids": None, "properties": ["size"]})["list"]) == 3

@@ -136,7 +136,7 @@ def test_local_recipients_are_delivered_locally(alice, bob, services, sink):
 
 
 def test_local_only_needs_no_relay(alice, bob, services, sink, monkeypatch):
-    monkeypatch.setattr(services.relay, "address", None)
+    monkeypatch.setattr(services.smtp_relay, "address", None)
     local = draft(services, alice.account_id, "From: alice@example.org\r\nTo: bob@example.org\r\n")
     assert submit(alice, local)["created"]["k"]["deliveryStatus"]["bob@example.org"]["delivered"] == "yes"
     remote = draft(services, alice.account_id, "From: alice@example.org\r\nTo: bob@example.org, x@remote.example\r\n")
@@ -318,7 +318,7 @@ def test_too_large(alice, services, sink, monkeypatch):
 def test_relay_down_is_forbidden_to_send(alice, services, monkeypatch):
     from tests.support.servers import free_port
 
-    monkeypatch.setattr(services.relay, "address", f"127.0.0.1:{free_port()}")
+    monkeypatch.setattr(services.smtp_relay, "address", f"127.0.0.1:{free_port()}")
     got = refused(alice, draft(services, alice.account_id))
     assert got["type"] == "forbiddenToSend" and "nothing was sent" in got["description"]
 
@@ -338,12 +338,12 @@ def test_if_in_state(alice, services, sink):
 def test_relay_login(alice, services, tmp_path, monkeypatch):
     secured = SmtpSink(tmp_path / "auth", auth="jmap:s3cret")
     try:
-        monkeypatch.setattr(services.relay, "address", secured.address)
-        monkeypatch.setattr(services.relay, "user", "jmap")
-        monkeypatch.setattr(services.relay, "password", "wrong")
+        monkeypatch.setattr(services.smtp_relay, "address", secured.address)
+        monkeypatch.setattr(services.smtp_relay, "user", "jmap")
+        monkeypatch.setattr(services.smtp_relay, "password", "wrong")
         got = refused(alice, draft(services, alice.account_id))
         assert got["type"] == "forbiddenToSend" and "535" in got["description"]
-        monkeypatch.setattr(services.relay, "password", "s3cret")
+        monkeypatch.setattr(services.smtp_relay, "password", "s3cret")
         assert submit(alice, draft(services, alice.account_id))["created"]
         assert secured.wait(1)[0]["login"] == "jmap"
     finally:

@@ -68,7 +68,7 @@ def test_ids_null_over_max_objects_in_get_is_too_large(services, alice):
     threads = [services.mailboxes.deliver("alice@example.org", raw(f"s{i}", f"{i}@x")).thread_id for i in range(3)]
     limits = replace(services.config.limits, max_objects_in_get=2)
     small = Runtime(services.config.with_overrides(limits=limits), services.db)
-    client = JmapClient(create_app(services=small).test_client(), alice.email, alice.account_id)
+    client = JmapClient(create_app(small).test_client(), alice.email, alice.account_id)
     assert client.error("Thread/get", {"ids": None})["type"] == "requestTooLarge"
     assert len(client.call("Thread/get", {"ids": threads[:2]})["list"]) == 2
     assert client.error("Thread/get", {"ids": threads})["type"] == "requestTooLarge"

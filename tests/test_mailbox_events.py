@@ -236,7 +236,7 @@ def test_bulk_update_of_fifty_messages_is_one_event(world):
 
 def test_after_commit_listeners_get_the_event_only_when_committed(world):
     seen = []
-    unsubscribe = outbox.subscribe(lambda outbox_id, bus, event: seen.append((bus, event.type)))
+    unsubscribe = outbox.subscribe(world.services.db, lambda outbox_id, bus, event: seen.append((bus, event.type)))
     try:
         world.mgr.set_keywords(world.account, [world.m1], add=["$flagged"])
         with pytest.raises(AlreadyExists):

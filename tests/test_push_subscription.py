@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jmapmono.jmap.submission import parse_utc_date
-from jmapmono.push import subscriptions_store, webpush
+from jmapmono.push import subscriptions_store
 from tests.support.jmap import CORE, JmapClient
 from tests.support.push_receiver import PushReceiver, UserAgentKeys
 
@@ -341,7 +341,7 @@ def test_creation_ids_can_be_referenced_and_quota_is_enforced(alice, receiver, m
 
 
 def test_verification_is_retried_on_5xx_and_a_gone_answer_removes_the_subscription(services, alice, receiver):
-    sender = webpush.sender(services)
+    sender = services.webpush
     sender.retry_backoff = 0.01
     receiver.answer(503)
     retried = create(alice, receiver.url("/retried"))["id"]

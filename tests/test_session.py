@@ -90,7 +90,7 @@ def test_session_contents(client, services, alice):
 
 def test_urls_are_absolute_templates_from_the_public_base_url(services, alice):
     config = services.config.with_overrides(base_url="https://mail.example.org/")
-    session = get_session(create_app(services=Runtime(config, services.db)).test_client(), alice.email)
+    session = get_session(create_app(Runtime(config, services.db)).test_client(), alice.email)
     assert session["apiUrl"] == "https://mail.example.org/jmap/api"
     assert session["downloadUrl"] == "https://mail.example.org/jmap/download/{accountId}/{blobId}/{name}?type={type}"
     assert session["uploadUrl"] == "https://mail.example.org/jmap/upload/{accountId}/"
@@ -140,9 +140,9 @@ def test_state_follows_account_capabilities_and_api_session_state(client, servic
 
 
 def test_state_follows_configured_limits(services, alice):
-    one = get_session(create_app(services=services).test_client(), alice.email)
+    one = get_session(create_app(services).test_client(), alice.email)
     config = services.config.with_overrides(limits=replace(services.config.limits, max_calls_in_request=64))
-    two = get_session(create_app(services=Runtime(config, services.db)).test_client(), alice.email)
+    two = get_session(create_app(Runtime(config, services.db)).test_client(), alice.email)
     assert two["capabilities"][CORE]["maxCallsInRequest"] == 64
     assert two["state"] != one["state"]
 

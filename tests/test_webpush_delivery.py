@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import gevent
 import pytest
 
-from jmapmono.events import flow as event_flow
 from jmapmono.push import webpush
 from jmapmono.push.subscriptions_store import PushSubscriptions
+from jmapmono.runtime.event_flow import EventFlow
 from tests.support.jmap import JmapClient
 from tests.support.push_receiver import PushReceiver, UserAgentKeys
 from tests.test_push_subscription import create, ok
@@ -33,14 +33,14 @@ def receiver() -> Iterator[PushReceiver]:
 
 @pytest.fixture
 def sender(services) -> webpush.WebPushSender:
-    s = webpush.sender(services)
+    s = services.webpush
     s.retry_backoff = 0.05  # retries in tens of milliseconds, not seconds
     return s
 
 
 @pytest.fixture
-def flow(services, alice, bob, sender) -> Iterator[event_flow.Flow]:
-    running = event_flow.start(services)
+def flow(services, alice, bob, sender) -> Iterator[EventFlow]:
+    running = services.start().flow
     settle(services, running)  # the provisioning of alice's and bob's mailboxes
     yield running
     running.stop()
@@ -55,14 +55,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
     return value
 
 
-def settle(services, flow: event_flow.Flow, timeout: float = 10.0) -> None:
+def settle(services, flow: EventFlow, timeout: float = 10.0) -> None:
     """Wait until everything committed so far went through both buses and every push is done."""
     wait_for(lambda: flow.relay.pending() == 0, timeout, "the outbox to be published")
     mb, jb = flow.mailbox_bus.stats, flow.jmap_bus.stats
     published = flow.relay.stats["published"]
     wait_for(lambda: mb["group_handled"] + mb["group_duplicates"] + mb["dead_lettered"] >= published, timeout)
     wait_for(lambda: jb["group_handled"] + jb["group_duplicates"] + jb["dead_lettered"] >= jb["dispatched"], timeout)
-    assert webpush.sender(services).wait_idle(timeout)
+    assert services.webpush.wait_idle(timeout)
 
 
 def subscribe(client: JmapClient, receiver: PushReceiver, path: str, ua: UserAgentKeys | None = None, **props) -> str:
@@ -382,13 +382,13 @@ def test_each_state_change_is_pushed_from_one_node_of_a_cluster(services, alice,
         tx.execute("UPDATE event_outbox SET dispatched_at = 1 WHERE dispatched_at IS NULL")
     prefix = f"t{uuid.uuid4().hex[:8]}"
     node_config = config.with_overrides(broker_url=rabbitmq.url)
-    nodes: list[event_flow.Flow] = []
+    nodes: list[EventFlow] = []
     try:
         for _ in range(2):
             node = Runtime(node_config, open_database(node_config.database_url))
             for name in ("mailbox", "jmap"):
                 node.__dict__[f"{name}_bus"] = EventBus(f"{prefix}-{name}", rabbitmq.url, node.db, retry_backoff=0.01)
-            nodes.append(event_flow.start(node, poll_interval=0.2))
+            nodes.append(node.start(poll_interval=0.2).flow)
             assert nodes[-1].wait_ready(15)
         count = 10
         for n in range(count):
@@ -399,10 +399,10 @@ def test_each_state_change_is_pushed_from_one_node_of_a_cluster(services, alice,
             20,
             "the latest state to be pushed",
         )
-        wait_for(lambda: sum(webpush.sender(f.services).stats["handled"] for f in nodes) >= count, 20)
+        wait_for(lambda: sum(f.services.webpush.stats["handled"] for f in nodes) >= count, 20)
         for f in nodes:
-            assert webpush.sender(f.services).wait_idle(10)
-        handled = [webpush.sender(f.services).stats["handled"] for f in nodes]
+            assert f.services.webpush.wait_idle(10)
+        handled = [f.services.webpush.stats["handled"] for f in nodes]
         with services.db.read() as tx:
             done = tx.value(
                 "SELECT COUNT(*) FROM event_processed WHERE bus = ? AND group_name = ? AND done = 1",

@@ -18,7 +18,6 @@ import pytest
 from wsproto.events import Ping
 
 from jmapmono.push.channel import user_key
-from jmapmono.push.ws_session import hub
 from tests.support.jmap import PASSWORD
 from tests.support.servers import free_port, wait_for_port
 from tests.support.ws_client import Closed, Rejected, WsClient, basic, start_server, wait_until
@@ -79,7 +78,7 @@ def test_a_silent_peer_is_closed_and_its_listeners_unregistered(make_server, cap
     client.enable_push(None)
     assert listeners(server, ALICE) == 2
     started = time.monotonic()
-    wait_until(lambda: not hub(server.services).sockets, timeout=10, what="the silent socket to be closed")
+    wait_until(lambda: not server.services.websockets.sockets, timeout=10, what="the silent socket to be closed")
     assert time.monotonic() - started < 0.2 + 0.3 + 2.5
     assert listeners(server, ALICE) == 0
     assert client.wait_closed() in (1008, 1006)
@@ -97,7 +96,9 @@ def test_client_close_or_vanishing_unregisters_everything(make_server, how, capl
         client.close(1000)
     else:
         client.sock.close()
-    wait_until(lambda: listeners(server, ALICE) == 0 and not hub(server.services).sockets, what="the unregistration")
+    wait_until(
+        lambda: listeners(server, ALICE) == 0 and not server.services.websockets.sockets, what="the unregistration"
+    )
     line = wait_until(lambda: [r.getMessage() for r in caplog.records if "event=ws_close" in r.getMessage()])[0]
     assert ("code=1000" in line and "reason=client_close" in line) if how == "close_frame" else "code=1006" in line
 
@@ -110,20 +111,19 @@ def test_a_protocol_error_closes_with_its_code_and_unregisters(make_server):
     payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\xff\xfe"))  # not UTF-8
     client.sock.sendall(b"\x81\x82" + mask + payload)  # FIN, text, masked, 2 bytes
     assert client.wait_closed() == 1007
-    wait_until(lambda: listeners(server, ALICE) == 0 and not hub(server.services).sockets, what="unregistration")
+    wait_until(lambda: listeners(server, ALICE) == 0 and not server.services.websockets.sockets, what="unregistration")
 
 
 def test_closing_every_socket_at_shutdown_sends_1001_and_unregisters(make_server):
-    from jmapmono.push.ws_session import close_all
 
     server = make_server()
     clients = [server.client(email) for email in (ALICE, ALICE, BOB)]
     for client in clients:
         client.enable_push(None)
-    closing = gevent.spawn(close_all, server.services, 5)  # waits for the clients' answers
+    closing = gevent.spawn(server.services.websockets.close_all, timeout=5)  # waits for the clients' answers
     assert [client.wait_closed() for client in clients] == [1001, 1001, 1001]
     assert closing.get(timeout=5) == 3
-    assert not hub(server.services).sockets  # every socket ended before close_all returned
+    assert not server.services.websockets.sockets  # every socket ended before close_all returned
     assert listeners(server, ALICE) == 0 and listeners(server, BOB) == 0
     with pytest.raises(Rejected) as refused:  # a process shutting down takes no new socket
         server.client(ALICE)
@@ -132,7 +132,7 @@ def test_closing_every_socket_at_shutdown_sends_1001_and_unregisters(make_server
 
 def test_a_thousand_connect_disconnect_cycles_leave_nothing_behind(make_server):
     server = make_server()
-    bus, sockets = server.services.jmap_bus, hub(server.services)
+    bus, sockets = server.services.jmap_bus, server.services.websockets
     fds = open_fds()
     started = time.monotonic()
     for i in range(1000):
@@ -182,7 +182,9 @@ def test_cycles_on_rabbitmq_leave_no_binding_on_the_broker(make_server, rabbitmq
         client = server.client(ALICE)
         client.enable_push(None)
         client.close() if i % 2 else client.sock.close()
-    wait_until(lambda: not hub(server.services).sockets and listeners(server, ALICE) == 0, what="every socket to end")
+    wait_until(
+        lambda: not server.services.websockets.sockets and listeners(server, ALICE) == 0, what="every socket to end"
+    )
     assert not routed(rabbitmq, f"key.{account_key}") and not routed(rabbitmq, f"key.{own_key}")
 
 
@@ -202,7 +204,7 @@ def test_a_client_that_stops_reading_neither_grows_memory_nor_delays_a_reading_o
     bob_acc, alice_acc = keys_of(server, BOB)[0], keys_of(server, ALICE)[0]
     stuck = server.client(BOB)
     stuck.enable_push(None)
-    [stuck_socket] = [s for s in hub(server.services).sockets if s.principal.email == BOB]
+    [stuck_socket] = [s for s in server.services.websockets.sockets if s.principal.email == BOB]
     stop_reading(stuck, stuck_socket)
     payload = {"pad": "x" * 60_000}
 
@@ -232,7 +234,7 @@ def test_a_client_that_stops_reading_neither_grows_memory_nor_delays_a_reading_o
     print(f"\nreading client's push latency next to a stuck one: worst {worst * 1000:.1f} ms over 20 deliveries")
     flooding.kill()
     stuck.sock.close()
-    wait_until(lambda: len(hub(server.services).sockets) == 1, what="the stuck socket to end")
+    wait_until(lambda: len(server.services.websockets.sockets) == 1, what="the stuck socket to end")
     assert listeners(server, BOB) == 0
     reader.close()
 
@@ -240,7 +242,7 @@ def test_a_client_that_stops_reading_neither_grows_memory_nor_delays_a_reading_o
 def test_a_ping_flood_from_a_client_that_does_not_read_queues_one_pong(make_server):
     server = make_server(ws_ping_seconds=0)
     client = server.client(ALICE)
-    [server_side] = hub(server.services).sockets
+    [server_side] = server.services.websockets.sockets
     stop_reading(client, server_side)
     client.send_request([["Core/echo", {"pad": "x" * 1_000_000}, "e"]], "big", CORE)  # blocks the writer
     wait_until(lambda: server_side.ws._writer is not None and server_side.ws.messages_out == 1, what="a stuck write")
@@ -259,7 +261,7 @@ def test_a_ping_flood_from_a_client_that_does_not_read_queues_one_pong(make_serv
     assert server_side.ws._writer is not None, "the write should still be stuck"
     assert most <= 2 and len(server_side.ws._control) <= 2  # only the latest pong waits, not 20,000
     client.sock.close()
-    wait_until(lambda: not hub(server.services).sockets, what="the socket to end")
+    wait_until(lambda: not server.services.websockets.sockets, what="the socket to end")
 
 
 # -- shutdown --------------------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import logging
 import secrets
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,11 +34,12 @@ from typing import TYPE_CHECKING
 from jmapmono.accounts import passwords, ratelimit
 from jmapmono.accounts.app_passwords import AppPasswords, TokenOwner, looks_like_token
 from jmapmono.accounts.principal import Principal
-from jmapmono.accounts.users import User
+from jmapmono.accounts.users import Accounts, User
+from jmapmono.config import Config
 from jmapmono.log import kv
 
 if TYPE_CHECKING:
-    from jmapmono.runtime import Runtime
+    from jmapmono.store import Database
 
 log = logging.getLogger("jmapmono.auth")
 
@@ -141,12 +141,11 @@ def _principal(user: User, app_password_id: str | None = None) -> Principal:
 
 
 class Authenticator:
-    """Per-process authentication state (credential cache, failure limiters) over one Runtime."""
+    """Per-process authentication state (credential cache, failure limiters); one per process (its runtime's)."""
 
-    def __init__(self, services: Runtime, clock=time.monotonic) -> None:
-        config = services.config
-        self.accounts = services.accounts
-        self.app_passwords = AppPasswords(services.db, services.accounts)
+    def __init__(self, config: Config, db: Database, accounts: Accounts, clock=time.monotonic) -> None:
+        self.accounts = accounts
+        self.app_passwords = AppPasswords(db, accounts)
         self.cache = CredentialCache(config.auth_cache_seconds, clock=clock)
         limit = config.login_failures_per_minute
         self.by_address = ratelimit.SlidingWindowLimiter(limit, clock=clock)
@@ -250,21 +249,3 @@ def _holding(attempt: ratelimit.Attempt) -> Iterator[None]:
 
 def _ms(started: float) -> str:
     return f"{(time.monotonic() - started) * 1000:.1f}"
-
-
-_authenticators: weakref.WeakKeyDictionary[Runtime, Authenticator] = weakref.WeakKeyDictionary()
-_authenticators_lock = threading.Lock()
-
-
-def authenticator(services: Runtime) -> Authenticator:
-    """The one Authenticator of ``services`` (created on first use)."""
-    with _authenticators_lock:
-        auth = _authenticators.get(services)
-        if auth is None:
-            auth = _authenticators[services] = Authenticator(services)
-        return auth
-
-
-def authenticate_headers(services: Runtime, authorization: str | None, remote_addr: str | None) -> Principal:
-    """Authenticate a request from its ``Authorization`` header and client address (any front end)."""
-    return authenticator(services).authenticate(authorization, remote_addr)

@@ -78,17 +78,6 @@ def _user(row: dict) -> User:
     return User(row["id"], row["email"], row["account_id"], row["created_at"])
 
 
-def _access_changed(tx: Transaction, owner: User, delegate_id: int, granted: bool) -> None:
-    """Write the ``AccessChanged`` event into the outbox of ``tx`` (push re-registers the delegate's accounts)."""
-    from jmapmono.events import outbox  # the mailbox layer imports this module
-    from jmapmono.mailbox.events import AccessChanged
-
-    event = AccessChanged(
-        account_id=owner.account_id, owner_user_id=owner.id, delegate_user_id=int(delegate_id), granted=granted
-    )
-    outbox.write(tx, event)
-
-
 class Accounts:
     """User and delegation records. Password checks live in :mod:`jmapmono.accounts.passwords`."""
 
@@ -99,6 +88,10 @@ class Accounts:
         self.on_user_created: list[Callable[[Transaction, User], None]] = []
         #: Called inside the deleting transaction, before the user row goes (clean up what it owned).
         self.on_user_deleted: list[Callable[[Transaction, User], None]] = []
+        #: Called inside the transaction that grants or takes back access to an owner's account:
+        #: (tx, owner, delegate user id, granted). The runtime writes it to the outbox, so push re-reads
+        #: the delegate's accounts (a user's deletion takes back what was delegated to them, too).
+        self.on_access_changed: list[Callable[[Transaction, User, int, bool], None]] = []
         #: Called after commit when delegation changes: (owner, delegate, granted).
         self.on_delegation_changed: list[Callable[[User, User, bool], None]] = []
 
@@ -159,7 +152,7 @@ class Accounts:
         with self.db.transaction() as tx:
             # Delegations go with the user (cascade): each delegate of this account loses it.
             for row in tx.query("SELECT delegate_id FROM delegations WHERE owner_id = ?", (user.id,)):
-                _access_changed(tx, user, row["delegate_id"], False)
+                self._access_changed(tx, user, int(row["delegate_id"]), False)
             for hook in self.on_user_deleted:
                 hook(tx, user)
             if not tx.execute("DELETE FROM users WHERE id = ?", (user.id,)):
@@ -209,7 +202,7 @@ class Accounts:
                 (owner.id, delegate.id, now_ms()),
             )
             if changed:
-                _access_changed(tx, owner, delegate.id, True)
+                self._access_changed(tx, owner, delegate.id, True)
         if changed:
             log.info("event=delegation_granted owner=%s delegate=%s", owner.email, delegate.email)
             for hook in self.on_delegation_changed:
@@ -223,7 +216,7 @@ class Accounts:
                 "DELETE FROM delegations WHERE owner_id = ? AND delegate_id = ?", (owner.id, delegate.id)
             )
             if changed:
-                _access_changed(tx, owner, delegate.id, False)
+                self._access_changed(tx, owner, delegate.id, False)
         if changed:
             log.info("event=delegation_revoked owner=%s delegate=%s", owner.email, delegate.email)
             for hook in self.on_delegation_changed:
@@ -256,3 +249,7 @@ class Accounts:
                 (account_id, account_id),
             )
         return [r["id"] for r in rows]
+
+    def _access_changed(self, tx: Transaction, owner: User, delegate_id: int, granted: bool) -> None:
+        for hook in self.on_access_changed:
+            hook(tx, owner, delegate_id, granted)

@@ -25,17 +25,11 @@ import argparse
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, BinaryIO
 
-from jmapmono.config import Config, ConfigError, load_config, parse_host_port
+from jmapmono.config import ConfigError, load_config, parse_host_port
 from jmapmono.log import kv
 
-if TYPE_CHECKING:
-    from jmapmono.runtime import Runtime
-
 log = logging.getLogger("jmapmono.deliver")
-
-_READ_CHUNK = 1 << 16
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,43 +64,11 @@ def _listen_arg(value: str) -> str:
     return value
 
 
-def read_message(stream: BinaryIO, limit: int) -> bytes | None:
-    """Read ``stream`` to its end; the bytes, or None when over ``limit`` (the rest is read and dropped)."""
-    data = stream.read(limit + 1)
-    if len(data) <= limit:
-        return data
-    while stream.read(_READ_CHUNK):  # let the MTA finish writing: no broken pipe on its side
-        pass
-    return None
-
-
-def to_crlf(raw: bytes) -> bytes:
-    """LF line endings to CRLF when the input has no CRLF at all; otherwise the bytes unchanged."""
-    if b"\r\n" in raw or b"\n" not in raw:
-        return raw
-    return raw.replace(b"\n", b"\r\n")
-
-
-def delivery_services(config: Config) -> Runtime:
-    """Runtime for accepting mail, whose commits survive a power loss, not only a crash.
-
-    Acknowledging a message (LMTP 250, exit 0) lets the MTA delete its copy. SQLite in WAL
-    mode with synchronous=NORMAL (the store's default) may lose the last commits on power
-    loss, so the delivering process's own connection syncs every commit (about 1 ms each).
-    Postgres commits are synchronous already.
-    """
-    from jmapmono.runtime import Runtime
-
-    services = Runtime(config)
-    conn = getattr(services.db, "conn", None)
-    if services.db.dialect == "sqlite" and conn is not None:
-        conn.execute("PRAGMA synchronous = FULL")
-    return services
-
-
 def _deliver(args: argparse.Namespace) -> int:
     from jmapmono.accounts.users import AccountError
     from jmapmono.exits import EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
+    from jmapmono.intake.deliver import read_message, to_crlf
+    from jmapmono.runtime import Runtime
     from jmapmono.store import StoreError
 
     config = load_config()
@@ -125,7 +87,7 @@ def _deliver(args: argparse.Namespace) -> int:
     raw = to_crlf(raw)
     services = None
     try:
-        services = delivery_services(config)
+        services = Runtime(config, durable_commits=True)
         delivered = services.mailboxes.deliver(args.to, raw, args.mailbox)
     except AccountError:
         raise CommandError(f"no such user: {args.to}", EX_NOUSER) from None
@@ -165,8 +127,9 @@ def _lmtp(args: argparse.Namespace) -> int:
         raise CommandError("LMTP is off (JMAPMONO_LMTP_LISTEN=off): give --listen HOST:PORT", EX_CONFIG)
     host, port = parse_host_port(listen, "--listen")
     from jmapmono.intake.lmtp import run
+    from jmapmono.runtime import Runtime
 
     try:
-        return run(config, host, port, exit_with_parent=args.exit_with_parent)
+        return run(config, lambda: Runtime(config, durable_commits=True), host, port, args.exit_with_parent)
     except OSError as e:
         raise CommandError(f"cannot listen on {listen}: {e.strerror or e}", EX_TEMPFAIL) from None

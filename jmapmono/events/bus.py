@@ -92,7 +92,6 @@ class EventBus:
         key_concurrency: int = 1000,
         redelivery_interval: float = 2.0,
         lease_seconds: float = 60.0,
-        processed_retention_seconds: float = 3 * 86400,
     ) -> None:
         _check_name("bus name", name, 64)
         self.name = name
@@ -104,7 +103,6 @@ class EventBus:
         self.retry_backoff = retry_backoff
         self.group_concurrency = group_concurrency
         self.redelivery_interval = redelivery_interval
-        self.processed_retention_seconds = processed_retention_seconds
         #: Counters for operators and tests: dispatched, key_delivered, group_handled, dead_lettered, …
         self.stats: Counter = Counter()
         self.groups: dict[str, GroupSpec] = {}
@@ -267,15 +265,11 @@ class EventBus:
         self.runner.handle(spec, event, dead_letter_id)
 
     def _maintain(self) -> None:
-        """Poll for redelivery requests; prune old processed ids now and then."""
-        next_prune = 0.0
+        """Poll for redelivery requests (old processed ids are pruned by the housekeeping jobs)."""
         while not self._stopped:
             if self.groups:
                 try:
                     self.runner.redeliver_requested(self.groups, self._background.spawn)
-                    if time.monotonic() >= next_prune:
-                        self.runner.prune(self.processed_retention_seconds)
-                        next_prune = time.monotonic() + 600
                 except Exception as e:
                     if self._stopped:
                         return  # a kill that surfaced as a store error

@@ -135,6 +135,11 @@ class DeadLetterStore:
                     claimed.append(DeadLetter.from_row(row))
         return claimed
 
+    def prune(self, older_than_ms: int) -> int:
+        """Forget events parked before ``older_than_ms`` (never redelivered in the retention period); how many."""
+        with self.db.transaction() as tx:
+            return tx.execute("DELETE FROM event_dead_letters WHERE failed_at < ?", (older_than_ms,))
+
     def remove(self, dead_letter_id: int) -> None:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM event_dead_letters WHERE id = ?", (dead_letter_id,))

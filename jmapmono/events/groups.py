@@ -26,7 +26,6 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from jmapmono.clock import now_ms
 from jmapmono.events.deadletters import Claim, DeadLetterStore, ProcessedIds
 from jmapmono.events.event import Event
 from jmapmono.log import kv
@@ -219,9 +218,3 @@ class GroupRunner:
         for letter in claimed:
             spawn(self.handle, groups[letter.group], letter.event, letter.id)
         return len(claimed)
-
-    def prune(self, retention_seconds: float) -> int:
-        removed = self.processed.prune(now_ms() - int(retention_seconds * 1000))
-        if removed:
-            log.info(kv(event="bus_processed_pruned", bus=self.bus, rows=removed))
-        return removed

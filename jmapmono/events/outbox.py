@@ -3,9 +3,12 @@
 An event is therefore published if and only if its change committed, even when the
 broker is down or the process dies right after the commit. A relay reads the rows
 still undispatched (:func:`pending`), publishes them, and marks them
-(:func:`mark_dispatched`). In-process listeners (:func:`subscribe`) are told after
-commit, so a relay in the same process can wake at once instead of polling; relays in
-other processes are woken by the doorbell (jmapmono/events/doorbell.py).
+(:func:`mark_dispatched`). Listeners in the writing process (:func:`subscribe`, kept with
+the database) are told after commit, so a relay in the same process can wake at once
+instead of polling; relays in other processes are woken by the doorbell (doorbell.py).
+
+An event is anything with ``to_json()`` whose JSON has a ``type``; the outbox knows no event
+type (the mailbox layer's are in jmapmono/mailbox/events.py).
 """
 
 from __future__ import annotations
@@ -14,18 +17,23 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from jmapmono.clock import now_ms
 from jmapmono.events import doorbell
-from jmapmono.mailbox.events import MailboxEvent
-from jmapmono.store import Transaction
+from jmapmono.store import Database, Transaction
 
 log = logging.getLogger(__name__)
 
-MAILBOX_BUS = "mailbox"
 
-#: Called after commit with (outbox row id, bus, event) for every event written.
-_listeners: list[Callable[[int, str, MailboxEvent], None]] = []
+class OutboxEvent(Protocol):
+    """What the outbox stores: an event that serialises itself (its JSON names its ``type``)."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+#: Told after commit with (outbox row id, bus, event) for every event written.
+OutboxListener = Callable[[int, str, Any], None]
 
 
 @dataclass(frozen=True)
@@ -36,18 +44,19 @@ class OutboxEntry:
     created_at: int
 
 
-def subscribe(listener: Callable[[int, str, MailboxEvent], None]) -> Callable[[], None]:
-    """Be told after each commit that wrote an event; returns a function that unsubscribes."""
-    _listeners.append(listener)
+def subscribe(db: Database, listener: OutboxListener) -> Callable[[], None]:
+    """Be told after each commit on ``db`` in this process that wrote an event; returns a function that
+    unsubscribes."""
+    db.local_listeners.append(listener)
 
     def unsubscribe() -> None:
-        if listener in _listeners:
-            _listeners.remove(listener)
+        if listener in db.local_listeners:
+            db.local_listeners.remove(listener)
 
     return unsubscribe
 
 
-def write(tx: Transaction, event: MailboxEvent, bus: str = MAILBOX_BUS) -> int:
+def write(tx: Transaction, event: OutboxEvent, bus: str) -> int:
     """Write ``event`` into the outbox inside ``tx``; return its row id."""
     body = json.dumps(event.to_json(), separators=(",", ":"), sort_keys=True)
     outbox_id = int(
@@ -56,15 +65,16 @@ def write(tx: Transaction, event: MailboxEvent, bus: str = MAILBOX_BUS) -> int:
             (bus, body, now_ms()),
         )
     )
-    if _listeners:
-        tx.after_commit(lambda: _notify(outbox_id, bus, event))
+    if tx.local_listeners:
+        listeners = list(tx.local_listeners)
+        tx.after_commit(lambda: _notify(listeners, outbox_id, bus, event))
     # Relays in other processes (and on other nodes) wake at commit: NOTIFY on Postgres, a datagram on SQLite.
     doorbell.ring_after_commit(tx)
     return outbox_id
 
 
-def _notify(outbox_id: int, bus: str, event: MailboxEvent) -> None:
-    for listener in list(_listeners):
+def _notify(listeners: list[OutboxListener], outbox_id: int, bus: str, event: OutboxEvent) -> None:
+    for listener in listeners:
         try:
             listener(outbox_id, bus, event)
         except Exception:  # a listener never undoes a committed change

@@ -95,7 +95,7 @@ class OutboxRelay:
         """Start relaying in a background greenlet; also listen for rings from other processes."""
         if self._greenlet is not None:
             return
-        self._unsubscribe = outbox.subscribe(lambda _id, bus, _event: self.wake() if bus in self.buses else None)
+        self._unsubscribe = outbox.subscribe(self.db, self._on_commit)
         self._doorbell = doorbell.listener_for(self.db, self.wake)
         try:
             self._doorbell.start()
@@ -119,6 +119,10 @@ class OutboxRelay:
             if not self._greenlet.dead:  # it ends at its next turn of the loop (``_stopped`` is set)
                 log.warning(kv(event="relay_stop_slow", timeout_s=2))
             log.info(kv(event="relay_stopped", published=self.stats["published"]))
+
+    def _on_commit(self, _outbox_id: int, bus: str, _event: object) -> None:
+        if bus in self.buses:
+            self.wake()
 
     def wake(self) -> None:
         """Look at the outbox now (thread-unsafe: call from the relay's own process and thread)."""

@@ -34,19 +34,23 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import TYPE_CHECKING, Protocol
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
 from jmapmono.accounts.users import AccountError
-from jmapmono.cli.mail import delivery_services
 from jmapmono.config import Config
 from jmapmono.log import kv
-from jmapmono.runtime import Runtime
 from jmapmono.store import StoreError
+
+if TYPE_CHECKING:
+    from jmapmono.accounts.users import Accounts
+    from jmapmono.mailbox.manager import MailboxManager
 
 log = logging.getLogger("jmapmono.lmtp")
 
@@ -107,6 +111,16 @@ def trace_headers(mail_from: str, helo: str | None, peer: object, hostname: str,
     return text.encode("utf-8", "surrogateescape")
 
 
+class DeliveryServices(Protocol):
+    """What delivering needs of the process (its runtime, opened for durable commits)."""
+
+    @property
+    def accounts(self) -> Accounts: ...
+    @property
+    def mailboxes(self) -> MailboxManager: ...
+    def stop(self) -> None: ...
+
+
 class LazyServices:
     """The process's services, opened on first use and again after a failed open.
 
@@ -114,22 +128,22 @@ class LazyServices:
     gets ``451`` and retries, instead of a refused connection and no reason.
     """
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, open_services: Callable[[], DeliveryServices]) -> None:
+        self.open_services = open_services
         self._lock = threading.Lock()
-        self._services: Runtime | None = None
+        self._services: DeliveryServices | None = None
 
-    def get(self) -> Runtime:
+    def get(self) -> DeliveryServices:
         """The open services; raises StoreError while the database cannot be opened."""
         with self._lock:
             if self._services is None:
-                self._services = delivery_services(self.config)
+                self._services = self.open_services()
             return self._services
 
     def close(self) -> None:
         with self._lock:
             if self._services is not None:
-                self._services.close()
+                self._services.stop()
                 self._services = None
 
 
@@ -359,10 +373,12 @@ class JmapLMTP(LMTP):
 class LmtpServer:
     """One listening LMTP server with its thread pool, services and graceful shutdown."""
 
-    def __init__(self, config: Config, hostname: str | None = None) -> None:
+    def __init__(
+        self, config: Config, open_services: Callable[[], DeliveryServices], hostname: str | None = None
+    ) -> None:
         self.config = config
         self.hostname = hostname or socket.gethostname()
-        self.services = LazyServices(config)
+        self.services = LazyServices(open_services)
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="lmtp")
         self.handler = DeliveryHandler(self.services, self.executor)
         self.connections: set[JmapLMTP] = set()
@@ -447,6 +463,13 @@ async def _watch_parent(ppid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
 
 
-def run(config: Config, host: str, port: int, exit_with_parent: bool = False) -> int:
-    """Run the LMTP server in this (unpatched) process until it is told to stop."""
-    return asyncio.run(LmtpServer(config).serve(host, port, exit_with_parent))
+def run(
+    config: Config,
+    open_services: Callable[[], DeliveryServices],
+    host: str,
+    port: int,
+    exit_with_parent: bool = False,
+) -> int:
+    """Run the LMTP server in this (unpatched) process until it is told to stop; ``open_services`` opens
+    the process's runtime (again after a failed open: the database may be down at first)."""
+    return asyncio.run(LmtpServer(config, open_services).serve(host, port, exit_with_parent))

@@ -3,7 +3,7 @@
 The HTTP front end (``jmapmono.web.api``) and the WebSocket front end share it:
 
     request = parse_request(body)                   # RequestError: notJSON / notRequest
-    with request_guard(services).slot(user_id):     # RequestError: limit maxConcurrentRequests
+    with services.request_guard.slot(user_id):      # RequestError: limit maxConcurrentRequests
         response = execute(services, principal, request)   # RequestError: unknownCapability / limit
 
 ``execute`` runs the calls in order; a failing call becomes an ``error``
@@ -21,7 +21,6 @@ import re
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
@@ -37,14 +36,13 @@ from jmapmono.store import StoreError
 
 if TYPE_CHECKING:
     from jmapmono.accounts.principal import Principal
-    from jmapmono.runtime import Runtime
+    from jmapmono.jmap.context import JmapServices
 
 log = logging.getLogger("jmapmono.api")
 
-#: Extra checks run before every handler, after the account checks. Each may raise a
-#: MethodError (typically ``forbidden``: the call is valid but a policy refuses it).
+#: An extra check run before every handler, after the account checks (``services.call_policies``). It may
+#: raise a MethodError (typically ``forbidden``: the call is valid but a policy refuses it).
 CallPolicy = Callable[[Invocation, MethodSpec], None]
-call_policies: list[CallPolicy] = []
 
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -207,19 +205,6 @@ class ConcurrencyGuard:
                     del self._counts[key]
 
 
-_guards: weakref.WeakKeyDictionary[Runtime, ConcurrencyGuard] = weakref.WeakKeyDictionary()
-_guards_lock = threading.Lock()
-
-
-def request_guard(services: Runtime) -> ConcurrencyGuard:
-    """The per-process maxConcurrentRequests guard of ``services`` (shared by HTTP and WebSocket)."""
-    with _guards_lock:
-        guard = _guards.get(services)
-        if guard is None:
-            guard = _guards[services] = ConcurrencyGuard(services.config.limits.max_concurrent_requests)
-        return guard
-
-
 # --- result references (§3.7) --------------------------------------------------------------------------------------
 
 
@@ -316,7 +301,7 @@ def _check_account(session: Session, spec: MethodSpec, args: dict[str, Any]) -> 
 class _Run:
     """The state of one request while its calls execute."""
 
-    def __init__(self, services: Runtime, principal: Principal, request: dict[str, Any], session: Session) -> None:
+    def __init__(self, services: JmapServices, principal: Principal, request: dict[str, Any], session: Session) -> None:
         self.services = services
         self.principal = principal
         self.session = session
@@ -349,7 +334,7 @@ class _Run:
         if spec.needs_account:
             _check_account(self.session, spec, args)
         inv = Invocation(name, args, call_id, self.services, self.principal, self.using, self.created_ids)
-        for policy in call_policies:
+        for policy in self.services.call_policies:
             policy(inv, spec)
         result = spec.handler(inv)
         if not isinstance(result, dict):
@@ -357,7 +342,7 @@ class _Run:
         return [[name, result, call_id], *([n, a, c] for n, a, c in inv.extra_responses)]
 
 
-def execute(services: Runtime, principal: Principal, request: dict[str, Any]) -> dict[str, Any]:
+def execute(services: JmapServices, principal: Principal, request: dict[str, Any]) -> dict[str, Any]:
     """Run a parsed Request for ``principal``; return the Response object (§3.4)."""
     started = time.monotonic()
     unknown = [u for u in request["using"] if u not in registry.CAPABILITIES]

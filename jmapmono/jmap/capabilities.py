@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jmapmono.jmap.registry import MAIL, SUBMISSION, VACATION, capability
 
 if TYPE_CHECKING:
-    from jmapmono.runtime import Runtime
+    from jmapmono.jmap.context import JmapServices
 
 #: Email/query sort properties we support (RFC 8621 §4.4.2).
 EMAIL_SORT_OPTIONS = [
@@ -29,7 +29,7 @@ MAX_MAILBOX_DEPTH = 10
 MAX_SIZE_MAILBOX_NAME = 255
 
 
-def _mail_account(services: Runtime, account_id: str) -> dict[str, Any]:
+def _mail_account(services: JmapServices, account_id: str) -> dict[str, Any]:
     return {
         "maxMailboxesPerEmail": None,
         "maxMailboxDepth": MAX_MAILBOX_DEPTH,
@@ -40,15 +40,15 @@ def _mail_account(services: Runtime, account_id: str) -> dict[str, Any]:
     }
 
 
-def _submission_account(services: Runtime, account_id: str) -> dict[str, Any]:
+def _submission_account(services: JmapServices, account_id: str) -> dict[str, Any]:
     return {"maxDelayedSend": 0, "submissionExtensions": {}}
 
 
-def _empty_session(services: Runtime) -> dict[str, Any]:
+def _empty_session(services: JmapServices) -> dict[str, Any]:
     return {}
 
 
-def _empty_account(services: Runtime, account_id: str) -> dict[str, Any]:
+def _empty_account(services: JmapServices, account_id: str) -> dict[str, Any]:
     return {}
 
 

@@ -14,7 +14,7 @@ from jmapmono.jmap.registry import CORE, Invocation, capability, method
 
 if TYPE_CHECKING:
     from jmapmono.config import Limits
-    from jmapmono.runtime import Runtime
+    from jmapmono.jmap.context import JmapServices
 
 
 def core_capability_value(limits: Limits) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def core_capability_value(limits: Limits) -> dict[str, Any]:
     }
 
 
-def _session_value(services: Runtime) -> dict[str, Any]:
+def _session_value(services: JmapServices) -> dict[str, Any]:
     return core_capability_value(services.config.limits)
 
 

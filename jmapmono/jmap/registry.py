@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jmapmono.accounts.principal import Principal
-    from jmapmono.runtime import Runtime
+    from jmapmono.jmap.context import JmapServices
 
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
@@ -32,7 +32,7 @@ class Invocation:
     name: str
     args: dict[str, Any]
     call_id: str
-    services: Runtime
+    services: JmapServices
     principal: Principal
     using: frozenset[str]
     #: creation id → server id, shared by every call of the request (RFC 8620 §5.3).
@@ -74,9 +74,9 @@ class MethodSpec:
 class CapabilitySpec:
     uri: str
     #: The value under ``capabilities`` in the Session.
-    session_value: Callable[[Runtime], dict[str, Any]]
+    session_value: Callable[[JmapServices], dict[str, Any]]
     #: The value under each account's ``accountCapabilities``; None = not an account capability.
-    account_value: Callable[[Runtime, str], dict[str, Any]] | None = None
+    account_value: Callable[[JmapServices, str], dict[str, Any]] | None = None
     #: Names a primaryAccounts entry.
     primary: bool = True
 
@@ -99,8 +99,8 @@ def method(
 
 def capability(
     uri: str,
-    session_value: Callable[[Runtime], dict[str, Any]],
-    account_value: Callable[[Runtime, str], dict[str, Any]] | None = None,
+    session_value: Callable[[JmapServices], dict[str, Any]],
+    account_value: Callable[[JmapServices, str], dict[str, Any]] | None = None,
     primary: bool = True,
 ) -> None:
     """Declare a capability for the Session."""

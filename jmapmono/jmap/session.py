@@ -24,7 +24,7 @@ from jmapmono.jmap import registry
 if TYPE_CHECKING:
     from jmapmono.accounts.principal import Principal
     from jmapmono.accounts.users import AccountAccess
-    from jmapmono.runtime import Runtime
+    from jmapmono.jmap.context import JmapServices
 
 API_PATH = "/jmap/api"
 DOWNLOAD_PATH = "/jmap/download/{accountId}/{blobId}/{name}?type={type}"
@@ -54,7 +54,7 @@ def session_state(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def build_session(services: Runtime, principal: Principal) -> Session:
+def build_session(services: JmapServices, principal: Principal) -> Session:
     """The Session as ``principal`` sees it now (one database read)."""
     base = services.config.public_base_url
     specs = sorted(registry.CAPABILITIES.values(), key=lambda s: s.uri)

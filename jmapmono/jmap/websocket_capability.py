@@ -12,7 +12,7 @@ from jmapmono.jmap.registry import WEBSOCKET, capability
 
 if TYPE_CHECKING:
     from jmapmono.config import Config
-    from jmapmono.runtime import Runtime
+    from jmapmono.jmap.context import JmapServices
 
 WEBSOCKET_PATH = "/jmap/ws"
 
@@ -24,7 +24,7 @@ def websocket_url(config: Config) -> str:
     return ("wss" if scheme.lower() == "https" else "ws") + "://" + rest + WEBSOCKET_PATH
 
 
-def _session_value(services: Runtime) -> dict[str, Any]:
+def _session_value(services: JmapServices) -> dict[str, Any]:
     return {"url": websocket_url(services.config), "supportsPush": True}
 
 

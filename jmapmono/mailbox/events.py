@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 
 from jmapmono.clock import now_ms
 
+#: The outbox bus the mailbox layer's events are written to and published on.
+MAILBOX_BUS = "mailbox"
+
 
 def _event_id() -> str:
     return uuid.uuid4().hex

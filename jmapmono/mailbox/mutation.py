@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from jmapmono.events import outbox
 from jmapmono.mailbox import changes, counts
-from jmapmono.mailbox.events import MailboxEvent
+from jmapmono.mailbox.events import MAILBOX_BUS, MailboxEvent
 from jmapmono.store import Transaction
 
 #: The order types are recorded in (fixed, so that seqs of one operation read naturally).
@@ -71,5 +71,5 @@ class Mutation:
         touched = set(self._created.get("Mailbox", ())) | set(self._updated.get("Mailbox", ()))
         touched |= set(self._destroyed.get("Mailbox", ())) | moved
         event.mailbox_ids = sorted(set(event.mailbox_ids) | touched)
-        outbox.write(self.tx, event)
+        outbox.write(self.tx, event, MAILBOX_BUS)
         return states

@@ -1,4 +1,5 @@
-"""``GET /jmap/eventsource``: push over Server-Sent Events (RFC 8620 §7.3), with real resume.
+"""Push over Server-Sent Events (RFC 8620 §7.3), with real resume: the streams behind ``GET /jmap/eventsource``
+(the route is jmapmono/web/eventsource.py).
 
 The Session's ``eventSourceUrl`` is ``/jmap/eventsource?types={types}&closeafter={closeafter}&ping={ping}``.
 The GET is authenticated like any API request (401/429/503 otherwise); then the parameters are checked,
@@ -24,7 +25,7 @@ stream) that coalesces them: the stream writes one event at a time and a slow re
 fresher events, never a backlog. The channel is closed on every way a stream ends: the client
 disconnects (a greenlet waiting on the socket sees the EOF at once; failing writes end it too),
 closeafter, a write blocked longer than ``JMAPMONO_EVENTSOURCE_WRITE_TIMEOUT`` seconds (a client that
-stopped reading), or :func:`close_all` at shutdown. One log line when a stream opens, one when it ends.
+stopped reading), or ``Streams.close_all`` at shutdown. One log line when a stream opens, one when it ends.
 """
 
 from __future__ import annotations
@@ -35,29 +36,23 @@ import logging
 import re
 import socket
 import time
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
-from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from jmapmono.accounts.principal import Principal
 from jmapmono.log import kv
 from jmapmono.push.channel import PUSH_TYPES, PushChannel
-from jmapmono.store import StoreError
-from jmapmono.web.auth import problem_response, require_auth
 
 if TYPE_CHECKING:
-    from jmapmono.runtime import Runtime
+    from jmapmono.push.context import PushServices
 
 _TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 
 log = logging.getLogger("jmapmono.push.eventsource")
-
-bp = Blueprint("eventsource", __name__)
 
 PATH = "/jmap/eventsource"
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
@@ -182,7 +177,7 @@ class EventStream:
 
     def __init__(
         self,
-        services: Runtime,
+        services: PushServices,
         principal: Principal,
         params: StreamParams,
         last_event_id: str | None,
@@ -291,9 +286,7 @@ class EventStream:
         if self._watcher is not None and self._watcher is not gevent.getcurrent():
             # Gone before the response ends: the server reads the connection's next request right after.
             self._watcher.kill(block=True, timeout=1)
-        streams = _hubs.get(self.services)
-        if streams is not None:
-            streams.discard(self)
+        self.services.event_streams.discard(self)
         self._end("closed")
         log.info(
             kv(
@@ -324,7 +317,7 @@ class EventStream:
 class Streams:
     """Every open EventSource stream of one process: stuck writes and shutdown."""
 
-    def __init__(self, services: Runtime) -> None:
+    def __init__(self, services: PushServices) -> None:
         self.services = services
         self.streams: set[EventStream] = set()
         #: Set by close_all: new streams are refused (503) while the process shuts down.
@@ -370,74 +363,3 @@ class Streams:
         for stream in list(self.streams):
             stream.abort("shutdown")
         return len(streams)
-
-
-_hubs: weakref.WeakKeyDictionary[Runtime, Streams] = weakref.WeakKeyDictionary()
-
-
-def streams_of(services: Runtime) -> Streams:
-    """The open streams of ``services`` (created on first use)."""
-    found = _hubs.get(services)
-    if found is None:
-        found = _hubs[services] = Streams(services)
-    return found
-
-
-def close_all(services: Runtime, timeout: float = 2.0) -> int:
-    """End every EventSource stream of ``services`` (at shutdown); returns how many were open."""
-    found = _hubs.get(services)
-    return found.close_all(timeout) if found is not None else 0
-
-
-# -- the route -------------------------------------------------------------------------------------------------------
-
-
-def _bad_parameter(error: ParameterError) -> Response:
-    body = {"type": "about:blank", "status": 400, "title": "Bad Request", "detail": error.detail}
-    body["parameter"] = error.parameter
-    response = jsonify(body)
-    response.status_code = 400
-    response.content_type = "application/problem+json"
-    return response
-
-
-@bp.get(PATH)
-@require_auth
-def eventsource() -> Response:
-    """Open a push stream for the authenticated user."""
-    services = current_app.config["SERVICES"]
-    config = services.config
-    principal: Principal = g.principal
-    try:
-        params = parse_params(request.args, config.eventsource_min_ping, config.eventsource_max_ping)
-    except ParameterError as e:
-        log.info(kv(event="eventsource_refused", user=principal.email, parameter=e.parameter, detail=e.detail))
-        return _bad_parameter(e)
-    hub = streams_of(services)
-    if hub.closing:
-        return problem_response(
-            503, "Service Unavailable", "the server is shutting down; reconnect", {"Retry-After": "1"}
-        )
-    last_event_id = (request.headers.get("Last-Event-ID") or "").strip() or None
-    stream = EventStream(
-        services, principal, params, last_event_id, client_socket(request.environ), request.remote_addr
-    )
-    try:
-        stream.open()
-    except StoreError as e:
-        stream._end("unavailable")
-        stream.close()
-        log.warning(kv(event="eventsource_unavailable", user=principal.email, error=str(e)))
-        return problem_response(
-            503, "Service Unavailable", "the database is unavailable; try again", {"Retry-After": "5"}
-        )
-    except BaseException:
-        stream.close()
-        raise
-    hub.add(stream)
-    response = Response(iter(stream), status=200, content_type=CONTENT_TYPE)
-    response.headers["Cache-Control"] = "no-cache, no-store"
-    response.headers["X-Accel-Buffering"] = "no"
-    # The WSGI server may never iterate the body (HEAD, a failure before the first write): close then too.
-    response.call_on_close(stream.close)
-    return response

@@ -238,7 +238,7 @@ def push_subscription_set(inv: Invocation) -> dict[str, Any]:
             continue
         new.append((cid, sub, echo))
     if new:
-        sender = webpush.sender(inv.services)
+        sender = inv.services.webpush
         with db.transaction() as tx:
             for cid, sub, echo in new:
                 try:

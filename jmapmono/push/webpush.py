@@ -31,7 +31,6 @@ import logging
 import random
 import ssl
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,7 +51,7 @@ from jmapmono.push.webpush_http import Answer, TargetRefused
 
 if TYPE_CHECKING:
     from jmapmono.events.bus import EventBus
-    from jmapmono.runtime import Runtime
+    from jmapmono.push.context import PushServices
 
 log = logging.getLogger("jmapmono.push.webpush")
 
@@ -61,8 +60,6 @@ STATE_CHANGE = "StateChange"
 DELIVERY_TYPE = "EmailDelivery"
 #: POSTs at once per process (the rest wait their turn).
 MAX_CONCURRENT_POSTS = 50
-#: How often expired subscriptions are deleted (seconds).
-PRUNE_INTERVAL = 3600.0
 
 Changed = dict[str, dict[str, str]]
 
@@ -145,9 +142,9 @@ class _Pending:
 
 
 class WebPushSender:
-    """Sends PushVerification and StateChange objects to push subscriptions (one per Runtime)."""
+    """Sends PushVerification and StateChange objects to push subscriptions (one per PushServices)."""
 
-    def __init__(self, services: Runtime) -> None:
+    def __init__(self, services: PushServices) -> None:
         self.services = services
         self.store = PushSubscriptions(services.db)
         #: Retry policy and deadline; tests shorten them.
@@ -160,7 +157,6 @@ class WebPushSender:
         self._pending: dict[str, _Pending] = {}
         self._workers = gevent.pool.Group()
         self._posts = gevent.lock.BoundedSemaphore(MAX_CONCURRENT_POSTS)
-        self._pruner: gevent.Greenlet | None = None
         self._stopped = False
 
     @property
@@ -170,16 +166,12 @@ class WebPushSender:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def register(self, jmap_bus: EventBus) -> None:
-        """Add the group listener to the JMAP bus (before it starts) and start pruning expired rows."""
+        """Add the group listener to the JMAP bus (before it starts). Expired rows go at housekeeping."""
         jmap_bus.register_group(GROUP, self)
-        if self._pruner is None:
-            self._pruner = gevent.spawn(self._prune_loop)
 
     def stop(self) -> None:
         """Drop what is pending and stop every worker (a push is never worth holding shutdown for)."""
         self._stopped = True
-        if self._pruner is not None:
-            self._pruner.kill(block=True, timeout=1)
         self._workers.kill(block=True, timeout=1)
         self._pending.clear()
 
@@ -351,27 +343,6 @@ class WebPushSender:
 
     # -- housekeeping ----------------------------------------------------------------------------------
 
-    def _prune_loop(self) -> None:
-        while not self._stopped:
-            try:
-                removed = self.store.prune_expired()
-                if removed:
-                    log.info(kv(event="webpush_expired_pruned", subscriptions=removed))
-            except Exception as e:  # tried again next interval
-                log.warning(kv(event="webpush_prune_failed", error=f"{type(e).__name__}: {e}"))
-            gevent.sleep(PRUNE_INTERVAL)
-
 
 def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
-
-
-_SENDERS: weakref.WeakKeyDictionary[Runtime, WebPushSender] = weakref.WeakKeyDictionary()
-
-
-def sender(services: Runtime) -> WebPushSender:
-    """The web push sender of ``services`` (one per process and Runtime)."""
-    found = _SENDERS.get(services)
-    if found is None:
-        found = _SENDERS[services] = WebPushSender(services)
-    return found

@@ -14,7 +14,7 @@
 Pushes come from a :class:`~jmapmono.push.channel.PushChannel`, which coalesces them; the socket's
 writer pulls one when it can write, so a slow reader gets fewer, fresher StateChanges, never a backlog.
 
-:class:`Hub` knows every open socket of a process (per Runtime): one greenlet pings them all and
+:class:`Hub` knows every open socket of a process (per PushServices): one greenlet pings them all and
 closes silent peers; :meth:`Hub.close_all` ends them with 1001 at shutdown.
 """
 
@@ -23,14 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.pool
 
 from jmapmono.accounts.principal import Principal
-from jmapmono.jmap.api import dump_response, execute, parse_json, request_guard, validate_request
+from jmapmono.jmap.api import dump_response, execute, parse_json, validate_request
 from jmapmono.jmap.errors import RequestError
 from jmapmono.log import kv
 from jmapmono.push.channel import PUSH_TYPES, PushChannel
@@ -38,7 +37,7 @@ from jmapmono.push.ws_connection import GOING_AWAY, TOO_LARGE, WebSocket
 from jmapmono.store import StoreError
 
 if TYPE_CHECKING:
-    from jmapmono.runtime import Runtime
+    from jmapmono.push.context import PushServices
 
 log = logging.getLogger("jmapmono.push.websocket")
 
@@ -62,7 +61,7 @@ def _request_error(problem: dict[str, Any], request_id: str | None) -> dict[str,
 class JmapSocket:
     """The JMAP side of one WebSocket for one authenticated user."""
 
-    def __init__(self, services: Runtime, principal: Principal, ws: WebSocket) -> None:
+    def __init__(self, services: PushServices, principal: Principal, ws: WebSocket) -> None:
         self.services = services
         self.principal = principal
         self.ws = ws
@@ -127,7 +126,7 @@ class JmapSocket:
         except RequestError as e:
             self._error(e, request_id)
             return
-        slot = request_guard(self.services).slot(self.principal.user_id)
+        slot = self.services.request_guard.slot(self.principal.user_id)
         try:
             slot.__enter__()  # held by the greenlet that runs the request, released when it ends
         except RequestError as e:
@@ -189,7 +188,7 @@ class JmapSocket:
 class Hub:
     """Every open JMAP WebSocket of one process: heartbeat and shutdown."""
 
-    def __init__(self, services: Runtime) -> None:
+    def __init__(self, services: PushServices) -> None:
         self.services = services
         self.sockets: set[JmapSocket] = set()
         #: Set by close_all: new upgrades are refused (503) while the process shuts down.
@@ -236,20 +235,3 @@ class Hub:
         for sock in list(self.sockets):
             sock.ws.abort("shutdown")
         return len(sockets)
-
-
-_hubs: weakref.WeakKeyDictionary[Runtime, Hub] = weakref.WeakKeyDictionary()
-
-
-def hub(services: Runtime) -> Hub:
-    """The hub of ``services`` (created on first use)."""
-    found = _hubs.get(services)
-    if found is None:
-        found = _hubs[services] = Hub(services)
-    return found
-
-
-def close_all(services: Runtime, timeout: float = 2.0) -> int:
-    """Close every WebSocket of ``services`` with 1001 (server shutdown); returns how many were open."""
-    found = _hubs.get(services)
-    return found.close_all(timeout=timeout) if found is not None else 0

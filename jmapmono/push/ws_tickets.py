@@ -13,14 +13,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import time
 from typing import TYPE_CHECKING
 
 from jmapmono.accounts.principal import Principal
+from jmapmono.clock import now_ms
 from jmapmono.log import kv
+from jmapmono.store import Database
 
 if TYPE_CHECKING:
-    from jmapmono.runtime import Runtime
+    from jmapmono.push.context import PushServices
 
 log = logging.getLogger("jmapmono.push.websocket")
 
@@ -33,17 +34,18 @@ def _hash(ticket: str) -> str:
     return hashlib.sha256(ticket.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+def prune_expired(db: Database) -> int:
+    """Delete the tickets that expired unused; how many."""
+    with db.transaction() as tx:
+        return tx.execute("DELETE FROM ws_tickets WHERE expires_at <= ?", (now_ms(),))
 
 
-def issue(services: Runtime, principal: Principal) -> tuple[str, int]:
-    """A new ticket for ``principal`` and its lifetime in seconds (expired tickets are pruned here)."""
+def issue(services: PushServices, principal: Principal) -> tuple[str, int]:
+    """A new ticket for ``principal`` and its lifetime in seconds (expired ones go at housekeeping)."""
     ticket = PREFIX + secrets.token_urlsafe(32)
     lifetime = services.config.ws_ticket_seconds
-    now = _now_ms()
+    now = now_ms()
     with services.db.transaction() as tx:
-        tx.execute("DELETE FROM ws_tickets WHERE expires_at <= ?", (now,))
         tx.execute(
             "INSERT INTO ws_tickets (ticket_hash, user_id, app_password_id, expires_at) VALUES (?, ?, ?, ?)",
             (_hash(ticket), principal.user_id, principal.app_password_id, now + lifetime * 1000),
@@ -52,7 +54,7 @@ def issue(services: Runtime, principal: Principal) -> tuple[str, int]:
     return ticket, lifetime
 
 
-def redeem(services: Runtime, ticket: str) -> Principal | None:
+def redeem(services: PushServices, ticket: str) -> Principal | None:
     """The principal a valid, unused, unexpired ticket was issued to; the ticket is spent either way."""
     if not isinstance(ticket, str) or not ticket.startswith(PREFIX) or len(ticket) > MAX_LENGTH:
         return None
@@ -61,7 +63,7 @@ def redeem(services: Runtime, ticket: str) -> Principal | None:
             "DELETE FROM ws_tickets WHERE ticket_hash = ? RETURNING user_id, app_password_id, expires_at",
             (_hash(ticket),),
         )
-    if row is None or int(row["expires_at"]) <= _now_ms():
+    if row is None or int(row["expires_at"]) <= now_ms():
         return None
     user = services.accounts.by_id(int(row["user_id"]))
     if user is None:

@@ -31,6 +31,8 @@ class Transaction(ABC):
 
     def __init__(self) -> None:
         self._after_commit: list[Callable[[], None]] = []
+        #: The in-process listeners of the database this transaction runs on (:attr:`Database.local_listeners`).
+        self.local_listeners: list[Callable[..., None]] = []
 
     @abstractmethod
     def execute(self, sql: str, params: Params = ()) -> int:
@@ -66,6 +68,15 @@ class Database(ABC):
 
     dialect: str
     url: str
+
+    @property
+    def local_listeners(self) -> list[Callable[..., None]]:
+        """Listeners in this process that writers tell about their commits (the outbox's, for one), kept
+        with the database so that each process, and each test's database, has its own."""
+        listeners = self.__dict__.get("_local_listeners")
+        if listeners is None:
+            listeners = self.__dict__["_local_listeners"] = []
+        return listeners
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:

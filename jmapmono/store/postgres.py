@@ -123,6 +123,7 @@ class PostgresDatabase(Database):
             return
         conn = self._acquire()
         tx = PostgresTransaction(conn)
+        tx.local_listeners = self.local_listeners
         self._local.tx = tx
         try:
             try:

@@ -104,6 +104,7 @@ class SQLiteDatabase(Database):
                 yield self._current
                 return
             tx = SQLiteTransaction(self.conn)
+            tx.local_listeners = self.local_listeners
             try:
                 self.conn.execute(begin)
             except sqlite3.OperationalError as e:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
-from jmapmono.jmap.api import check_content_type, dump_response, execute, parse_request, read_body, request_guard
+from jmapmono.jmap.api import check_content_type, dump_response, execute, parse_request, read_body
 from jmapmono.jmap.errors import RequestError
 from jmapmono.log import kv
 from jmapmono.store import StoreError
 from jmapmono.web.auth import require_auth
+from jmapmono.web.context import current_services
 
 log = logging.getLogger("jmapmono.api")
 
@@ -38,11 +39,11 @@ def unavailable() -> Response:
 @bp.post("/jmap/api")
 @require_auth
 def api() -> Response:
-    services = current_app.config["SERVICES"]
+    services = current_services()
     principal = g.principal
     try:
         check_content_type(request.headers.get("Content-Type"))
-        with request_guard(services).slot(principal.user_id):
+        with services.request_guard.slot(principal.user_id):
             body = read_body(request.stream, services.config.limits.max_size_request, request.content_length)
             result = execute(services, principal, parse_request(body))
     except RequestError as e:

@@ -8,21 +8,16 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from jmapmono.config import Config, load_config
 from jmapmono.jmap import registry
+from jmapmono.log import kv
 from jmapmono.push import subscription_methods
-from jmapmono.log import kv, setup_logging
-from jmapmono.runtime import Runtime
+from jmapmono.web.context import WebServices
 
 log = logging.getLogger("jmapmono.http")
 
 
-def create_app(config: Config | None = None, services: Runtime | None = None) -> Flask:
-    """Build the WSGI app on ``services`` (or on services built from ``config``)."""
-    if services is None:
-        config = config or load_config()
-        setup_logging(config.log_level)
-        services = Runtime(config)
+def create_app(services: WebServices) -> Flask:
+    """Build the WSGI app on ``services`` (the process's runtime)."""
     app = Flask("jmapmono", static_folder=None)
     app.config["SERVICES"] = services
     app.config["MAX_CONTENT_LENGTH"] = None  # each route enforces its own limit
@@ -74,7 +69,3 @@ def create_app(config: Config | None = None, services: Runtime | None = None) ->
         return response
 
     return app
-
-
-def services_of(app: Flask) -> Runtime:
-    return app.config["SERVICES"]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from jmapmono.accounts.app_passwords import AppPassword, AppPasswordError, AppPasswords
 from jmapmono.web.auth import CHALLENGE, problem_response, require_auth
+from jmapmono.web.context import current_services
 
 bp = Blueprint("app_passwords", __name__)
 
@@ -24,7 +25,7 @@ MAX_BODY = 4096
 
 
 def _app_passwords() -> AppPasswords:
-    services = current_app.config["SERVICES"]
+    services = current_services()
     return AppPasswords(services.db, services.accounts)
 
 
@@ -71,7 +72,7 @@ def create_app_password() -> Response:
             return problem_response(400, "Bad Request", "the body is not valid JSON")
     if not isinstance(body, dict):
         return problem_response(400, "Bad Request", 'the body must be a JSON object like {"label": "phone"}')
-    services = current_app.config["SERVICES"]
+    services = current_services()
     user = services.accounts.by_id(g.principal.user_id)
     if user is None:
         return problem_response(401, "Unauthorized", "valid credentials are required", {"WWW-Authenticate": CHALLENGE})

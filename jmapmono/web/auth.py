@@ -14,11 +14,12 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TypeVar
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, g, jsonify, request
 
-from jmapmono.accounts.authn import AuthError, RateLimited, Unauthenticated, authenticate_headers
+from jmapmono.accounts.authn import AuthError, RateLimited, Unauthenticated
 from jmapmono.accounts.principal import Principal
 from jmapmono.store import StoreError
+from jmapmono.web.context import current_services
 
 F = TypeVar("F", bound=Callable)
 
@@ -49,9 +50,7 @@ def auth_error_response(error: AuthError) -> Response:
 
 def authenticate_request() -> Principal:
     """The principal behind the current request; raises Unauthenticated or RateLimited."""
-    return authenticate_headers(
-        current_app.config["SERVICES"], request.headers.get("Authorization"), request.remote_addr
-    )
+    return current_services().authenticator.authenticate(request.headers.get("Authorization"), request.remote_addr)
 
 
 def authenticate() -> Principal | None:

@@ -30,9 +30,9 @@ from werkzeug.routing import PathConverter
 from jmapmono.jmap.errors import REQUEST_ERROR_PREFIX
 from jmapmono.log import kv
 from jmapmono.mailbox.blobs import is_valid_blob_id
-from jmapmono.runtime import Runtime
 from jmapmono.store import StoreError
 from jmapmono.web.auth import require_auth
+from jmapmono.web.context import current_services
 
 log = logging.getLogger("jmapmono.blobs")
 
@@ -85,10 +85,6 @@ def upload_slots(app: Any = None) -> UploadSlots:
     """The app's upload slot table (created on first use)."""
     app = app or current_app
     return app.extensions.setdefault("jmapmono.upload_slots", UploadSlots())
-
-
-def _services() -> Runtime:
-    return current_app.config["SERVICES"]
 
 
 def problem(status: int, detail: str, type: str = "about:blank", **extra: Any) -> Response:
@@ -177,7 +173,7 @@ def _read_body(limit: int) -> bytes | None:
 def upload(account_id: str) -> Response:
     """RFC 8620 §6.1: store the body as a blob of ``account_id`` readable by the uploader."""
     started = time.monotonic()
-    services = _services()
+    services = current_services()
     principal = g.principal
     limits = services.config.limits
     access = services.accounts.access(principal.user_id, account_id)
@@ -227,7 +223,7 @@ def upload(account_id: str) -> Response:
 @require_auth
 def download(account_id: str, blob_id: str, name: str) -> Response:
     """RFC 8620 §6.2: the blob's bytes as an attachment named ``name``, typed exactly as ``type`` asks."""
-    services = _services()
+    services = current_services()
     principal = g.principal
     wanted_type = request.args.get("type")
     if wanted_type is not None and (not _is_header_safe(wanted_type) or len(wanted_type) > MAX_TYPE_LENGTH):

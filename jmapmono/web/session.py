@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, current_app, g
+from flask import Blueprint, Response, g
 
 from jmapmono.jmap.session import build_session
 from jmapmono.store import StoreError
 from jmapmono.web.api import unavailable
 from jmapmono.web.auth import require_auth
+from jmapmono.web.context import current_services
 
 bp = Blueprint("session", __name__)
 
@@ -20,7 +21,7 @@ bp = Blueprint("session", __name__)
 def session() -> Response:
     """Served directly at the well-known URL (no redirect): one round trip for autodiscovery."""
     try:
-        document = build_session(current_app.config["SERVICES"], g.principal).document
+        document = build_session(current_services(), g.principal).document
     except StoreError:
         return unavailable()
     response = Response(json.dumps(document, ensure_ascii=False), content_type="application/json")

@@ -55,11 +55,9 @@ def crash(services: Runtime, email: str, count: int) -> None:
             print(json.dumps({"killing": commits}), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    outbox.subscribe(on_commit)
+    outbox.subscribe(services.db, on_commit)
     if FLOW:
-        from jmapmono.events import flow
-
-        flow.start(services)
+        services.start()
     delivered = [services.mailboxes.deliver(email, _message(email, n)) for n in range(count)]
     services.mailboxes.set_keywords(delivered[0].account_id, [d.message_id for d in delivered], add=["$seen"])
     raise SystemExit("still alive after the last commit")
@@ -67,7 +65,7 @@ def crash(services: Runtime, email: str, count: int) -> None:
 
 def serve(services: Runtime) -> None:
     commit_at: list[float] = []
-    outbox.subscribe(lambda *_: commit_at.append(time.time()))
+    outbox.subscribe(services.db, lambda *_: commit_at.append(time.time()))
     for n, line in enumerate(sys.stdin):
         to = line.strip()
         if not to:

@@ -28,7 +28,7 @@ class World:
 
         self.sqlite_file = sqlite_file
         self.services = Runtime(load_config(env), open_database(env["DATABASE_URL"]))
-        app = create_app(services=self.services)
+        app = create_app(self.services)
         user, _ = self.services.accounts.create_user(email, PASSWORD)
         self.client = JmapClient(app.test_client(), user.email, user.account_id)
 

@@ -275,12 +275,11 @@ class WsServer:
 
     def __init__(self, services: Any) -> None:
         from jmapmono.cli.serve import make_http_server
-        from jmapmono.events import flow
         from jmapmono.web.app import create_app
 
         self.services = services
-        self.flow = flow.start(services)
-        self.http = make_http_server(create_app(services=services), "127.0.0.1", services.config.port)
+        self.flow = services.start().flow
+        self.http = make_http_server(create_app(services), "127.0.0.1", services.config.port)
         self.http.start()
         self.port = self.http.server_port
 
@@ -292,9 +291,7 @@ class WsServer:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        from jmapmono.push.ws_session import close_all
-
-        close_all(self.services, timeout=1.0)
+        self.services.websockets.close_all(timeout=1.0)
         self.http.stop(timeout=2)
         self.flow.stop()
 

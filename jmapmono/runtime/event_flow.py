@@ -3,10 +3,9 @@
     mutation ─(same transaction)─> event_outbox ─relay─> mailbox bus ─MailboxChangeListener (group)─>
     JMAP bus ─(key: account id)─> push connections
 
-``start(services)`` runs it all and returns a :class:`Flow`, which is also the function that stops it
-(in reverse order: relay, mailbox bus, JMAP bus). ``serve`` starts it through its STARTUP hooks;
-``wsgi.py`` starts it once in each gunicorn worker. Other parts may register more group listeners on
-``services.mailbox_bus`` or ``services.jmap_bus`` before or after the start.
+The runtime of every serving process (``serve``, each gunicorn worker) starts one :class:`EventFlow`
+and stops it in reverse order (relay, mailbox bus, JMAP bus, web push). Other parts may register more
+group listeners on ``runtime.mailbox_bus`` or ``runtime.jmap_bus`` before or after the start.
 
 Processes that only write mail (LMTP, ``deliver``, the CLI) run no flow: what they commit sits in the
 outbox and the serving process's relay is woken by the doorbell (doorbell.py).
@@ -23,32 +22,27 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from jmapmono.events.bus import Event
-from jmapmono.events.outbox import MAILBOX_BUS
 from jmapmono.events.outbox_relay import OutboxRelay
 from jmapmono.log import kv
-from jmapmono.push import webpush
+from jmapmono.mailbox.events import MAILBOX_BUS
 from jmapmono.push.change_listener import ACCESS_CHANGED, STATE_CHANGE, MailboxChangeListener
 
 if TYPE_CHECKING:
     from jmapmono.runtime import Runtime
 
-log = logging.getLogger("jmapmono.events.flow")
+log = logging.getLogger("jmapmono.events.flow")  # the logger name operators grep for
 
 #: How often the flow looks for a reconnection of the JMAP bus (seconds).
 RECONNECT_CHECK = 0.1
 
-#: The flow running for each Runtime object (one at most).
-_RUNNING: weakref.WeakKeyDictionary[Runtime, Flow] = weakref.WeakKeyDictionary()
 
-
-class Flow:
-    """A running event flow; call it (or :meth:`stop`) to stop it."""
+class EventFlow:
+    """The event flow of one serving process (started and stopped by its runtime)."""
 
     def __init__(self, services: Runtime, **relay_options: Any) -> None:
         self.services = services
@@ -56,11 +50,11 @@ class Flow:
         self.jmap_bus = services.jmap_bus
         self.listener = MailboxChangeListener(self.jmap_bus)
         self.relay = OutboxRelay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
-        self.webpush = webpush.sender(services)  # a group listener on the JMAP bus (push subscriptions)
+        self.webpush = services.webpush  # a group listener on the JMAP bus (push subscriptions)
         self._watcher: gevent.Greenlet | None = None
         self._stopped = False
 
-    def start(self) -> Flow:
+    def start(self) -> EventFlow:
         started = time.monotonic()
         self.listener.register(self.mailbox_bus)
         self.webpush.register(self.jmap_bus)
@@ -85,11 +79,7 @@ class Flow:
                 part.stop()
             except Exception as e:  # one part failing to stop must not keep the others running
                 log.error(kv(event="flow_stop_failed", part=type(part).__name__, error=f"{type(e).__name__}: {e}"))
-        if _RUNNING.get(self.services) is self:
-            del _RUNNING[self.services]
         log.info(kv(event="flow_stopped", published=self.relay.stats["published"], ms=_ms(started)))
-
-    __call__ = stop
 
     def _watch_reconnects(self) -> None:
         seen = self.jmap_bus.stats["reconnects"]
@@ -138,21 +128,3 @@ def _user_id(key: str) -> int | str:
 
 def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
-
-
-def start(services: Runtime, **relay_options: Any) -> Flow:
-    """Start the event flow for ``services`` (once per Runtime); returns the running Flow (callable: stop)."""
-    if services in _RUNNING:
-        raise RuntimeError("the event flow is already running for these services")
-    flow = Flow(services, **relay_options)
-    _RUNNING[services] = flow
-    try:
-        return flow.start()
-    except BaseException:
-        flow.stop()
-        raise
-
-
-def running(services: Runtime) -> Flow | None:
-    """The flow started for ``services``, if any."""
-    return _RUNNING.get(services)

@@ -26,19 +26,21 @@ import socket
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from jmapmono.accounts.authn import AuthError
+from jmapmono.accounts.principal import Principal
 from jmapmono.config import normalize_origin
 from jmapmono.jmap.websocket_capability import WEBSOCKET_PATH
 from jmapmono.log import kv
 from jmapmono.push import ws_tickets
 from jmapmono.push.ws_connection import HandshakeError, WebSocket, accept
-from jmapmono.push.ws_session import JmapSocket, hub
+from jmapmono.push.ws_session import JmapSocket
 from jmapmono.store import StoreError
 from jmapmono.web.auth import auth_error_response, authenticate_request, problem_response, require_auth
+from jmapmono.web.context import WebServices, current_services
 
-log = logging.getLogger("jmapmono.push.websocket")
+log = logging.getLogger("jmapmono.push.websocket")  # the logger name operators grep for
 
 bp = Blueprint("websocket", __name__)
 
@@ -127,7 +129,7 @@ def not_upgraded() -> Response:
 @bp.route(WEBSOCKET_PATH, websocket=True)
 def upgrade() -> Response:
     """Check the upgrade, switch protocols, serve the socket until it ends."""
-    services = current_app.config["SERVICES"]
+    services = current_services()
     config = services.config
     refused = _check_handshake()
     if refused is not None:
@@ -138,7 +140,7 @@ def upgrade() -> Response:
         detail = f"origin {origin!r} may not open this WebSocket" if origin else "a ticket upgrade must send Origin"
         log.info(kv(event="ws_refused", reason="origin", origin=origin, ip=request.remote_addr))
         return problem_response(403, "Forbidden", detail)
-    if hub(services).closing:
+    if services.websockets.closing:
         return _unavailable("the server is shutting down; reconnect")
     try:
         if ticket is not None:
@@ -178,9 +180,9 @@ def upgrade() -> Response:
     return _Upgraded(server)
 
 
-def serve(services: Any, principal: Any, ws: WebSocket, via: str) -> None:
+def serve(services: WebServices, principal: Principal, ws: WebSocket, via: str) -> None:
     """Serve an accepted socket until it ends, with its open and close log lines."""
-    sockets = hub(services)
+    sockets = services.websockets
     session = JmapSocket(services, principal, ws)
     sockets.add(session)
     log.info(kv(event="ws_open", user=principal.email, via=via, deflate=ws.deflate, ip=request.remote_addr))
@@ -211,7 +213,7 @@ def serve(services: Any, principal: Any, ws: WebSocket, via: str) -> None:
 @require_auth
 def ticket() -> Response:
     """A single-use ticket for ``/jmap/ws?ticket=…`` (browsers cannot authenticate a WebSocket otherwise)."""
-    services = current_app.config["SERVICES"]
+    services = current_services()
     try:
         value, seconds = ws_tickets.issue(services, g.principal)
     except StoreError:
@@ -227,7 +229,7 @@ def _cors(response: Response) -> Response:
     if request.endpoint != "websocket.ticket":
         return response
     origin = request.headers.get("Origin")
-    if origin is not None and origin_allowed(current_app.config["SERVICES"].config, origin):
+    if origin is not None and origin_allowed(current_services().config, origin):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Methods"] = "POST"
         response.headers["Access-Control-Allow-Headers"] = "Authorization"
