@@ -10,8 +10,8 @@ from werkzeug.exceptions import HTTPException
 
 from jmapmono.config import Config, load_config
 from jmapmono.jmap import registry
-from jmapmono.push import subscription_methods
 from jmapmono.log import kv, setup_logging
+from jmapmono.push import subscription_methods
 from jmapmono.runtime import Runtime
 
 log = logging.getLogger("jmapmono.http")
