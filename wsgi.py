@@ -1,15 +1,8 @@
-"""WSGI entry point: ``gunicorn -k gevent wsgi:app`` (see Procfile and conf/gunicorn.conf.py).
+"""The Procfile's WSGI entry point from a source checkout: ``gunicorn -k gevent wsgi:app``.
 
-gunicorn imports this module in each worker after forking it (no ``--preload``: the runtime must start
-in the worker that serves, not in the master). Each worker runs the same Runtime as ``serve``: event
-flow, housekeeping, push hubs (jmapmono/runtime/). With more than one worker, use RabbitMQ
-(``BROKER_URL``): memory:// is per process.
+The app itself is :mod:`jmapmono.wsgi` (``gunicorn -k gevent jmapmono.wsgi:app`` when installed with pip).
 """
 
-from gevent import monkey
+from jmapmono.wsgi import app
 
-monkey.patch_all()
-
-from jmapmono.runtime.worker import serving_worker  # noqa: E402
-
-app = serving_worker()
+__all__ = ["app"]

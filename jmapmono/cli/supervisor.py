@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,31 @@ class ChildSupervisor:
             log.info(kv(event="child_stopped", child=self.name, pid=self.proc.pid, code=self.proc.returncode))
 
 
+def child_python_path(environ: Mapping[str, str] = os.environ) -> str:
+    """``PYTHONPATH`` for a ``sys.executable -m jmapmono`` child, so that it imports this same jmapmono.
+
+    Run from a source tree, the directory holding the ``jmapmono`` package goes first (the child may
+    start elsewhere than this process did). Installed, that directory is one the interpreter searches
+    anyway (site-packages), and is left out: on ``PYTHONPATH`` it would come before the standard library.
+    """
+    import site
+    import sysconfig
+
+    import jmapmono
+
+    holder = Path(jmapmono.__file__).resolve().parent.parent
+    searched = {*site.getsitepackages(), site.getusersitepackages()}
+    searched |= {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    installed = holder in {Path(p).resolve() for p in searched if p}
+    return os.pathsep.join(p for p in (None if installed else str(holder), environ.get("PYTHONPATH")) if p)
+
+
 def lmtp_child(config: Config, listen: str) -> ChildSupervisor:
     """The supervisor of the LMTP listener child, on this process's database."""
-    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this same jmapmono
-    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, DATABASE_URL=config.database_url, JMAPMONO_LMTP_LISTEN=listen, PYTHONPATH=python_path)
+    env = dict(os.environ, DATABASE_URL=config.database_url, JMAPMONO_LMTP_LISTEN=listen)
+    env.pop("PYTHONPATH", None)
+    python_path = child_python_path()
+    if python_path:
+        env["PYTHONPATH"] = python_path
     argv = [sys.executable, "-m", "jmapmono", "lmtp", "--listen", listen, "--exit-with-parent"]
     return ChildSupervisor("lmtp", argv, env)

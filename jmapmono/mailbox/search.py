@@ -8,8 +8,9 @@ Matching is the same on SQLite and Postgres:
 - bodies (``body`` and the body part of ``text``) match by *word*, a search token matching the
   start of a word ("foo" finds "Foosball", RFC 8621 §5.2), a quoted phrase matching exact words in
   sequence. SQLite indexes ``message_search.text`` with FTS5 (unicode61 tokenizer, diacritics
-  removed: triggers in schema.sql keep it in sync); Postgres with a tsvector built here from the
-  same words (:func:`tsvector`), so neither depends on the database's locale or text parser.
+  removed: triggers in jmapmono/store/schema.sql keep it in sync); Postgres with a tsvector built
+  here from the same words (:func:`tsvector`), so neither depends on the database's locale or text
+  parser.
 
 Search input follows RFC 8621 §4.4.1: white space separates terms that must all match, text in
 matched single or double quotes is a phrase (``\\"``, ``\\'``, ``\\\\`` escapes).

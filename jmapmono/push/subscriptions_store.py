@@ -1,4 +1,4 @@
-"""Storage of PushSubscriptions (RFC 8620 §7.2): table ``push_subscriptions`` (see schema.sql).
+"""Storage of PushSubscriptions (RFC 8620 §7.2): table ``push_subscriptions`` (see store/schema.sql).
 
 A subscription belongs to a user AND to the credential that created it (RFC 8620 §7.2: "tied to the
 credentials used to authenticate the API request that created it"; /get returns only those of the

@@ -1,4 +1,4 @@
-"""Versioned schema migrations from the one ``schema.sql``.
+"""Versioned schema migrations from the one ``schema.sql`` (beside this module, shipped in the package).
 
 ``schema.sql`` is a sequence of sections headed ``-- version: N``; each is
 applied once, in order, in its own transaction, and recorded in
@@ -20,7 +20,7 @@ from jmapmono.store.base import Database
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "schema.sql"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.sql"
 _VERSION = re.compile(r"^-- version: (\d+)\s*$", re.M)
 _ONLY = re.compile(r"^\s*-- only: (sqlite|postgres)\s*$", re.M)
 
