@@ -15,6 +15,7 @@ run: system-run $(VENV)/.run
 test: system-test $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) tests/run_parallel.py
 
 lint: $(VENV)/.dev

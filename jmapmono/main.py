@@ -26,12 +26,6 @@ def needs_gevent(argv: Sequence[str]) -> bool:
     return command_of(argv) not in UNPATCHED_COMMANDS
 
 
-def gevent_patched() -> bool:
-    """Whether gevent has monkey-patched this process (without importing gevent to find out)."""
-    monkey = sys.modules.get("gevent.monkey")
-    return bool(monkey is not None and monkey.is_module_patched("socket"))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Patch for gevent when the command needs it, then run the command; return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -126,6 +126,9 @@ def config(database_url: str, tmp_path: Path) -> Config:
         "BROKER_URL": "memory://localhost/",
         "JMAPMONO_LMTP_LISTEN": "off",
         "JMAPMONO_LOG_LEVEL": "INFO",
+        # Housekeeping runs a day after a runtime starts: its jobs are tested on their own
+        # (tests/test_housekeeping.py), not as a side effect of a test's first seconds.
+        "JMAPMONO_HOUSEKEEPING_SECONDS": "86400",
     }
     return load_config(env)
 

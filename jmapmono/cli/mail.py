@@ -114,8 +114,8 @@ def _deliver(args: argparse.Namespace) -> int:
 
 
 def _lmtp(args: argparse.Namespace) -> int:
+    from jmapmono.cli import gevent_patched
     from jmapmono.exits import EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, CommandError
-    from jmapmono.main import gevent_patched
 
     if gevent_patched():
         raise CommandError(

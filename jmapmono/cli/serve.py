@@ -121,9 +121,9 @@ def _serve(args: argparse.Namespace) -> int:
     import gevent
     from gevent.event import Event
 
+    from jmapmono.cli import gevent_patched
     from jmapmono.cli.supervisor import lmtp_child
     from jmapmono.exits import EX_SOFTWARE, EX_TEMPFAIL, CommandError
-    from jmapmono.main import gevent_patched
     from jmapmono.runtime import Runtime
     from jmapmono.web.app import create_app
 

@@ -41,6 +41,7 @@ import gevent.pool
 
 from jmapmono.events.event import BusUnavailable, Event
 from jmapmono.events.groups import GroupRunner, GroupSpec
+from jmapmono.events.transport import Transport
 from jmapmono.log import kv
 from jmapmono.store import Database
 
@@ -119,6 +120,7 @@ class EventBus:
         self._stopped = False
         self.runner = GroupRunner(name, db, self.stats, lease_seconds)
         scheme = urlsplit(broker_url).scheme
+        self.transport: Transport
         if scheme == "memory":
             from jmapmono.events.memory import MemoryTransport
 
@@ -172,7 +174,7 @@ class EventBus:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def _set_ready(self, ready: bool) -> None:
+    def set_ready(self, ready: bool) -> None:
         if ready:
             self._ready.set()
         else:
@@ -226,7 +228,7 @@ class EventBus:
             error = f"{type(e).__name__}: {e}"
             log.warning(kv(event="bus_listener_failed", bus=self.name, key=key, event_id=event.id, error=error))
 
-    def _on_remote_key(self, key: str, event: Event, origin: str | None) -> None:
+    def on_remote_key(self, key: str, event: Event, origin: str | None) -> None:
         """A key copy from the broker (called by the transport's consumer)."""
         if origin == self.origin:
             self.stats["key_own_skipped"] += 1  # already delivered through the local fast path
@@ -261,7 +263,7 @@ class EventBus:
         self.groups[group] = spec
         self.transport.add_group(spec)
 
-    def _run_group(self, spec: GroupSpec, event: Event, dead_letter_id: int | None = None) -> None:
+    def run_group(self, spec: GroupSpec, event: Event, dead_letter_id: int | None = None) -> None:
         self.runner.handle(spec, event, dead_letter_id)
 
     def _maintain(self) -> None:

@@ -18,11 +18,11 @@ from jmapmono.events.event import Event
 from jmapmono.events.groups import GroupSpec
 
 if TYPE_CHECKING:
-    from jmapmono.events.bus import EventBus
+    from jmapmono.events.transport import TransportHost
 
 
 class MemoryTransport:
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: TransportHost) -> None:
         self.bus = bus
         self._queues: dict[str, gevent.queue.Queue] = {}
         self._workers: dict[str, gevent.Greenlet] = {}
@@ -32,7 +32,7 @@ class MemoryTransport:
         self._started = True
         for spec in self.bus.groups.values():
             self._start_worker(spec)
-        self.bus._set_ready(True)
+        self.bus.set_ready(True)
 
     def stop(self) -> None:
         self._started = False
@@ -50,7 +50,7 @@ class MemoryTransport:
 
     def _work(self, spec: GroupSpec, queue: gevent.queue.Queue) -> None:
         for event in queue:
-            spec.pool.spawn(self.bus._run_group, spec, event)  # blocks while the pool is full
+            spec.pool.spawn(self.bus.run_group, spec, event)  # blocks while the pool is full
 
     def publish(self, body: str, event: Event, keys: list[str]) -> None:
         for queue in self._queues.values():

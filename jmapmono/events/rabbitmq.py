@@ -39,7 +39,7 @@ from jmapmono.log import kv
 if TYPE_CHECKING:
     from kombu.message import Message
 
-    from jmapmono.events.bus import EventBus
+    from jmapmono.events.transport import TransportHost
 
 log = logging.getLogger("jmapmono.events")
 
@@ -58,7 +58,7 @@ def _describe(e: BaseException) -> str:
 
 
 class RabbitMQTransport:
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: TransportHost) -> None:
         self.bus = bus
         self.url = bus.broker_url
         self.exchange = Exchange(f"jmapmono.{bus.name}", type="direct", durable=True, auto_delete=False)
@@ -247,7 +247,7 @@ class RabbitMQTransport:
                 delay = 0.1
                 self._loop(conn, self._generation)
             except Exception as e:
-                self.bus._set_ready(False)
+                self.bus.set_ready(False)
                 expected = isinstance(e, (OSError, *conn.connection_errors, *conn.channel_errors))
                 if not expected:
                     log.exception(kv(event="bus_consumer_crashed", bus=self.bus.name))
@@ -255,7 +255,7 @@ class RabbitMQTransport:
                     lost_at = time.monotonic()
                     log.warning(kv(event="bus_disconnected", bus=self.bus.name, error=_describe(e)))
             finally:
-                self.bus._set_ready(False)
+                self.bus.set_ready(False)
                 try:
                     conn.collect()
                 except Exception:
@@ -279,7 +279,7 @@ class RabbitMQTransport:
             consumer.consume()
             self._node_channel = channel
             self._rebind_needed = False
-            self.bus._set_ready(True)  # inside the lock: a key registered from now on is bound by register_key
+            self.bus.set_ready(True)  # inside the lock: a key registered from now on is bound by register_key
         return len(keys)
 
     def _attach_group(self, conn: Connection, spec: GroupSpec) -> None:
@@ -338,7 +338,7 @@ class RabbitMQTransport:
             self.bus.stats["malformed"] += 1
             log.warning(kv(event="bus_malformed_message", bus=self.bus.name, queue="node", error=_describe(e)))
             return
-        self.bus._on_remote_key(key, event, headers.get("origin"))
+        self.bus.on_remote_key(key, event, headers.get("origin"))
 
     def _on_group_message(self, spec: GroupSpec, generation: int, message: Message) -> None:
         try:
@@ -353,7 +353,7 @@ class RabbitMQTransport:
     def _run_group(self, generation: int, spec: GroupSpec, event: Event, message: Message) -> None:
         requeue = False
         try:
-            self.bus._run_group(spec, event)
+            self.bus.run_group(spec, event)
         except Exception:
             if self._stopping:
                 return  # interrupted by stop: the broker requeues the copy

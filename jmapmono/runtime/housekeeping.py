@@ -8,8 +8,8 @@ process dies. Each run logs one line: ``event=housekeeping job=… removed=… m
 Jobs (interval): expired uploads and unreferenced blobs (10 min); the change log beyond
 ``JMAPMONO_CHANGES_RETENTION_DAYS`` (1 h); expired push subscriptions (1 h) and WebSocket tickets
 (10 min); processed event ids kept for idempotence (10 min); dead letters beyond
-``JMAPMONO_DEAD_LETTER_RETENTION_DAYS`` (1 h). ``JMAPMONO_HOUSEKEEPING_SECONDS`` runs them all at one
-interval instead. The outbox relay prunes dispatched outbox rows itself, as it publishes.
+``JMAPMONO_DEAD_LETTER_RETENTION_DAYS`` (1 h). Each first runs a few seconds after the process starts.
+``JMAPMONO_HOUSEKEEPING_SECONDS`` runs them all at one interval instead, the first time after one interval. The outbox relay prunes dispatched outbox rows itself, as it publishes.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class Housekeeping:
 
     def __init__(self, db: Database, jobs: list[Job], every: float = 0) -> None:
         self.db = db
-        self.jobs = [Job(j.name, float(every), j.run) if every else j for j in jobs]
+        self.every = float(every)
+        self.jobs = [Job(j.name, self.every, j.run) if every else j for j in jobs]
         #: Who holds a lease: unique per process and start.
         self.holder = f"{os.getpid()}.{secrets.token_hex(4)}"
         #: Completed runs per job name (this process only).
@@ -86,7 +87,7 @@ class Housekeeping:
 
     def start(self) -> None:
         for i, job in enumerate(self.jobs):
-            first = min(job.interval, FIRST_RUN_DELAY + i * 0.5)
+            first = self.every or min(job.interval, FIRST_RUN_DELAY + i * 0.5)
             self._greenlets.append(gevent.spawn(self._loop, job, first))
 
     def stop(self) -> None:
