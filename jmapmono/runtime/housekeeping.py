@@ -9,7 +9,8 @@ Jobs (interval): expired uploads and unreferenced blobs (10 min); the change log
 ``JMAPMONO_CHANGES_RETENTION_DAYS`` (1 h); expired push subscriptions (1 h) and WebSocket tickets
 (10 min); processed event ids kept for idempotence (10 min); dead letters beyond
 ``JMAPMONO_DEAD_LETTER_RETENTION_DAYS`` (1 h). Each first runs a few seconds after the process starts.
-``JMAPMONO_HOUSEKEEPING_SECONDS`` runs them all at one interval instead, the first time after one interval. The outbox relay prunes dispatched outbox rows itself, as it publishes.
+``JMAPMONO_HOUSEKEEPING_SECONDS`` runs them all at one interval instead, the first time after one
+interval. The outbox relay prunes dispatched outbox rows itself, as it publishes.
 """
 
 from __future__ import annotations
