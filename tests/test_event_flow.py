@@ -24,7 +24,8 @@ import pytest
 from jmapmono.events.bus import Event, EventBus
 from jmapmono.events.doorbell import doorbell_dir, ring
 from jmapmono.mailbox.model import NewMessage
-from jmapmono.push.change_listener import to_jmap, user_key
+from jmapmono.push.change_listener import to_jmap
+from jmapmono.push.jmap_bus_events import user_key
 from jmapmono.runtime.event_flow import EventFlow
 from tests.support.servers import free_port, wait_for_port
 from tests.test_lmtp import jmapmono_env, start_lmtp

@@ -22,8 +22,8 @@ from jmapmono.cli.serve import make_http_server
 from jmapmono.events.event import Event
 from jmapmono.mailbox.changes import token
 from jmapmono.push import push_state
-from jmapmono.push.channel import user_key
 from jmapmono.push.eventsource import ParameterError, parse_params
+from jmapmono.push.jmap_bus_events import user_key
 from tests.support.jmap import PASSWORD, basic_auth
 from tests.support.servers import free_port, wait_for_port
 

@@ -3,7 +3,6 @@ deployment form (``serve`` and the gunicorn worker of the Procfile)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -96,7 +95,7 @@ def _dead_letters(services, alice) -> Callable[[], int]:
             tx.execute(
                 "INSERT INTO event_dead_letters (bus, group_name, event_id, event_type, event, error, attempts, "
                 "created_at, failed_at) VALUES ('mailbox', 'g', ?, 'Added', ?, 'boom', 3, ?, ?)",
-                (event_id, json.dumps(event.to_json()), at, at),
+                (event_id, event.to_json(), at, at),
             )
     return lambda: count(services, "SELECT COUNT(*) FROM event_dead_letters WHERE event_id = 'stale'")
 

@@ -5,7 +5,8 @@ import pytest
 
 from jmapmono.events.event import Event
 from jmapmono.push import push_state
-from jmapmono.push.channel import PushChannel, user_key
+from jmapmono.push.channel import PushChannel
+from jmapmono.push.jmap_bus_events import user_key
 
 
 def wait_until(predicate, timeout: float = 5.0) -> None:

@@ -17,7 +17,7 @@ import gevent
 import pytest
 from wsproto.events import Ping
 
-from jmapmono.push.channel import user_key
+from jmapmono.push.jmap_bus_events import user_key
 from tests.support.jmap import PASSWORD
 from tests.support.servers import free_port, wait_for_port
 from tests.support.ws_client import Closed, Rejected, WsClient, basic, start_server, wait_until

@@ -6,7 +6,8 @@ MailboxManager already wrote them in the mutating transaction. For each mailbox 
 ONE event on the JMAP bus, whose id is the mailbox event's id, so that running it twice for the same
 event (at least once) hands key listeners the same id, which the bus gives each of them once.
 
-Events on the JMAP bus, for push front ends (WebSocket, EventSource) and web push:
+Events on the JMAP bus, for push front ends (WebSocket, EventSource) and web push (typed in
+jmap_bus_events.py, which both sides build and read them with):
 
 ``StateChange`` — registration key: the account id.
     ``payload = {"accountId": "<account id>", "changed": {"<Type>": "<new state>", ...}}``: the new
@@ -29,7 +30,7 @@ Events on the JMAP bus, for push front ends (WebSocket, EventSource) and web pus
     on this event it re-reads the user's accounts (``Accounts.accessible_accounts``), registers the keys
     of accounts it gained and unregisters those it lost, without reconnecting, and tells the client
     that the Session changed. After a broker reconnect the flow sends one with ``accountId``,
-    ``ownerUserId`` and ``granted`` null, meaning "re-read everything" (see flow.py).
+    ``ownerUserId`` and ``granted`` null, meaning "re-read everything" (jmapmono/runtime/event_flow.py).
 
 Key listeners get each event at most once: one whose node lost its broker connection misses events
 and its client catches up through pushState and ``*/changes``.
@@ -44,22 +45,16 @@ from typing import Any
 
 from jmapmono.events.bus import Event, EventBus
 from jmapmono.log import kv
+from jmapmono.push.jmap_bus_events import ACCESS_CHANGED, STATE_CHANGE, AccessChanged, StateChange
 
 log = logging.getLogger("jmapmono.events.changes")
 
 GROUP = "MailboxChangeListener"
-STATE_CHANGE = "StateChange"
-ACCESS_CHANGED = "AccessChanged"
 #: The state that moves only when mail arrives from outside.
 DELIVERY_TYPE = "EmailDelivery"
 #: Retries before a mailbox event is parked: about 30 s of backoff, longer than a broker restart.
 RETRIES = 6
 BACKOFF = 0.5
-
-
-def user_key(user_id: int | str) -> str:
-    """The registration key of everything addressed to one user (not to one account)."""
-    return f"user:{user_id}"
 
 
 def to_jmap(event: Event) -> tuple[Event, list[str]] | None:
@@ -70,13 +65,9 @@ def to_jmap(event: Event) -> tuple[Event, list[str]] | None:
         account = data.get("account_id")
         if not isinstance(delegate, int) or not isinstance(account, str):
             raise ValueError(f"AccessChanged {event.id} lacks delegate_user_id or account_id")
-        payload = {
-            "userId": delegate,
-            "accountId": account,
-            "ownerUserId": data.get("owner_user_id"),
-            "granted": bool(data.get("granted")),
-        }
-        return Event(event.id, ACCESS_CHANGED, payload), [user_key(delegate)]
+        owner = data.get("owner_user_id")
+        access = AccessChanged(delegate, account, owner if isinstance(owner, int) else None, bool(data.get("granted")))
+        return access.to_event(event.id), [access.key]
     account = data.get("account_id")
     states = data.get("states")
     if not isinstance(account, str) or not account or not isinstance(states, dict):
@@ -89,7 +80,8 @@ def to_jmap(event: Event) -> tuple[Event, list[str]] | None:
     }
     if not changed:
         return None
-    return Event(event.id, STATE_CHANGE, {"accountId": account, "changed": changed}), [account]
+    change = StateChange(account, changed)
+    return change.to_event(event.id), [change.key]
 
 
 class MailboxChangeListener:

@@ -20,16 +20,12 @@ from jmapmono.events.event import Event
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import TYPES, parse_token
 from jmapmono.push import push_state
+from jmapmono.push.jmap_bus_events import ACCESS_CHANGED, StateChange, user_key
 
 log = logging.getLogger(__name__)
 
 #: The data types a client may name (RFC 8621 §1.5: every mail type plus EmailDelivery).
 PUSH_TYPES = frozenset(TYPES)
-
-
-def user_key(user_id: int) -> str:
-    """The registration key of per-user events (AccessChanged)."""
-    return f"user:{user_id}"
 
 
 class PushChannel:
@@ -134,19 +130,18 @@ class PushChannel:
             self._seqs[account] = seq
 
     def _on_state_change(self, event: Event) -> None:
-        if self.closed or event.type != "StateChange":
+        change = StateChange.from_event(event)
+        if self.closed or change is None:
             return
-        account = event.payload.get("accountId")
-        changed = event.payload.get("changed") or {}
-        states = {t: s for t, s in changed.items() if t in PUSH_TYPES and parse_token(s) is not None}
-        if not isinstance(account, str) or not states:
+        states = {t: s for t, s in change.changed.items() if t in PUSH_TYPES and parse_token(s) is not None}
+        if not states:
             return
-        self._merge(account, states)
+        self._merge(change.account_id, states)
         if self.enabled and self._pending_for_types():
             self.notify()
 
     def _on_access_changed(self, event: Event) -> None:
-        if self.closed or event.type != "AccessChanged":
+        if self.closed or event.type != ACCESS_CHANGED:  # whatever it says: re-read the accounts
             return
         before = set(self._accounts)
         self._register()

@@ -46,6 +46,7 @@ from jmapmono.events.event import Event
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import parse_token
 from jmapmono.push import webpush_http
+from jmapmono.push.jmap_bus_events import StateChange
 from jmapmono.push.subscriptions_store import PushSubscriptions, Subscription
 from jmapmono.push.webpush_http import Answer, TargetRefused
 
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("jmapmono.push.webpush")
 
 GROUP = "WebPush"
-STATE_CHANGE = "StateChange"
 DELIVERY_TYPE = "EmailDelivery"
 #: POSTs at once per process (the rest wait their turn).
 MAX_CONCURRENT_POSTS = 50
@@ -184,14 +184,11 @@ class WebPushSender:
     def __call__(self, event: Event) -> None:
         """Queue a StateChange for every subscription that should get it. Raises on a store error
         (the bus retries the event)."""
-        if event.type != STATE_CHANGE:
+        change = StateChange.from_event(event)
+        if change is None:
             return
         self.stats["handled"] += 1
-        account = event.payload.get("accountId")
-        changed = event.payload.get("changed")
-        if not isinstance(account, str) or not isinstance(changed, dict):
-            return
-        states = {t: s for t, s in changed.items() if isinstance(t, str) and isinstance(s, str)}
+        account, states = change.account_id, change.changed
         if not states:
             return
         for sub in self.store.targets(account):

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from jmapmono.events.bus import Event
 from jmapmono.events.outbox_relay import OutboxRelay
 from jmapmono.log import kv
 from jmapmono.mailbox.events import MAILBOX_BUS
-from jmapmono.push.change_listener import ACCESS_CHANGED, STATE_CHANGE, MailboxChangeListener
+from jmapmono.push.change_listener import MailboxChangeListener
+from jmapmono.push.jmap_bus_events import AccessChanged, StateChange
 
 if TYPE_CHECKING:
     from jmapmono.runtime import Runtime
@@ -102,12 +102,11 @@ class EventFlow:
         accounts = [k for k in keys if not k.startswith("user:")]
         for key in keys:
             if key.startswith("user:"):
-                payload = {"userId": _user_id(key), "accountId": None, "ownerUserId": None, "granted": None}
-                self.jmap_bus.deliver_local(Event.new(ACCESS_CHANGED, payload), [key])
+                self.jmap_bus.deliver_local(AccessChanged(_user_id(key)).to_event(), [key])
         for account in accounts:
             states = self.services.changes.states(account)
-            payload = {"accountId": account, "changed": states}
-            self.jmap_bus.deliver_local(Event.new(STATE_CHANGE, payload), [account])
+            change = StateChange(account, states)
+            self.jmap_bus.deliver_local(change.to_event(), [change.key])
         log.info(kv(event="push_resync", accounts=len(accounts), users=len(keys) - len(accounts), ms=_ms(started)))
         return len(keys)
 
