@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from jmapmono.accounts.principal import Principal
 from jmapmono.events.event import Event
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import TYPES, parse_token
 from jmapmono.push import push_state
+
+if TYPE_CHECKING:
+    from jmapmono.events.bus import Registration
+    from jmapmono.push.context import PushServices
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ def user_key(user_id: int) -> str:
 class PushChannel:
     """State changes for one connected user, coalesced until the front end takes them."""
 
-    def __init__(self, services, principal: Principal, notify: Callable[[], None]) -> None:
+    def __init__(self, services: PushServices, principal: Principal, notify: Callable[[], None]) -> None:
         self.services = services
         self.principal = principal
         self.notify = notify
@@ -43,7 +48,7 @@ class PushChannel:
         self.types: frozenset[str] | None = None
         self.enabled = False
         self.closed = False
-        self._registrations: dict[str, object] = {}
+        self._registrations: dict[str, Registration] = {}
         self._accounts: set[str] = set()
         self._seqs: dict[str, int] = {}
         self._pending: dict[str, dict[str, str]] = {}

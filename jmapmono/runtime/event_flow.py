@@ -106,8 +106,8 @@ class EventFlow:
                 self.jmap_bus.deliver_local(Event.new(ACCESS_CHANGED, payload), [key])
         for account in accounts:
             states = self.services.changes.states(account)
-            payload = {"accountId": account, "changed": states}
-            self.jmap_bus.deliver_local(Event.new(STATE_CHANGE, payload), [account])
+            change = {"accountId": account, "changed": states}
+            self.jmap_bus.deliver_local(Event.new(STATE_CHANGE, change), [account])
         log.info(kv(event="push_resync", accounts=len(accounts), users=len(keys) - len(accounts), ms=_ms(started)))
         return len(keys)
 
