@@ -16,6 +16,7 @@ test: system-test $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 	$(PY) tests/run_parallel.py
 
 lint: $(VENV)/.dev

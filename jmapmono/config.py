@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -100,7 +101,7 @@ class Config:
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite:")
 
-    def with_overrides(self, **changes: object) -> Config:
+    def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
 
 

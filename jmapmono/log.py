@@ -27,7 +27,7 @@ def setup_logging(level: str = "INFO") -> None:
     if not any(getattr(h, "_jmapmono", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        handler._jmapmono = True  # type: ignore[attr-defined]
+        handler._jmapmono = True  # type: ignore[attr-defined]  # our marker on a stdlib handler
         root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("amqp", "kombu", "mail.log", "werkzeug"):

@@ -220,6 +220,18 @@ def test_attachment_from_another_emails_part(alice, services):
     assert email["textBody"] == []
 
 
+def test_upload_with_an_rfc2231_charset_parameter(alice, services):
+    """The upload's type says ``charset*=utf-8''utf-8`` (RFC 2231): the attachment gets charset utf-8."""
+    drafts = roles(services, alice.account_id)["drafts"]
+    blob = upload(alice, "héllo".encode(), "text/plain; charset*=utf-8''utf-8")
+    created = create(alice, {"mailboxIds": {drafts: True}, "attachments": [{"blobId": blob, "name": "a.txt"}]})[
+        "created"
+    ]["k"]
+    (attachment,) = get(alice, [created["id"]], ["attachments"])[0]["attachments"]
+    assert (attachment["type"], attachment["charset"], attachment["name"]) == ("text/plain", "utf-8", "a.txt")
+    assert download(alice, attachment["blobId"]) == "héllo".encode()
+
+
 def test_forward_a_whole_email_as_an_attachment(alice, services):
     inbox = roles(services, alice.account_id)["inbox"]
     original = services.mailboxes.deliver("alice@example.org", message("to forward", "fw@x", "body\r\n"))

@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -71,7 +71,9 @@ class RateLimited(AuthError):
 class CredentialCache:
     """Successful password checks, keyed by an HMAC with a per-process random key; bounded, LRU."""
 
-    def __init__(self, ttl_seconds: float, max_entries: int = CACHE_MAX_ENTRIES, clock=time.monotonic) -> None:
+    def __init__(
+        self, ttl_seconds: float, max_entries: int = CACHE_MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self.clock = clock
@@ -143,7 +145,9 @@ def _principal(user: User, app_password_id: str | None = None) -> Principal:
 class Authenticator:
     """Per-process authentication state (credential cache, failure limiters); one per process (its runtime's)."""
 
-    def __init__(self, config: Config, db: Database, accounts: Accounts, clock=time.monotonic) -> None:
+    def __init__(
+        self, config: Config, db: Database, accounts: Accounts, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.accounts = accounts
         self.app_passwords = AppPasswords(db, accounts)
         self.cache = CredentialCache(config.auth_cache_seconds, clock=clock)

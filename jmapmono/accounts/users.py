@@ -7,6 +7,7 @@ appears in the delegate's Session.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 import secrets
@@ -239,7 +240,7 @@ class Accounts:
         """The user's access to ``account_id``, or None when they cannot see it."""
         return self.accessible_accounts(user_id).get(account_id)
 
-    def users_with_access(self, account_id: str) -> list[int]:
+    def users_with_access(self, account_id: str) -> builtins.list[int]:
         """Ids of every user who can see ``account_id`` (the owner and its delegates)."""
         with self.db.read() as tx:
             rows = tx.query(

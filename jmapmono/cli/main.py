@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from jmapmono.config import ConfigError, load_config
 from jmapmono.exits import EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_USAGE, CommandError
@@ -24,7 +25,7 @@ def _command_modules() -> list:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # usage errors exit 64, not argparse's 2
+    def error(self, message: str) -> NoReturn:  # usage errors exit 64, not argparse's 2
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(EX_USAGE)

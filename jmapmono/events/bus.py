@@ -105,7 +105,7 @@ class EventBus:
         self.group_concurrency = group_concurrency
         self.redelivery_interval = redelivery_interval
         #: Counters for operators and tests: dispatched, key_delivered, group_handled, dead_lettered, …
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
         self.groups: dict[str, GroupSpec] = {}
         self._keys: dict[str, dict[int, KeyListener]] = {}
         self._next_token = 0

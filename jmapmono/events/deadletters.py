@@ -15,6 +15,7 @@ pruned after a retention period.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from enum import Enum
 
@@ -100,7 +101,7 @@ class DeadLetterStore:
             row = tx.one(f"SELECT {_COLUMNS} FROM event_dead_letters WHERE id = ?", (dead_letter_id,))
         return None if row is None else DeadLetter.from_row(row)
 
-    def request_redelivery(self, ids: list[int]) -> list[int]:
+    def request_redelivery(self, ids: builtins.list[int]) -> builtins.list[int]:
         """Ask the running buses to redeliver these parked events; return the ids that exist."""
         now = now_ms()
         marked = []
@@ -113,7 +114,9 @@ class DeadLetterStore:
                     marked.append(dead_letter_id)
         return marked
 
-    def claim_requested(self, bus: str, groups: list[str], lease_ms: int, limit: int = 100) -> list[DeadLetter]:
+    def claim_requested(
+        self, bus: str, groups: builtins.list[str], lease_ms: int, limit: int = 100
+    ) -> builtins.list[DeadLetter]:
         """Claim up to ``limit`` redelivery requests of ``groups`` for this node (lease ``lease_ms``)."""
         if not groups:
             return []

@@ -63,7 +63,7 @@ def _error_text(e: BaseException) -> str:
 class GroupRunner:
     """Runs group listeners for one bus with de-duplication, retries and dead letters."""
 
-    def __init__(self, bus: str, db: Database, stats: Counter, lease_seconds: float) -> None:
+    def __init__(self, bus: str, db: Database, stats: Counter[str], lease_seconds: float) -> None:
         self.bus = bus
         self.db = db
         self.stats = stats

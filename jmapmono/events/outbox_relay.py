@@ -81,7 +81,7 @@ class OutboxRelay:
         self.retention_ms = int(retention_seconds * 1000)
         self.prune_interval = prune_interval
         #: published, batches, publish_failures, store_failures, malformed, pruned, wakeups
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
         self._unsubscribe: Any = None

@@ -25,8 +25,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.pool
@@ -38,6 +39,7 @@ from jmapmono.log import kv
 
 if TYPE_CHECKING:
     from kombu.message import Message
+    from kombu.transport.virtual import Channel
 
     from jmapmono.events.transport import TransportHost
 
@@ -73,7 +75,7 @@ class RabbitMQTransport:
         self._acks: deque[tuple[int, Message, bool]] = deque()
         self._pending_groups: deque[GroupSpec] = deque()
         self._rebind_needed = False
-        self._node_channel = None
+        self._node_channel: Channel | None = None
         self._attached: set[str] = set()
         self._handlers = gevent.pool.Group()  # bounded by each group's prefetch count
 
@@ -126,9 +128,9 @@ class RabbitMQTransport:
                 log.debug("event=bus_publisher_close_failed", exc_info=True)
         self._publisher = self._producer = None
 
-    def _publish_fn(self):
+    def _publish_fn(self) -> Callable[..., Any]:
         """The ensured publish function on the publisher connection (call with the lock held)."""
-        if self._producer is None:
+        if self._publisher is None or self._producer is None:  # both set, or both None
             conn = Connection(
                 self.url,
                 heartbeat=0,
@@ -190,6 +192,7 @@ class RabbitMQTransport:
         try:
             with self._publish_lock:
                 self._publish_fn()
+                assert self._publisher is not None  # connected by _publish_fn
                 queue = self.node_queue()(self._publisher.default_channel)
                 if bind:
                     queue.bind_to(exchange=self.exchange, routing_key=KEY_PREFIX + key)
@@ -214,6 +217,7 @@ class RabbitMQTransport:
             with self._publish_lock:
                 if time.monotonic() >= self._down_until:
                     self._publish_fn()
+                    assert self._publisher is not None  # connected by _publish_fn
                     self.group_queue(spec.group)(self._publisher.default_channel).declare()
         except Exception as e:
             self._drop_publisher()
@@ -302,6 +306,7 @@ class RabbitMQTransport:
     def _rebind(self) -> None:
         with self.bus.bind_lock:
             self._rebind_needed = False
+            assert self._node_channel is not None  # opened by _setup before the loop that calls this
             queue = self.node_queue()(self._node_channel)
             queue.declare()
             keys = self.bus.keys()

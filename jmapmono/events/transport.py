@@ -8,6 +8,7 @@ implements; the bus reaches it only through :class:`Transport`. Neither imports 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Protocol
 
 from jmapmono.events.event import Event
@@ -18,10 +19,12 @@ class TransportHost(Protocol):
     """What a transport may use of the bus it carries."""
 
     name: str
+    #: The broker the bus was configured with (``memory://``, ``amqp://…``).
+    broker_url: str
     #: This bus instance on the broker: its own key copies come back and are skipped.
     origin: str
     groups: dict[str, GroupSpec]
-    stats: dict[str, int]
+    stats: Counter[str]
     #: Held while keys are bound or re-bound, so that a key registered meanwhile is not missed.
     bind_lock: threading.RLock
 

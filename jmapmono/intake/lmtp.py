@@ -38,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
@@ -245,7 +245,7 @@ class JmapLMTP(LMTP):
     busy = False
     closing = False
 
-    def __init__(self, handler: DeliveryHandler, connections: set[JmapLMTP], **kwargs) -> None:
+    def __init__(self, handler: DeliveryHandler, connections: set[JmapLMTP], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.handler = handler
         self.connections = connections
@@ -259,9 +259,10 @@ class JmapLMTP(LMTP):
         super().connection_lost(error)
 
     async def push(self, status: str | bytes) -> None:
-        if isinstance(status, str) and not self._in_lhlo:
-            status = enhanced(status)
-        await super().push(status)
+        if isinstance(status, str):
+            await super().push(status if self._in_lhlo else enhanced(status))
+        else:
+            await super().push(status)
 
     async def smtp_LHLO(self, arg: str) -> None:
         self._in_lhlo = True  # RFC 2034: no enhanced codes in the LHLO reply

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from typing import Any
 
 from jmapmono.jmap.email_headers import CONVENIENCE, is_header_property, parse_header_property
@@ -370,7 +371,8 @@ def _fetch_blobs(inv: Invocation, body: _Body) -> None:
             params["content-type"] = content.type or "application/octet-stream"
             part.type = params.get_content_type()
             if part.charset is None and part.type.startswith("text/"):
-                part.charset = params.get_param("charset") or None  # type: ignore[assignment]
+                charset = params.get_param("charset")  # an RFC 2231 value (charset*=…) comes as a tuple
+                part.charset = (collapse_rfc2231_value(charset) if isinstance(charset, tuple) else charset) or None
         if default_name and content.name:
             part.name = content.name
         if part.charset is None and part.type.startswith("text/") and not content.data.isascii():
@@ -410,7 +412,8 @@ def _from_lists(obj: dict, body: _Body) -> compose.Part:
     for p in others:
         if p.disposition is None:
             p.disposition = "attachment"
-    html_block = html if not inline else compose.Part("multipart/related", subparts=[html, *inline])  # type: ignore[list-item]
+    # Inline parts exist only beside an HTML body.
+    html_block = compose.Part("multipart/related", subparts=[html, *inline]) if html is not None and inline else html
     main = compose.Part("multipart/alternative", subparts=[text, html_block]) if text and html_block else None
     main = main or text or html_block
     if others:

@@ -156,7 +156,7 @@ def email_import(inv: Invocation) -> dict[str, Any]:
 
 def _import_item(inv: Invocation, obj: dict[str, Any]) -> NewMessage:
     problems = _unknown(obj, _IMPORT_PROPERTIES, "Email/import")
-    blob_id = obj.get("blobId")
+    blob_id: Any = obj.get("blobId")  # any JSON value until the problems are raised
     if not is_id(blob_id):
         problems.append(Bad("blobId", "blobId is required: the id of an uploaded message"))
     if obj.get("mailboxIds") is None:
@@ -269,7 +269,7 @@ def _copy_item(
     inv: Invocation, from_account: str, obj: dict[str, Any], originals: dict[str, Message]
 ) -> tuple[NewMessage, str]:
     problems = _unknown(obj, _COPY_PROPERTIES, "Email/copy (only mailboxIds, keywords and receivedAt may be set)")
-    original_id = obj.get("id")
+    original_id: Any = obj.get("id")  # any JSON value until the problems are raised
     if not isinstance(original_id, str) or not (is_id(original_id) or original_id.startswith("#")):
         problems.append(Bad("id", "id is required: the id of the email to copy"))
     mailbox_ids = _check(problems, parse_mailbox_ids, inv, obj["mailboxIds"]) if "mailboxIds" in obj else None
@@ -281,7 +281,7 @@ def _copy_item(
     if problems:
         raise invalid_properties(problems)
     resolved = inv.created_ids.get(original_id[1:]) if original_id.startswith("#") else original_id
-    meta = originals.get(resolved)
+    meta = None if resolved is None else originals.get(resolved)
     if meta is None:
         raise SetError("notFound", f"no email {original_id} in account {from_account}")
     content = inv.services.blobs.read(from_account, meta.blob_id, resolve=False)

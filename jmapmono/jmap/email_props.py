@@ -224,9 +224,11 @@ def render(
         if prop in body:
             out[prop] = body[prop]
         elif prop in fetch.headers:
-            out[prop] = header_value(message, fetch.headers[prop])  # type: ignore[arg-type]
+            assert message is not None, "header properties need the parsed message"
+            out[prop] = header_value(message, fetch.headers[prop])
         elif prop == "headers":
-            out[prop] = headers_list(message)  # type: ignore[arg-type]
+            assert message is not None, "header properties need the parsed message"
+            out[prop] = headers_list(message)
         elif prop == "blobId":
             out[prop] = blob_id
         elif prop == "size":
@@ -234,9 +236,11 @@ def render(
         elif prop in METADATA:
             out[prop] = None if meta is None else _metadata(meta, prop)
         elif from_summary:
-            out[prop] = _stored(meta, prop)  # type: ignore[arg-type]
+            assert meta is not None  # from_summary implies it
+            out[prop] = _stored(meta, prop)
         else:
-            out[prop] = convenience_value(message, prop)  # type: ignore[arg-type]
+            assert message is not None, "header properties need the parsed message"
+            out[prop] = convenience_value(message, prop)
     return out
 
 

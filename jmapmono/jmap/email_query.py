@@ -122,7 +122,9 @@ def _utc_date(name: str, value: Any) -> int:
     text = value.upper().replace("Z", "+00:00")
     head, _, rest = text.partition(".")
     if rest:  # at most microseconds for fromisoformat
-        digits = re.match(r"\d+", rest).group()  # type: ignore[union-attr]
+        fraction = re.match(r"\d+", rest)
+        assert fraction is not None  # _UTC_DATE has digits after the point
+        digits = fraction.group()
         text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
     try:
         when = datetime.fromisoformat(text)
@@ -157,7 +159,7 @@ def _condition(inv: Invocation, name: str, value: Any) -> Cond:
         return ReceivedBefore(ms) if name == "before" else ReceivedSince(ms)
     if name in ("minSize", "maxSize"):
         size = arg_unsigned_int({name: value}, name)
-        return SizeAtLeast(size) if name == "minSize" else SizeBelow(size)  # type: ignore[arg-type]
+        return SizeAtLeast(size) if name == "minSize" else SizeBelow(size)
     if name in _THREAD_MODES:
         return ThreadKeyword(_string(name, value).lower(), _THREAD_MODES[name])
     if name in ("hasKeyword", "notKeyword"):
@@ -293,7 +295,7 @@ def email_query_changes(inv: Invocation) -> dict[str, Any]:
             inv.services.changes,
             query.account_id,
             email,
-            since,  # type: ignore[arg-type]
+            since,
             max_changes,
             up_to_id,
             query.calculate_total,

@@ -183,8 +183,8 @@ def _update(inv: Invocation, patches: dict[str, dict[str, Any]], out: _Outcome) 
     result = out.run(inv.services.mailboxes.update_messages, inv.account_id, updates)
     for message_id in result.updated:
         out.updated[message_id] = None
-    for message_id, e in result.errors.items():
-        out.not_updated[message_id] = set_error(e)
+    for message_id, error in result.errors.items():
+        out.not_updated[message_id] = set_error(error)
 
 
 def _path(key: str) -> list[str]:

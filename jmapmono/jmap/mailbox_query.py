@@ -57,6 +57,10 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFC", text).casefold()
 
 
+def _bound(test: Callable[[Mailbox, bool], bool], value: bool) -> Predicate:
+    return lambda mb: test(mb, value)
+
+
 def compile_filter(inv: Invocation, f: dict[str, Any] | None) -> Predicate:
     """A predicate for a FilterOperator/FilterCondition (structure already checked by parse_query).
 
@@ -92,15 +96,16 @@ def compile_filter(inv: Invocation, f: dict[str, Any] | None) -> Predicate:
         if role is not None and not isinstance(role, str):
             raise invalid("the role condition must be a string or null")
         tests.append(lambda mb: mb.role == role)
-    for name, test in (
+    flag_tests: tuple[tuple[str, Callable[[Mailbox, bool], bool]], ...] = (
         ("hasAnyRole", lambda mb, v: (mb.role is not None) == v),
         ("isSubscribed", lambda mb, v: bool(mb.is_subscribed) == v),
-    ):
+    )
+    for name, test in flag_tests:
         if name in f:
             value = f[name]
             if not isinstance(value, bool):
                 raise invalid(f"the {name} condition must be true or false")
-            tests.append(lambda mb, test=test, value=value: test(mb, value))
+            tests.append(_bound(test, value))
     return lambda mb: all(t(mb) for t in tests)
 
 
@@ -223,7 +228,7 @@ def mailbox_query_changes(inv: Invocation) -> dict[str, Any]:
     ids = run_query(mailboxes, matches, compare, sort_as_tree, filter_as_tree)
     try:
         # read after the results: it covers at least every change up to `state` (extra ids are harmless)
-        c = services.changes.changes_since(account_id, "Mailbox", since)  # type: ignore[arg-type]
+        c = services.changes.changes_since(account_id, "Mailbox", since)
     except CannotCalculateChanges as e:
         raise MethodError("cannotCalculateChanges", str(e)) from None
     touched = set(c.destroyed) | set(c.updated if not c.count_only_updates else ())

@@ -224,10 +224,10 @@ def mailbox_set(inv: Invocation) -> dict[str, Any]:
         if isinstance(sent.get("parentId"), str) and sent["parentId"].startswith("#"):
             created[s.key]["parentId"] = mb.parent_id
     updated: dict[str, Any] = {}
-    for key, stored in result.updated.items():
-        sent = args.update.get(key) or args.update.get(f"#{_creation_key(result, key)}", {})
+    for mailbox_id, stored in result.updated.items():
+        sent = args.update.get(mailbox_id) or args.update.get(f"#{_creation_key(result, mailbox_id)}", {})
         changed = {p: v for p, v in stored.items() if p in sent and sent[p] != v}
-        updated[_response_key(key)] = changed or None
+        updated[_response_key(mailbox_id)] = changed or None
     return set_response(
         account_id,
         result.old_state,

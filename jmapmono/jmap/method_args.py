@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeGuard, overload
 
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import Invocation
@@ -23,7 +23,7 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _MISSING: Any = object()
 
 
-def is_id(value: Any) -> bool:
+def is_id(value: Any) -> TypeGuard[str]:
     """An RFC 8620 §1.2 Id: 1–255 characters of the URL-safe base64 alphabet."""
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
@@ -51,6 +51,15 @@ def _defaulted(args: Mapping[str, Any], name: str, default: Any, nullable: bool)
     return default if value is None and not nullable and default is not _MISSING else value
 
 
+# Each arg_* below returns None only when ``nullable`` (else it raises): the overloads say so.
+@overload
+def arg_int(
+    args: Mapping[str, Any], name: str, default: Any = ..., *, minimum: int = ..., nullable: Literal[False] = ...
+) -> int: ...
+@overload
+def arg_int(
+    args: Mapping[str, Any], name: str, default: Any = ..., *, minimum: int = ..., nullable: bool
+) -> int | None: ...
 def arg_int(
     args: Mapping[str, Any], name: str, default: Any = _MISSING, *, minimum: int = -MAX_INT, nullable: bool = False
 ) -> int | None:
@@ -66,6 +75,12 @@ def arg_int(
     return value
 
 
+@overload
+def arg_unsigned_int(
+    args: Mapping[str, Any], name: str, default: Any = ..., *, nullable: Literal[False] = ...
+) -> int: ...
+@overload
+def arg_unsigned_int(args: Mapping[str, Any], name: str, default: Any = ..., *, nullable: bool) -> int | None: ...
 def arg_unsigned_int(
     args: Mapping[str, Any], name: str, default: Any = _MISSING, *, nullable: bool = False
 ) -> int | None:
@@ -79,6 +94,10 @@ def arg_bool(args: Mapping[str, Any], name: str, default: Any = _MISSING) -> boo
     return value
 
 
+@overload
+def arg_str(args: Mapping[str, Any], name: str, default: Any = ..., *, nullable: Literal[False] = ...) -> str: ...
+@overload
+def arg_str(args: Mapping[str, Any], name: str, default: Any = ..., *, nullable: bool) -> str | None: ...
 def arg_str(args: Mapping[str, Any], name: str, default: Any = _MISSING, *, nullable: bool = False) -> str | None:
     value = _defaulted(args, name, default, nullable)
     if value is None and nullable:
@@ -88,6 +107,10 @@ def arg_str(args: Mapping[str, Any], name: str, default: Any = _MISSING, *, null
     return value
 
 
+@overload
+def arg_id(args: Mapping[str, Any], name: str, default: Any = ..., *, nullable: Literal[False] = ...) -> str: ...
+@overload
+def arg_id(args: Mapping[str, Any], name: str, default: Any = ..., *, nullable: bool) -> str | None: ...
 def arg_id(args: Mapping[str, Any], name: str, default: Any = _MISSING, *, nullable: bool = False) -> str | None:
     value = _defaulted(args, name, default, nullable)
     if value is None and nullable:
@@ -227,7 +250,7 @@ def parse_changes(inv: Invocation, state_name: str = "sinceState") -> ChangesArg
     """Validate a /changes (or /queryChanges) call: ``sinceState`` string, ``maxChanges`` positive or null."""
     since = arg_str(inv.args, state_name)
     max_changes = arg_int(inv.args, "maxChanges", None, minimum=1, nullable=True)
-    return ChangesArgs(inv.account_id, since, max_changes)  # type: ignore[arg-type]
+    return ChangesArgs(inv.account_id, since, max_changes)
 
 
 def changes_response(
@@ -423,9 +446,9 @@ def parse_query(inv: Invocation) -> QueryArgs:
         account_id=inv.account_id,
         filter=filter_,
         sort=sort,
-        position=arg_int(args, "position", 0),  # type: ignore[arg-type]
+        position=arg_int(args, "position", 0),
         anchor=arg_id(args, "anchor", None, nullable=True),
-        anchor_offset=arg_int(args, "anchorOffset", 0),  # type: ignore[arg-type]
+        anchor_offset=arg_int(args, "anchorOffset", 0),
         limit=arg_unsigned_int(args, "limit", None, nullable=True),
         calculate_total=arg_bool(args, "calculateTotal", False),
     )

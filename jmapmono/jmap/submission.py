@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,7 +127,7 @@ def _condition(c: dict[str, Any]) -> Any:
     unknown = sorted(k for k in c if k not in FILTERS)
     if unknown:
         raise MethodError("unsupportedFilter", f"unknown filter properties: {', '.join(unknown)}")
-    tests = []
+    tests: list[Callable[..., bool]] = []  # each called with one submission (the rest are bound defaults)
     for name, attr in (("identityIds", "identity_id"), ("emailIds", "email_id"), ("threadIds", "thread_id")):
         if name in c:
             ids = c[name]

@@ -84,6 +84,7 @@ def lock(tx: Transaction, account_id: str) -> int:
             (account_id,),
         )
         row = tx.one(sql, (account_id,))
+    assert row is not None  # the row exists now (inserted, or by a concurrent writer)
     return int(row["last"])
 
 

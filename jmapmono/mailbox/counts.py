@@ -119,4 +119,5 @@ def recount(tx: Transaction, mailbox_id: str) -> Counts:
         "FROM message_mailboxes mm WHERE mm.mailbox_id = ?",
         (mailbox_id,),
     )
+    assert row is not None  # an aggregate without GROUP BY returns one row
     return Counts(int(row["total"]), int(row["unread"]), int(row["threads"]), int(row["unread_threads"]))

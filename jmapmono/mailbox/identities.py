@@ -376,7 +376,9 @@ class Identities:
         tx.execute(
             f"UPDATE identities SET {', '.join(f'{c} = ?' for c in new)} WHERE id = ?", (*new.values(), identity_id)
         )
-        return self._load(tx, account_id, identity_id), True  # type: ignore[return-value]
+        updated = self._load(tx, account_id, identity_id)
+        assert updated is not None  # the row was just updated, in this transaction
+        return updated, True
 
     @staticmethod
     def _destroy(tx: Transaction, account_id: str, identity_id: str) -> None:

@@ -106,7 +106,7 @@ class MailboxSetResult:
     new_state: str = ""
     created: dict[str, Mailbox] = field(default_factory=dict)
     #: id -> the stored (normalised) value of every property the patch set, as JMAP names them.
-    updated: dict[str | NewRef, dict[str, Any]] = field(default_factory=dict)
+    updated: dict[str, dict[str, Any]] = field(default_factory=dict)
     destroyed: list[str] = field(default_factory=list)
     not_created: dict[str, MailboxError] = field(default_factory=dict)
     not_updated: dict[str | NewRef, MailboxError] = field(default_factory=dict)
@@ -156,7 +156,8 @@ class _Tree:
 
     def depth(self, mailbox_id: str) -> int:
         """1 for a top-level mailbox."""
-        depth, current = 0, mailbox_id
+        depth = 0
+        current: str | None = mailbox_id
         while current is not None:
             depth += 1
             current = self.boxes[current].parent
@@ -284,7 +285,7 @@ class MailboxBatchOps:
             for key in ctx.destroy_order([ctx.resolve(t) for t in destroys]):
                 try:
                     ctx.destroy(key, remove_emails)
-                    result.destroyed.append(key)  # type: ignore[arg-type]
+                    result.destroyed.append(key)
                 except MailboxError as e:
                     result.not_destroyed[key] = e
             if result.destroyed:
@@ -391,7 +392,7 @@ class _Batch:
         box = self.tree.boxes.get(mailbox_id) if isinstance(mailbox_id, str) else None
         if box is None:
             raise NotFound(f"no mailbox {mailbox_id}")
-        old = {"name": box.name, "parentId": box.parent, "role": box.role, "sortOrder": box.sort_order}
+        old: dict[str, Any] = {"name": box.name, "parentId": box.parent, "role": box.role, "sortOrder": box.sort_order}
         new = dict(old)
         if p.name is not UNCHANGED:
             new["name"] = validate_mailbox_name(p.name)

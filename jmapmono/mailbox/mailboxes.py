@@ -68,7 +68,7 @@ class MailboxOps:
         )
         taken_roles = {r["role"] for r in rows}
         taken_names = {r["name_key"] for r in rows}
-        created = []
+        created: list[dict[str, Any]] = []
         for name, role, order in DEFAULT_MAILBOXES:
             if role in taken_roles or name_key(name) in taken_names:
                 continue
@@ -207,7 +207,7 @@ class MailboxOps:
         with self.db.transaction() as tx:
             m = Mutation(tx, account_id)
             row = self._row(tx, account_id, mailbox_id)
-            new = {
+            new: dict[str, Any] = {
                 "name": row["name"] if name is UNCHANGED else validate_mailbox_name(name),
                 "parentId": row["parent_id"] if parent_id is UNCHANGED else parent_id,
                 "role": row["role"] if role is UNCHANGED else validate_role(role),

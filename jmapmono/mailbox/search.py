@@ -229,16 +229,17 @@ def word_spans(text: str, terms: Iterable[Term], limit: int | None = None) -> li
     i = 0
     while token(i) is not None and (limit is None or len(spans) < limit):
         for t in wanted:
-            seq = [token(i + j) for j in range(len(t.words))]
-            if any(x is None for x in seq):
+            found_tokens = [token(i + j) for j in range(len(t.words))]
+            seq = [x for x in found_tokens if x is not None]
+            if len(seq) < len(found_tokens):
                 continue
-            words_ = [x[1] for x in seq]  # type: ignore[index]
+            words_ = [x[1] for x in seq]
             if words_[:-1] != list(t.words[:-1]):
                 continue
             last = words_[-1]
             if last != t.words[-1] and (t.phrase or not last.startswith(t.words[-1])):
                 continue
-            start, end = seq[0][0], seq[-1][0] + len(t.words[-1])  # type: ignore[index]
+            start, end = seq[0][0], seq[-1][0] + len(t.words[-1])
             spans.append((start, end) if origin is None else _original(text, origin, start, end))
             break
         i += 1
@@ -318,6 +319,7 @@ def index_messages(tx: Transaction, account_id: str, rows: list[tuple[str, Index
     """
     headers = [(mid, name, value) for mid, row in rows for name, value in sorted(row.headers.items())]
     headers_head = "INSERT INTO message_headers (message_id, name, value)"
+    search_rows: list[tuple[str, ...]]
     if tx.dialect == "postgres":
         head = "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, search_vector)"
         one = "(?, ?, ?, ?, ?, ?, CAST(? AS tsvector))"

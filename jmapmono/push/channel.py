@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from jmapmono.accounts.principal import Principal
 from jmapmono.events.event import Event
@@ -21,6 +22,10 @@ from jmapmono.log import kv
 from jmapmono.mailbox.changes import TYPES, parse_token
 from jmapmono.push import push_state
 from jmapmono.push.jmap_bus_events import ACCESS_CHANGED, StateChange, user_key
+
+if TYPE_CHECKING:
+    from jmapmono.events.bus import Registration
+    from jmapmono.push.context import PushServices
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ PUSH_TYPES = frozenset(TYPES)
 class PushChannel:
     """State changes for one connected user, coalesced until the front end takes them."""
 
-    def __init__(self, services, principal: Principal, notify: Callable[[], None]) -> None:
+    def __init__(self, services: PushServices, principal: Principal, notify: Callable[[], None]) -> None:
         self.services = services
         self.principal = principal
         self.notify = notify
@@ -39,7 +44,7 @@ class PushChannel:
         self.types: frozenset[str] | None = None
         self.enabled = False
         self.closed = False
-        self._registrations: dict[str, object] = {}
+        self._registrations: dict[str, Registration] = {}
         self._accounts: set[str] = set()
         self._seqs: dict[str, int] = {}
         self._pending: dict[str, dict[str, str]] = {}

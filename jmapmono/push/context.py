@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from jmapmono.jmap.context import JmapServices
 
@@ -24,3 +24,10 @@ class PushServices(JmapServices, Protocol):
     def event_streams(self) -> Streams: ...
     @property
     def webpush(self) -> WebPushSender: ...
+
+
+def push_services(services: JmapServices) -> PushServices:
+    """The services of a JMAP call as a push method sees them (``PushSubscription/set`` sends through
+    ``webpush``). Every caller of ``jmap.api.execute`` passes PushServices (the HTTP front end and the
+    WebSocket), but ``Invocation.services`` is typed by the JMAP layer, which knows no push."""
+    return cast("PushServices", services)

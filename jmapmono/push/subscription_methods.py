@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from jmapmono.clock import now_ms
@@ -26,6 +27,7 @@ from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import CORE, Invocation, method
 from jmapmono.jmap.submission import parse_utc_date, utc_date
 from jmapmono.push import webpush, webpush_http
+from jmapmono.push.context import push_services
 from jmapmono.push.subscriptions_store import OverQuota, PushSubscriptions, Subscription, new_id
 from jmapmono.push.webpush_http import TargetRefused
 
@@ -131,7 +133,7 @@ def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, 
     if obj.get("verificationCode") is not None:
         raise _invalid("verificationCode", "verificationCode must be null when the subscription is created")
     allow_private = inv.services.config.push_allow_private_targets
-    url = obj.get("url")
+    url: Any = obj.get("url")  # any JSON value until parse_url has checked it (a string)
     try:
         target = webpush_http.parse_url(url, allow_private)
     except TargetRefused as e:
@@ -153,7 +155,7 @@ def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, 
         user_id=inv.principal.user_id,
         app_password_id=inv.principal.app_password_id,
         device_client_id=device,
-        url=url,  # type: ignore[arg-type]
+        url=url,
         p256dh=p256dh,
         auth=auth,
         verification_code=secrets.token_hex(16),
@@ -238,7 +240,7 @@ def push_subscription_set(inv: Invocation) -> dict[str, Any]:
             continue
         new.append((cid, sub, echo))
     if new:
-        sender = inv.services.webpush
+        sender = push_services(inv.services).webpush
         with db.transaction() as tx:
             for cid, sub, echo in new:
                 try:
@@ -248,7 +250,7 @@ def push_subscription_set(inv: Invocation) -> dict[str, Any]:
                     continue
                 created[cid] = echo
                 inv.created_ids[cid] = sub.id
-                tx.after_commit(lambda sub=sub: sender.send_verification(sub))
+                tx.after_commit(partial(sender.send_verification, sub))
 
     updated: dict[str, Any] = {}
     if update:
@@ -267,9 +269,9 @@ def push_subscription_set(inv: Invocation) -> dict[str, Any]:
                 not_updated[sub_id] = e
         if changes:
             with db.transaction() as tx:
-                for sub_id, sub, echo in changes:
+                for sub_id, sub, returned in changes:
                     if store.update(tx, sub):
-                        updated[sub_id] = echo
+                        updated[sub_id] = returned
                     else:
                         not_updated[sub_id] = SetError("notFound", f"no push subscription {sub_id}")
 

@@ -9,6 +9,7 @@ as gone everywhere (never listed, updated or pushed to) and deleted by :meth:`pr
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ class PushSubscriptions:
             row = tx.one(f"SELECT {_COLUMNS} FROM push_subscriptions WHERE id = ?", (sub_id,))
         return None if row is None else _row(row)
 
-    def targets(self, account_id: str) -> list[Subscription]:
+    def targets(self, account_id: str) -> builtins.list[Subscription]:
         """Verified, unexpired subscriptions of every user who can see ``account_id`` (owner, delegates)."""
         with self.db.read() as tx:
             rows = tx.query(

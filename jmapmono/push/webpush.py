@@ -51,6 +51,7 @@ from jmapmono.push.subscriptions_store import PushSubscriptions, Subscription
 from jmapmono.push.webpush_http import Answer, TargetRefused
 
 if TYPE_CHECKING:
+    from jmapmono.config import Config
     from jmapmono.events.bus import EventBus
     from jmapmono.push.context import PushServices
 
@@ -160,7 +161,7 @@ class WebPushSender:
         self._stopped = False
 
     @property
-    def config(self):  # read each time: settings may be replaced at run time (tests)
+    def config(self) -> Config:  # read each time: settings may be replaced at run time (tests)
         return self.services.config
 
     # -- lifecycle -------------------------------------------------------------------------------------

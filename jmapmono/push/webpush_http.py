@@ -107,7 +107,7 @@ def resolve(target: Target, allow_private: bool, timeout: float) -> list[str]:
         raise TargetRefused(f"resolving {target.host} timed out") from None
     except (OSError, UnicodeError) as e:
         raise TargetRefused(f"cannot resolve {target.host}: {e}") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))  # an IPv4 or IPv6 address
     if not addresses:
         raise TargetRefused(f"{target.host} has no address")
     if not allow_private:
@@ -170,8 +170,10 @@ def _connection(target: Target, address: str, timeout: float) -> http.client.HTT
     else:
         conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
 
-    def connect_checked(_address, timeout=timeout, source_address=None):
+    def connect_checked(
+        _address: tuple[str, int], timeout: float | None = timeout, source_address: tuple[str, int] | None = None
+    ) -> socket.socket:
         return socket.create_connection((address, target.port), timeout, source_address)
 
-    conn._create_connection = connect_checked  # type: ignore[attr-defined]
+    conn._create_connection = connect_checked  # type: ignore[attr-defined]  # set in __init__; not in the stubs
     return conn

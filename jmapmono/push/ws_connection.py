@@ -39,7 +39,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
+from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
@@ -86,7 +86,7 @@ def accept(environ: dict[str, Any], subprotocol: str, deflate: bool) -> tuple[by
         if value is not None:
             lines.append(name.encode("ascii") + b": " + value.encode("latin-1"))
     handshake = H11Handshake(ConnectionType.SERVER)
-    extensions = (
+    extensions: list[Extension] = (
         [PerMessageDeflate(client_no_context_takeover=True, server_no_context_takeover=True)] if deflate else []
     )
     try:

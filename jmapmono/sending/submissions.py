@@ -459,7 +459,8 @@ class Submissions:
                         now_ms(),
                     ),
                 )
-            destroyed, missing = [], []
+            destroyed: list[str] = []
+            missing: list[str] = []
             for submission_id in destroy:
                 n = tx.execute(
                     "DELETE FROM email_submissions WHERE account_id = ? AND id = ?", (account_id, submission_id)

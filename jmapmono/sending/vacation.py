@@ -104,9 +104,9 @@ def reply_target(headers: MimePart) -> str | None:
     for name in ("Sender", "From"):
         value = headers.header(name)
         if value is not None:
-            found = [a["email"] for a in addresses(value) if a.get("email")]
-            if found:
-                return found[0]
+            emails: list[str] = [a["email"] for a in addresses(value) if a.get("email")]
+            if emails:
+                return emails[0]
     return None
 
 

@@ -30,7 +30,7 @@ class Transaction(ABC):
     dialect: str
 
     def __init__(self) -> None:
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[], object]] = []
         #: The in-process listeners of the database this transaction runs on (:attr:`Database.local_listeners`).
         self.local_listeners: list[Callable[..., None]] = []
 
@@ -50,8 +50,8 @@ class Transaction(ABC):
         row = self.one(sql, params)
         return None if row is None else next(iter(row.values()))
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once the transaction has committed (never on rollback)."""
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once the transaction has committed (never on rollback); its result is ignored."""
         self._after_commit.append(callback)
 
     def _run_after_commit(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 
 import psycopg
@@ -147,10 +147,10 @@ class PostgresDatabase(Database):
             self._release(conn)
         tx._run_after_commit()
 
-    def transaction(self):
+    def transaction(self) -> AbstractContextManager[Transaction]:
         return self._tx(read_only=False)
 
-    def read(self):
+    def read(self) -> AbstractContextManager[Transaction]:
         return self._tx(read_only=True)
 
     def close(self) -> None:

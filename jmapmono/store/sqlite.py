@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import sqlite_utils
@@ -84,9 +84,10 @@ class SQLiteDatabase(Database):
         # threading.RLock becomes a greenlet-aware lock once gevent has patched the process.
         self._lock = threading.RLock()
         self._depth = 0
+        self._current: SQLiteTransaction | None = None
 
     @staticmethod
-    def _with_retry(fn) -> None:
+    def _with_retry(fn: Callable[[], object]) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             try:
@@ -101,6 +102,7 @@ class SQLiteDatabase(Database):
     def _tx(self, begin: str) -> Iterator[Transaction]:
         with self._lock:
             if self._depth:  # nested: join the enclosing transaction
+                assert self._current is not None  # set with _depth
                 yield self._current
                 return
             tx = SQLiteTransaction(self.conn)
@@ -126,10 +128,10 @@ class SQLiteDatabase(Database):
                 self._current = None
         tx._run_after_commit()
 
-    def transaction(self):
+    def transaction(self) -> AbstractContextManager[Transaction]:
         return self._tx("BEGIN IMMEDIATE")
 
-    def read(self):
+    def read(self) -> AbstractContextManager[Transaction]:
         return self._tx("BEGIN")
 
     def close(self) -> None:

@@ -50,7 +50,7 @@ def create_app(services: WebServices) -> Flask:
         return response
 
     @app.errorhandler(HTTPException)
-    def _http_error(e: HTTPException):
+    def _http_error(e: HTTPException) -> Response:
         response = jsonify({"type": "about:blank", "status": e.code, "title": e.name, "detail": e.description})
         response.status_code = e.code or 500
         response.content_type = "application/problem+json"
@@ -59,7 +59,7 @@ def create_app(services: WebServices) -> Flask:
         return response
 
     @app.errorhandler(Exception)
-    def _unexpected(e: Exception):
+    def _unexpected(e: Exception) -> Response:
         log.exception(kv(event="http_error", path=request.path, error=type(e).__name__))
         response = jsonify(
             {"type": "about:blank", "status": 500, "title": "Internal Server Error", "detail": "see the server log"}

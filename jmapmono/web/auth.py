@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from flask import Response, g, jsonify, request
 
@@ -65,7 +65,7 @@ def require_auth(view: F) -> F:
     """Run ``view`` with ``flask.g.principal`` set, or answer 401/429 (503 when the database is down)."""
 
     @wraps(view)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             principal = authenticate_request()
         except AuthError as e:
@@ -77,4 +77,4 @@ def require_auth(view: F) -> F:
         g.principal = principal
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # called like the view (it may answer 401/429/503 instead)

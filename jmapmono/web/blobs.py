@@ -20,10 +20,11 @@ import logging
 import threading
 import time
 import unicodedata
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.routing import PathConverter
 
@@ -46,7 +47,11 @@ class FileNameConverter(PathConverter):
     part_isolating = False
 
 
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("filename", FileNameConverter))
+def _add_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("filename", FileNameConverter)
+
+
+bp.record_once(_add_converter)
 
 DEFAULT_TYPE = "application/octet-stream"
 CACHE_CONTROL = "private, immutable, max-age=31536000"
@@ -146,7 +151,7 @@ def content_disposition(name: str) -> str:
     return value
 
 
-def _body_stream():
+def _body_stream() -> IO[bytes]:
     """The request body: werkzeug's bounded stream, or the server's own stream for a chunked body (gevent's
     pywsgi ends it at the last chunk but does not flag ``wsgi.input_terminated``)."""
     chunked = request.headers.get("Transfer-Encoding", "").split(",")[-1].strip().lower() == "chunked"

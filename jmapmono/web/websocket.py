@@ -106,7 +106,7 @@ class _Upgraded(Response):
         super().__init__(status=101)
         self.server = server
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:  # type: ignore[override]
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if self.server == "gunicorn":
             raise StopIteration  # gunicorn's worker then closes the connection, writing nothing
         # pywsgi writes nothing (start_response was never called) and, its input closed, reads no
