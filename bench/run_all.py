@@ -38,6 +38,10 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("inbox_query.py", ["--messages", "10000", "--seconds", "2"]),
     ("bulk_append.py", ["--messages", "2000", "--batch", "100", "--deliveries", "50"]),
     ("websocket_idle_memory.py", ["--connections", "200", "--echoes", "300"]),
+    ("websocket_lifecycle.py", ["--cycles", "500", "--deliveries", "50"]),
+    ("stop_time.py", ["--repeat", "3"]),
+    ("parse_speed.py", ["--repeat", "10"]),
+    ("login_timing.py", ["--samples", "20"]),
 ]
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from jmapmono.accounts.users import Accounts, User
 from jmapmono.clock import now_ms
+from jmapmono.ids import OrderedIds
 from jmapmono.log import kv
 from jmapmono.store import Database, StoreError
 
@@ -51,9 +52,13 @@ class TokenOwner:
     user: User
 
 
+#: Id tails: base 32 in ASCII order, a millisecond stamp then a counter, so that ``list`` (ordered by
+#: creation time, then id) gives app passwords made in the same millisecond in the order they were made.
+_ORDERED_IDS = OrderedIds("234567abcdefghijklmnopqrstuvwxyz", 12, 9)
+
+
 def _new_id() -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
-    return "p" + "".join(secrets.choice(alphabet) for _ in range(12))
+    return "p" + _ORDERED_IDS()
 
 
 def _digest(secret: str) -> str:
@@ -114,6 +119,7 @@ class AppPasswords:
         return _row(row), f"{PREFIX}{pid}_{secret}"
 
     def list(self, user_id: int) -> list[AppPassword]:
+        """The user's app passwords, oldest first (in the order they were made)."""
         with self.db.read() as tx:
             rows = tx.query(
                 "SELECT id, user_id, label, created_at, last_used_at FROM app_passwords "

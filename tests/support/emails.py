@@ -1,4 +1,5 @@
-"""Helpers for the Email method tests: mailbox ids by role, uploads, downloads, Email/get, test messages."""
+"""For the Email method tests: mailbox ids by role, uploads, downloads, Email/get, test messages, and
+``Box``: an account to fill with ``mail(...)`` through the mailbox layer and to query over JMAP."""
 
 from __future__ import annotations
 
@@ -44,3 +45,59 @@ def refused(client: JmapClient, obj: dict) -> dict:
     result = create(client, obj)
     assert result["created"] is None, result
     return result["notCreated"]["k"]
+
+
+T0 = 1_704_103_200_000  # 2024-01-01T10:00:00Z
+MINUTE = 60_000
+
+
+def mail(
+    subject: str = "Hello",
+    *,
+    frm: str = "Alice Sender <alice@example.com>",
+    to: str = "Bob Receiver <bob@example.org>",
+    cc: str | None = None,
+    bcc: str | None = None,
+    body: str = "Hello there",
+    date: str = "Mon, 01 Jan 2024 10:00:00 +0000",
+    msgid: str | None = None,
+    reply_to: str | None = None,
+    headers: tuple[str, ...] = (),
+    attachment: bool = False,
+) -> bytes:
+    """A small message; ``attachment`` makes it multipart with a PDF."""
+    head = [f"From: {frm}", f"To: {to}", f"Subject: {subject}", f"Date: {date}", *headers]
+    head += [f"Cc: {cc}"] * bool(cc) + [f"Bcc: {bcc}"] * bool(bcc) + [f"Message-ID: <{msgid}>"] * bool(msgid)
+    if reply_to:
+        head += [f"In-Reply-To: <{reply_to}>", f"References: <{reply_to}>"]
+    if attachment:
+        head += ["MIME-Version: 1.0", 'Content-Type: multipart/mixed; boundary="b1"']
+        text = (
+            f"--b1\r\nContent-Type: text/plain\r\n\r\n{body}\r\n--b1\r\nContent-Type: application/pdf\r\n"
+            'Content-Disposition: attachment; filename="r.pdf"\r\n\r\n%PDF-1.4\r\n--b1--\r\n'
+        )
+    else:
+        text = body + "\r\n"
+    return ("\r\n".join(head) + "\r\n\r\n" + text).encode()
+
+
+class Box:
+    """Alice's account through the mailbox layer (data) and her JMAP client (queries)."""
+
+    def __init__(self, services, client) -> None:
+        self.services, self.client, self.account = services, client, client.account_id
+        role = services.mailboxes.mailbox_by_role
+        self.inbox, self.archive, self.trash = (role(self.account, r).id for r in ("inbox", "archive", "trash"))
+
+    def add(self, raw: bytes | None = None, *, boxes=None, keywords=(), at: int | None = None, **kw) -> str:
+        raw = raw or mail(**kw)
+        return self.services.mailboxes.append(self.account, raw, boxes or [self.inbox], keywords, at).id
+
+    def query(self, **args) -> dict:
+        return self.client.call("Email/query", args)
+
+    def ids(self, filter=None, sort=None, **args) -> list[str]:
+        return self.query(filter=filter, sort=sort, **args)["ids"]
+
+    def error(self, method: str = "Email/query", **args) -> str:
+        return self.client.error(method, args)["type"]

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import gevent
-import gevent.event
 import http_ece
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from gevent.pywsgi import WSGIServer
+
+from tests.support.servers import start_http
+from tests.support.waiting import wait_until
 
 
 def b64url(data: bytes) -> str:
@@ -26,7 +25,6 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
-    at: float
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -56,12 +54,10 @@ class PushReceiver:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.answers: deque[tuple[int, dict[str, str]]] = deque()
-        self._arrived = gevent.event.Event()
-        self.server = WSGIServer(("127.0.0.1", 0), self._app, log=None, error_log=None)
-        self.server.start()
+        self.server = start_http(self._app)
 
     def url(self, path: str = "/push") -> str:
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
+        return self.server.url + path
 
     def answer(self, *answers: int | tuple[int, dict[str, str]]) -> None:
         for a in answers:
@@ -73,8 +69,7 @@ class PushReceiver:
         for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if environ.get(name):
                 headers[name.replace("_", "-").lower()] = environ[name]
-        self.received.append(Received(environ.get("PATH_INFO", ""), headers, body, time.monotonic()))
-        self._arrived.set()
+        self.received.append(Received(environ.get("PATH_INFO", ""), headers, body))
         status, extra = self.answers.popleft() if self.answers else (201, {})
         start_response(f"{status} Scripted", [("Content-Length", "0"), *extra.items()])
         return [b""]
@@ -84,16 +79,8 @@ class PushReceiver:
 
     def wait(self, path: str, count: int = 1, timeout: float = 10.0) -> list[Received]:
         """The requests to ``path`` once there are at least ``count``; AssertionError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.at(path)
-            if len(found) >= count:
-                return found
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{len(found)} of {count} pushes to {path} arrived within {timeout}s")
-            self._arrived.clear()
-            self._arrived.wait(min(remaining, 0.05))
+        enough = lambda: found if len(found := self.at(path)) >= count else None  # noqa: E731
+        return wait_until(enough, timeout, message=f"{count} pushes to {path}")
 
     def stop(self) -> None:
         self.server.stop(timeout=1)

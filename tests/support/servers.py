@@ -1,21 +1,33 @@
-"""Real Postgres and RabbitMQ servers for the test run, on loopback, in temp dirs.
+"""Every server a test (or a benchmark) starts, on loopback, on free ports, in temporary directories.
 
-Each is started on a free port under a temporary directory and stopped at the
-end. Used by tests/conftest.py and by the benchmarks in bench/.
+- Real Postgres and RabbitMQ for the run (``PostgresServer``, ``RabbitMQServer``: tests/conftest.py, bench/).
+- jmapmono itself as a deployment runs it: ``start_serve`` (``python -m jmapmono serve``, its LMTP child
+  included), ``start_lmtp`` (``python -m jmapmono lmtp``), ``start_gunicorn`` (a gevent worker on wsgi:app).
+- In this process: ``start_app`` (the app on the HTTP server ``serve`` builds, the event flow running),
+  ``start_http`` (any WSGI app, e.g. a fake receiver, on gevent's plain WSGI server).
+
+Each returns an object with ``stop()``; a subprocess's output goes to a file under the test's tmp_path.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tests.support.waiting import wait_until
+
+#: The repository: the working directory of every jmapmono process a test starts.
+ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path(os.environ.get("JMAPMONO_PG_BIN", "/usr/lib/postgresql/15/bin"))
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -33,17 +45,26 @@ def free_port() -> int:
             return port
 
 
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until something listens on 127.0.0.1:``port``; RuntimeError at once if ``proc`` exits first."""
+
+    def listening() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+        return port_open(port)
+
+    try:
+        wait_until(listening, timeout, interval=0.05, message=f"a listener on 127.0.0.1:{port}")
+    except AssertionError:
+        raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s") from None
 
 
 def _as_user(user: str, argv: list[str]) -> list[str]:
@@ -72,16 +93,21 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=300"
-        subprocess.run(
-            _as_user(
-                "postgres",
-                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"],
-            ),
-            check=True,
-            capture_output=True,
-        )
         self.data = data
+        self.resume()
+
+    def _pg_ctl(self, *args: str) -> None:
+        argv = [str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args]
+        subprocess.run(_as_user("postgres", argv), check=True, capture_output=True)
+
+    def resume(self) -> None:
+        """Start the cluster (again, after ``halt``) on the same port, and wait until it accepts connections."""
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=300"
+        self._pg_ctl("-o", opts, "-l", str(self.dir / "log"), "-w", "start")
+
+    def halt(self) -> None:
+        """Stop the cluster (a database outage; ``resume`` ends it): its connections are cut."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -188,14 +214,255 @@ class RabbitMQServer:
             self.proc.wait()
         self.proc = None
         subprocess.run(["pkill", "-f", f"epmd.*-port {self.epmd_port}"], capture_output=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    time.sleep(0.05)
-            except OSError:
-                return
+        try:
+            wait_until(lambda: not port_open(self.port), 30, interval=0.05, message="the broker's port to close")
+        except AssertionError:
+            pass  # left for start() to find out (it checks the port speaks AMQP)
 
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- jmapmono as a deployment runs it ------------------------------------------------------------------------------
+
+
+def jmapmono_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a jmapmono process on this database: nothing jmapmono reads is inherited from ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JMAPMONO_") and k not in ("DATABASE_URL", "PORT")}
+    env.update(
+        DATABASE_URL=database_url,
+        JMAPMONO_DATA_DIR=str(data_dir),
+        BROKER_URL="memory://localhost/",
+        JMAPMONO_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+def _stop_process(proc: subprocess.Popen, signum: int, timeout: float, group: bool = False) -> int:
+    """Send ``signum`` (to the process group with ``group``), wait ``timeout`` seconds, then kill it."""
+    if proc.poll() is None:
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@dataclass
+class ServeProcess:
+    """``python -m jmapmono serve`` (its LMTP child too, unless started with ``lmtp=False``)."""
+
+    proc: subprocess.Popen
+    http_port: int
+    lmtp_port: int | None
+    out_path: Path
+    err_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def child_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"event=child_started child=lmtp pid=(\d+)", self.stderr())]
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
+        return _stop_process(self.proc, signum, timeout)
+
+
+def run_serve(database_url: str, tmp_path: Path, lmtp: bool = True, **env: str) -> ServeProcess:
+    """Start ``serve`` on free ports (LMTP too, unless ``lmtp`` is False), without waiting for it."""
+    http_port = free_port()
+    lmtp_port = free_port() if lmtp else None
+    out_path, err_path = tmp_path / f"serve-{http_port}.out", tmp_path / f"serve-{http_port}.err"
+    argv = [sys.executable, "-m", "jmapmono", "serve", "--host", "127.0.0.1", "--port", str(http_port)]
+    argv += ["--lmtp", f"127.0.0.1:{lmtp_port}" if lmtp_port else "off"]
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=jmapmono_env(database_url, tmp_path / "data", **env), stdout=out, stderr=err
+        )
+    return ServeProcess(proc, http_port, lmtp_port, out_path, err_path)
+
+
+def start_serve(database_url: str, tmp_path: Path, lmtp: bool = True, **env: str) -> ServeProcess:
+    """``serve`` listening on its HTTP port (and its LMTP port)."""
+    server = run_serve(database_url, tmp_path, lmtp, **env)
+    try:
+        wait_for_port(server.http_port, 20, server.proc)
+        if server.lmtp_port:
+            wait_for_port(server.lmtp_port, 20, server.proc)
+    except Exception:
+        server.stop()
+        raise AssertionError(f"serve did not start:\n{server.stdout()}\n{server.stderr()}") from None
+    return server
+
+
+@dataclass
+class LmtpProcess:
+    """``python -m jmapmono lmtp``; its log (stdout and stderr) in ``log_path``."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    def client(self) -> Any:
+        """An LMTP client connected and greeted (LHLO answered 250)."""
+        from tests.support.lmtp_client import LMTPClient
+
+        client = LMTPClient("127.0.0.1", self.port)
+        assert client.lhlo().code == 250
+        return client
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        return _stop_process(self.proc, signal.SIGTERM, 15)
+
+
+def start_lmtp(database_url: str, tmp_path: Path, **env: str) -> LmtpProcess:
+    """An LMTP server process on ``database_url``, listening."""
+    port = free_port()
+    log_path = tmp_path / f"lmtp-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jmapmono", "lmtp", "--listen", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=jmapmono_env(database_url, tmp_path / "data", **env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = LmtpProcess(proc, port, log_path)
+    try:
+        wait_for_port(port, 15, proc)
+    except Exception:
+        server.stop()
+        raise AssertionError(f"the LMTP server did not start:\n{server.log()}") from None
+    return server
+
+
+@dataclass
+class GunicornProcess:
+    """One gunicorn gevent worker serving ``wsgi:app`` (its own process group); its log in ``log_path``."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def send_signal(self, signum: int) -> None:
+        """To the whole process group (the arbiter and its worker)."""
+        os.killpg(self.proc.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+        return _stop_process(self.proc, signum, timeout, group=True)
+
+
+def start_gunicorn(
+    database_url: str, data_dir: Path, tmp_path: Path, graceful_timeout: int | None = None, **env: str
+) -> GunicornProcess:
+    """gunicorn as the Procfile runs it (one gevent worker, LMTP off), listening on a free port."""
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "gunicorn"), "-k", "gevent", "-w", "1", "--no-control-socket"]
+    if graceful_timeout is not None:
+        argv += ["--graceful-timeout", str(graceful_timeout)]
+    argv += ["--bind", f"127.0.0.1:{port}", "wsgi:app"]
+    environ = jmapmono_env(
+        database_url, data_dir, PORT=str(port), JMAPMONO_BASE_URL=f"http://127.0.0.1:{port}", JMAPMONO_LMTP_LISTEN="off"
+    )
+    environ.update(env)
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = GunicornProcess(proc, port, log_path)
+    try:
+        wait_for_port(port, 30, proc)
+    except Exception:
+        server.stop(signal.SIGKILL)
+        raise AssertionError(f"gunicorn did not start:\n{server.log()}") from None
+    return server
+
+
+# -- servers in this process ---------------------------------------------------------------------------------------
+
+
+class HttpServer:
+    """A WSGI app served in this process on a free loopback port (HTTPS with ``keyfile``/``certfile``)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.server.start()
+        self.port: int = self.server.server_port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (https with TLS), without a trailing slash."""
+        scheme = "https" if getattr(self.server, "ssl_enabled", False) else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 1) -> None:
+        self.server.stop(timeout=timeout)
+
+
+def start_http(app: Any, **ssl: str) -> HttpServer:
+    """``app`` (any WSGI app: a fake receiver, or the jmapmono app behind plain pywsgi) on gevent's WSGI server."""
+    from gevent.pywsgi import WSGIServer
+
+    return HttpServer(WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None, **ssl))
+
+
+class AppServer(HttpServer):
+    """The jmapmono app on the HTTP server ``serve`` builds (``make_http_server``), with the event flow
+    running for ``services`` unless ``flow`` is False. ``stop()`` closes WebSockets and streams first."""
+
+    def __init__(self, services: Any, app: Any = None, flow: bool = True, port: int | None = None) -> None:
+        from jmapmono.cli.serve import make_http_server
+        from jmapmono.web.app import create_app
+
+        self.services = services
+        self.flow = services.start().flow if flow else None
+        app = app if app is not None else create_app(services)
+        super().__init__(make_http_server(app, "127.0.0.1", services.config.port if port is None else port))
+
+    def client(self, email: str | None = None, **kwargs: Any) -> Any:
+        """A WebSocket client (tests/support/ws_client.py), authenticated as ``email`` if given."""
+        from tests.support.ws_client import WsClient, basic
+
+        return WsClient(self.port, basic(email) if email else None, **kwargs)
+
+    def stop(self, timeout: float = 2) -> None:
+        self.services.end_connections(timeout=2.0)
+        super().stop(timeout)
+        if self.flow is not None:
+            self.flow.stop()
+
+
+def start_app(config: Any, db: Any, flow: bool = True, **overrides: Any) -> AppServer:
+    """The app for a new Runtime on the test's database, on a free port that the Session's URLs name."""
+    from jmapmono.runtime import Runtime
+
+    return AppServer(Runtime(config.with_overrides(port=free_port(), **overrides), db), flow=flow)

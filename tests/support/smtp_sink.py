@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.servers import free_port, wait_for_port
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.support.servers import ROOT, free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 
 class SmtpSink:
@@ -56,14 +55,8 @@ class SmtpSink:
 
     def wait(self, count: int, timeout: float = 10.0) -> list[dict]:
         """Wait until ``count`` messages arrived (raises on timeout); return them all."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.messages()
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the SMTP sink got {len(found)} messages, not {count}, within {timeout}s")
-            time.sleep(0.02)
+        enough = lambda: found if len(found := self.messages()) >= count else None  # noqa: E731
+        return wait_until(enough, timeout, interval=0.02, message=f"{count} messages at the SMTP sink")
 
     def clear(self) -> None:
         for path in self.dir.glob("*.json"):

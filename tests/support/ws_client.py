@@ -1,8 +1,8 @@
-"""A JMAP WebSocket test client on a real socket (wsproto, so tests control every frame), and a test server.
+"""A JMAP WebSocket test client on a real socket (wsproto, so tests control every frame).
 
 ``WsClient`` answers pings while it reads (unless ``answer_pings=False``), keeps messages it was not
-waiting for (``pending``), and exposes its raw socket for tests that inspect frames themselves.
-``WsServer`` runs the app on gevent's WSGI server (``make_http_server``) with the event flow started.
+waiting for (``pending``), and exposes its raw socket for tests that inspect frames themselves. The
+server it talks to is started by tests/support/servers.py (``start_app``, ``start_serve``).
 """
 
 from __future__ import annotations
@@ -228,14 +228,6 @@ class WsClient:
             self._read_some(deadline)
         self.pending, self._messages = self.pending + self._messages, []
 
-    def no_message(self, seconds: float, where: Callable[[Any], bool] | None = None) -> bool:
-        """True if nothing (matching ``where``) arrives within ``seconds``."""
-        try:
-            self.recv(seconds, where)
-        except AssertionError:
-            return True
-        return False
-
     def wait_closed(self, timeout: float = 10.0) -> int | None:
         """Read until the server closes; the close code (1006 when the TCP connection just ended)."""
         deadline = time.monotonic() + timeout
@@ -254,51 +246,3 @@ class WsClient:
         except Exception:
             pass
         self.sock.close()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` (yielding to other greenlets) until it is true; AssertionError after ``timeout``."""
-    import gevent
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        gevent.sleep(0.005)
-
-
-class WsServer:
-    """The app on a real gevent WSGI server with the event flow running, on a free port."""
-
-    def __init__(self, services: Any) -> None:
-        from jmapmono.cli.serve import make_http_server
-        from jmapmono.web.app import create_app
-
-        self.services = services
-        self.flow = services.start().flow
-        self.http = make_http_server(create_app(services), "127.0.0.1", services.config.port)
-        self.http.start()
-        self.port = self.http.server_port
-
-    def client(self, email: str | None = None, **kwargs: Any) -> WsClient:
-        return WsClient(self.port, basic(email) if email else None, **kwargs)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.services.websockets.close_all(timeout=1.0)
-        self.http.stop(timeout=2)
-        self.flow.stop()
-
-
-def start_server(config: Any, db: Any, **overrides: Any) -> WsServer:
-    """A WsServer on the test's database, on a free port that the Session's URLs name."""
-    from jmapmono.runtime import Runtime
-    from tests.support.servers import free_port
-
-    return WsServer(Runtime(config.with_overrides(port=free_port(), **overrides), db))
