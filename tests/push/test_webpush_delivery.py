@@ -51,8 +51,7 @@ def flow(services, alice, bob, sender) -> Iterator[EventFlow]:
 
 class RetryWaits:
     """Stands in for the gevent module inside jmapmono.push.webpush: the wait before a retry lasts until the
-    test lets it end (``released``), and its length, as the sender asked for it, is recorded (``delays``).
-    The pruner's long waits stay real."""
+    test lets it end (``released``), and its length, as the sender asked for it, is recorded (``delays``)."""
 
     def __init__(self) -> None:
         self.delays: list[float] = []
@@ -62,8 +61,6 @@ class RetryWaits:
         return getattr(gevent, name)
 
     def sleep(self, seconds: float = 0, ref: bool = True) -> None:
-        if seconds >= webpush.PRUNE_INTERVAL:
-            return gevent.sleep(seconds, ref)
         self.delays.append(seconds)
         self.released.wait()
 
