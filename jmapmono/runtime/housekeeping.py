@@ -81,8 +81,6 @@ class Housekeeping:
         self.jobs = [Job(j.name, self.every, j.run) if every else j for j in jobs]
         #: Who holds a lease: unique per process and start.
         self.holder = f"{os.getpid()}.{secrets.token_hex(4)}"
-        #: Completed runs per job name (this process only).
-        self.runs: dict[str, int] = {}
         self._stopping = Flag()
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -112,7 +110,6 @@ class Housekeeping:
             result = "ok"
         except Exception as e:  # a failed run is logged and tried again at the next interval
             removed, result = 0, f"{type(e).__name__}: {e}"
-        self.runs[job.name] = self.runs.get(job.name, 0) + 1
         ms = f"{(time.monotonic() - started) * 1000:.1f}"
         log.info(kv(event="housekeeping", job=job.name, removed=removed, ms=ms, result=result))
         return True

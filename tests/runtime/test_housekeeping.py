@@ -4,12 +4,7 @@ deployment form (``serve`` and the gunicorn worker of the Procfile)."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +12,7 @@ from jmapmono.clock import now_ms
 from jmapmono.events.event import Event
 from jmapmono.runtime.housekeeping import Housekeeping, Job, jobs_of
 from jmapmono.store import leases
-from tests.support.servers import ROOT, free_port, jmapmono_env, wait_for_port
+from tests.support.servers import start_gunicorn, start_serve
 from tests.support.waiting import wait_until
 
 JOBS = ["blob_gc", "changes_retention", "push_subscriptions_expired", "ws_tickets_expired"]
@@ -173,34 +168,23 @@ def test_a_failing_job_is_logged_and_does_not_stop_the_others(services, caplog):
 
 @pytest.mark.parametrize("form", ["serve", "gunicorn"])
 def test_every_job_runs_under_serve_and_under_gunicorn(services, config, tmp_path, form):
-    port = free_port()
+    every = {"JMAPMONO_HOUSEKEEPING_SECONDS": "1"}
     if form == "serve":
-        argv = [sys.executable, "-m", "jmapmono", "serve", "--port", str(port), "--lmtp", "off"]
+        server = start_serve(config.database_url, tmp_path, lmtp=False, **every)
+        output = server.stderr
     else:
-        gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        argv = [gunicorn, "-k", "gevent", "-w", "2", "--no-control-socket", "--bind", f"127.0.0.1:{port}", "wsgi:app"]
-    env = jmapmono_env(
-        config.database_url,
-        config.data_dir,
-        PORT=str(port),
-        JMAPMONO_LMTP_LISTEN="off",
-        JMAPMONO_HOUSEKEEPING_SECONDS="1",
-    )
-    log_path = tmp_path / f"{form}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = start_gunicorn(config.database_url, config.data_dir, tmp_path, workers=2, **every)
+        output = server.log
+
+    def ran() -> set[str]:
+        text = output()
+        return {name for name in JOBS if f"event=housekeeping job={name} " in text}
+
     try:
-        wait_for_port(port, 30, proc)
-
-        def ran() -> set[str]:
-            text = log_path.read_text(errors="replace")
-            return {name for name in JOBS if f"event=housekeeping job={name} " in text and "result=ok" in text}
-
         wait_until(lambda: ran() == set(JOBS), timeout=30, message=f"every housekeeping job to run under {form}")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    text = log_path.read_text(errors="replace")
+        server.stop()
+    text = output()
     assert "Traceback" not in text, text
     failed = [line for line in text.splitlines() if "event=housekeeping" in line and "result=ok" not in line]
     assert not failed, failed

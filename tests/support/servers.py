@@ -381,11 +381,16 @@ class GunicornProcess:
 
 
 def start_gunicorn(
-    database_url: str, data_dir: Path, tmp_path: Path, graceful_timeout: int | None = None, **env: str
+    database_url: str,
+    data_dir: Path,
+    tmp_path: Path,
+    graceful_timeout: int | None = None,
+    workers: int = 1,
+    **env: str,
 ) -> GunicornProcess:
-    """gunicorn as the Procfile runs it (one gevent worker, LMTP off), listening on a free port."""
+    """gunicorn as the Procfile runs it (gevent workers, one by default; LMTP off), listening on a free port."""
     port = free_port()
-    argv = [str(Path(sys.executable).parent / "gunicorn"), "-k", "gevent", "-w", "1", "--no-control-socket"]
+    argv = [str(Path(sys.executable).parent / "gunicorn"), "-k", "gevent", "-w", str(workers), "--no-control-socket"]
     if graceful_timeout is not None:
         argv += ["--graceful-timeout", str(graceful_timeout)]
     argv += ["--bind", f"127.0.0.1:{port}", "wsgi:app"]
