@@ -7,6 +7,7 @@ raise :class:`ConfigError` with a one-line message naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,10 @@ from urllib.parse import urlsplit
 
 class ConfigError(Exception):
     """A configuration value is invalid; the message is one line for the operator."""
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,10 @@ class Config:
     smtp_relay_user: str = ""
     smtp_relay_password: str = field(default="", repr=False)
     smtp_relay_starttls: bool = False
+    #: CA certificates (PEM file) the relay's STARTTLS certificate must chain to; None: the system's.
+    smtp_relay_ca_file: Path | None = None
+    #: Client networks the LMTP server accepts connections from (anyone else gets 554 and is logged).
+    lmtp_allowed_networks: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
     #: A vacation response answers each sender at most once per this many days (RFC 3834 §2).
     vacation_reply_days: int = 7
     #: WebSocket (RFC 8887, jmapmono/push/websocket.py): a ping every this many seconds (0: none), and
@@ -158,6 +167,37 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def parse_networks(value: str, name: str) -> tuple[IPNetwork, ...]:
+    """Comma- or space-separated CIDRs (``10.0.0.0/8``; a bare address is one host) or raise ConfigError."""
+    out = []
+    for item in value.replace(",", " ").split():
+        try:
+            out.append(ipaddress.ip_network(item))
+        except ValueError as e:
+            raise ConfigError(f"{name}: {item!r} is not a network like 10.0.0.0/8 ({e})") from None
+    if not out:
+        raise ConfigError(f"{name} names no network")
+    return tuple(dict.fromkeys(out))
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
+    raw = (env.get(name) or "").strip()
+    return parse_networks(raw, name) if raw else default
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an IP literal, as in HOST:PORT) means this machine's loopback, without DNS."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def parse_host_port(value: str, name: str) -> tuple[str, int]:
     """Parse ``HOST:PORT`` (``[::1]:24`` for IPv6) or raise ConfigError."""
     host, sep, port = value.rpartition(":")
@@ -199,6 +239,16 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     relay_password = env.get("JMAPMONO_SMTP_RELAY_PASSWORD", "")
     if bool(relay_user) != bool(relay_password):
         raise ConfigError("JMAPMONO_SMTP_RELAY_USER and JMAPMONO_SMTP_RELAY_PASSWORD go together")
+    relay_starttls = _flag(env, "JMAPMONO_SMTP_RELAY_STARTTLS", False)
+    if smtp_relay and relay_user and not relay_starttls and not is_loopback_host(parse_host_port(smtp_relay, "")[0]):
+        raise ConfigError(
+            "JMAPMONO_SMTP_RELAY_USER is set but JMAPMONO_SMTP_RELAY_STARTTLS is off: the relay password would cross "
+            "the network in clear text (turn STARTTLS on, or use a relay on loopback)"
+        )
+    relay_ca = (env.get("JMAPMONO_SMTP_RELAY_CA_FILE") or "").strip()
+    if relay_ca and not (os.path.isfile(relay_ca) and os.access(relay_ca, os.R_OK)):
+        raise ConfigError(f"JMAPMONO_SMTP_RELAY_CA_FILE={relay_ca!r} is not a readable file")
+    lmtp_networks = _networks(env, "JMAPMONO_LMTP_ALLOWED_NETWORKS", LOOPBACK_NETWORKS)
     min_ping = _int(env, "JMAPMONO_EVENTSOURCE_MIN_PING", 10, 1)
     max_ping = _int(env, "JMAPMONO_EVENTSOURCE_MAX_PING", 300, 300)
     if min_ping > 30:
@@ -232,7 +282,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         smtp_relay=smtp_relay,
         smtp_relay_user=relay_user,
         smtp_relay_password=relay_password,
-        smtp_relay_starttls=_flag(env, "JMAPMONO_SMTP_RELAY_STARTTLS", False),
+        smtp_relay_starttls=relay_starttls,
+        smtp_relay_ca_file=Path(relay_ca) if relay_ca else None,
+        lmtp_allowed_networks=lmtp_networks,
         vacation_reply_days=_int(env, "JMAPMONO_VACATION_REPLY_DAYS", 7, 1),
         ws_ping_seconds=_int(env, "JMAPMONO_WS_PING_SECONDS", 30, 0),
         ws_ping_timeout_seconds=_int(env, "JMAPMONO_WS_PING_TIMEOUT_SECONDS", 20, 1),

@@ -1,7 +1,11 @@
 """Logging: one line per event, ``key=value`` pairs, at INFO by default.
 
 Callers log ``event=… user=… ms=…`` so an operator can grep who did what and how
-long it took. :func:`kv` quotes values that contain spaces.
+long it took. :func:`kv` quotes values that contain spaces, and no value can break
+a line: user names, addresses and exception texts come from outside, and a CR or LF
+in one would otherwise forge a second, believable event. The process's handler
+(:func:`setup_logging`) escapes control characters in whatever is formatted
+(``%s``-style messages, tracebacks), so one event is always one line.
 """
 
 from __future__ import annotations
@@ -9,16 +13,36 @@ from __future__ import annotations
 import logging
 import sys
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: C0 and C1 controls, DEL, and the Unicode line and paragraph separators: each written as an escape.
+_ESCAPES = {
+    code: _NAMED.get(chr(code), f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    for code in [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character (and U+2028/U+2029) written as a backslash escape."""
+    return text.translate(_ESCAPES)
+
 
 def kv(**fields: object) -> str:
-    """Format fields as ``k=v`` pairs; values with spaces or quotes are quoted."""
+    """Format fields as ``k=v`` pairs; values with spaces, quotes, backslashes or control characters are
+    quoted, with those characters escaped."""
     parts = []
     for key, value in fields.items():
         text = "-" if value is None else str(value)
-        if not text or any(c in text for c in ' "=\n'):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        if not text or any(c in text for c in ' "=\\') or escape_controls(text) != text:
+            text = '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
         parts.append(f"{key}={text}")
     return " ".join(parts)
+
+
+class OneLineFormatter(logging.Formatter):
+    """The standard format, with control characters escaped: a message or traceback stays on its line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record))
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -26,7 +50,7 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_jmapmono", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         handler._jmapmono = True  # type: ignore[attr-defined]  # our marker on a stdlib handler
         root.addHandler(handler)
     root.setLevel(level)

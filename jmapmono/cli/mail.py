@@ -26,7 +26,7 @@ import logging
 import sys
 import time
 
-from jmapmono.config import ConfigError, load_config, parse_host_port
+from jmapmono.config import ConfigError, IPNetwork, load_config, parse_host_port, parse_networks
 from jmapmono.log import kv
 
 log = logging.getLogger("jmapmono.deliver")
@@ -49,9 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lmtp",
         help="run the LMTP server alone",
         description="Accept mail over LMTP (RFC 2033) until SIGTERM/SIGINT. "
-        "Default address: JMAPMONO_LMTP_LISTEN (127.0.0.1:8024).",
+        "Default address: JMAPMONO_LMTP_LISTEN (127.0.0.1:8024). LMTP has no authentication: only clients in "
+        "JMAPMONO_LMTP_ALLOWED_NETWORKS (default loopback) are served, others get 554.",
     )
     p.add_argument("--listen", metavar="HOST:PORT", type=_listen_arg, help="address to listen on")
+    p.add_argument(
+        "--allowed-networks",
+        metavar="CIDRS",
+        type=_networks_arg,
+        help="client networks served, comma-separated (default: JMAPMONO_LMTP_ALLOWED_NETWORKS, else loopback)",
+    )
     p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=_lmtp)
 
@@ -62,6 +69,13 @@ def _listen_arg(value: str) -> str:
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return value
+
+
+def _networks_arg(value: str) -> tuple[IPNetwork, ...]:
+    try:
+        return parse_networks(value, "--allowed-networks")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _deliver(args: argparse.Namespace) -> int:
@@ -122,6 +136,8 @@ def _lmtp(args: argparse.Namespace) -> int:
             "the LMTP server cannot run in a gevent-patched process: use `python -m jmapmono lmtp`", EX_SOFTWARE
         )
     config = load_config()
+    if args.allowed_networks:
+        config = config.with_overrides(lmtp_allowed_networks=args.allowed_networks)
     listen = args.listen or config.lmtp_listen
     if listen is None:
         raise CommandError("LMTP is off (JMAPMONO_LMTP_LISTEN=off): give --listen HOST:PORT", EX_CONFIG)

@@ -18,6 +18,13 @@ The reply contract with the MTA:
   (the user was deleted meanwhile), ``552 5.3.4`` (message over the limit: the
   excess is read and discarded, never buffered) or ``554 5.6.0`` (empty).
 
+Who may connect: LMTP has no authentication, and what it stores is trusted
+(the ``Return-Path`` it writes is where vacation replies go), so a client whose
+address is outside ``JMAPMONO_LMTP_ALLOWED_NETWORKS`` (loopback by default) gets
+``554`` instead of the greeting (RFC 5321 §3.1: a permanent refusal of the
+session, not 421, which tells the client to retry), ``503`` to anything but QUIT,
+and the connection is logged (``lmtp_refused``).
+
 Stored bytes: ``Return-Path:`` and ``Received:`` headers (this server makes the
 final delivery, RFC 5321 section 4.4), then exactly the bytes the sender meant:
 dot-stuffing undone, CRLF, bare CR/LF, 8-bit and over-long lines kept. The trace
@@ -27,6 +34,7 @@ headers name no recipient, so a message for several users is one blob.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import re
@@ -44,7 +52,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
 from jmapmono.accounts.users import AccountError
-from jmapmono.config import Config
+from jmapmono.config import Config, IPNetwork
 from jmapmono.log import kv
 from jmapmono.store import StoreError
 
@@ -82,6 +90,10 @@ _ENHANCED_DEFAULTS = {
     "555": "5.5.4",
 }
 _UNSAFE_HELO = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
+#: Commands a refused client may send (each answered 503) before the connection is closed anyway.
+REFUSED_COMMANDS = 10
+#: How long a refused client has for its QUIT.
+REFUSED_TIMEOUT_SECONDS = 30.0
 
 
 def enhanced(reply: str) -> str:
@@ -94,6 +106,19 @@ def enhanced(reply: str) -> str:
         return reply
     detail = _ENHANCED_DEFAULTS.get(code, f"{code[0]}.0.0")
     return f"{code}{sep}{detail} {text}" if text else f"{code}{sep}{detail}"
+
+
+def peer_allowed(peer: object, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether the connection's peer (``(host, port, …)``) is in one of ``networks`` (IPv4-mapped IPv6 as IPv4)."""
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        ip = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
 
 
 def trace_headers(mail_from: str, helo: str | None, peer: object, hostname: str, when: datetime) -> bytes:
@@ -245,10 +270,44 @@ class JmapLMTP(LMTP):
     busy = False
     closing = False
 
-    def __init__(self, handler: DeliveryHandler, connections: set[JmapLMTP], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: DeliveryHandler,
+        connections: set[JmapLMTP],
+        allowed: tuple[IPNetwork, ...],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.handler = handler
         self.connections = connections
+        self.allowed = allowed
+
+    async def _handle_client(self) -> None:
+        """The session, unless the client's address is not allowed: then ``554``, and no command is served."""
+        peer = self.session.peer if self.session else None
+        if peer_allowed(peer, self.allowed):
+            await super()._handle_client()
+            return
+        log.warning(kv(event="lmtp_refused", peer=_peer(self.session), reason="address not allowed"))
+        await self._refuse()
+
+    async def _refuse(self) -> None:
+        """RFC 5321 §3.1: 554 in place of the greeting, 503 to every command until QUIT (bounded), then close."""
+        self._reset_timeout(REFUSED_TIMEOUT_SECONDS)
+        await super().push(f"554 {self.hostname} LMTP service not available to this client")
+        try:
+            for _ in range(REFUSED_COMMANDS):
+                line = await self._reader.readline()
+                if not line or line.strip().upper() == b"QUIT":
+                    if line:
+                        await super().push("221 Bye")
+                    break
+                await super().push("503 Bad sequence of commands")
+        except (ValueError, ConnectionError):  # an over-long line, a reset: nothing more to say
+            pass
+        finally:
+            if self.transport is not None:
+                self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connections.add(self)
@@ -388,6 +447,7 @@ class LmtpServer:
         return JmapLMTP(
             self.handler,
             self.connections,
+            self.config.lmtp_allowed_networks,
             data_size_limit=self.config.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -421,6 +481,7 @@ class LmtpServer:
             kv(
                 event="lmtp_listening",
                 address=f"{host}:{port}",
+                allowed=",".join(str(n) for n in self.config.lmtp_allowed_networks),
                 database="sqlite" if self.config.is_sqlite else "postgres",
                 max_size=self.config.max_message_size,
                 pid=os.getpid(),

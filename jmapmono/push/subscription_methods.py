@@ -11,12 +11,20 @@ On create the URL is checked (https://, and every address its host resolves to m
 (the capped value is returned), and once committed the PushVerification is POSTed in the background
 (jmapmono/push/webpush.py). Nothing else goes to the URL until the client sets the code it received.
 Only ``verificationCode``, ``expires`` and ``types`` may be updated.
+
+Resolving hosts waits on DNS inside the request, so it is bounded: at most :data:`MAX_CREATE_PER_CALL`
+creations per call (``rateLimit`` past that) and no more than the user's quota allows (``overQuota``
+before any look-up), looked up :data:`RESOLVE_CONCURRENCY` at a time on the web push resolver's own
+threads, all within :data:`RESOLVE_DEADLINE_SECONDS`. A refused host gets one generic description,
+whatever DNS said (see jmapmono/push/webpush_http.py); the reason is logged.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
+import time
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -26,15 +34,22 @@ from jmapmono.jmap import method_args as std
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import CORE, Invocation, method
 from jmapmono.jmap.submission import parse_utc_date, utc_date
-from jmapmono.push import webpush, webpush_http
+from jmapmono.log import kv
+from jmapmono.push import subscriptions_store, webpush, webpush_http
 from jmapmono.push.context import push_services
 from jmapmono.push.subscriptions_store import OverQuota, PushSubscriptions, Subscription, new_id
-from jmapmono.push.webpush_http import TargetRefused
+from jmapmono.push.webpush_http import Target, TargetRefused
+
+log = logging.getLogger(__name__)
 
 #: The longest lifetime a subscription gets (RFC 8620 §7.2: at least 48 hours, SHOULD be at least 7 days).
 MAX_EXPIRY_DAYS = 7
-#: Seconds the host of a new subscription's URL may take to resolve.
-RESOLVE_TIMEOUT = 5.0
+#: Subscriptions one /set call may create (a device makes one); the rest get ``rateLimit``.
+MAX_CREATE_PER_CALL = 10
+#: Seconds all the hosts of one call's new subscriptions may take to resolve, together.
+RESOLVE_DEADLINE_SECONDS = 8.0
+#: Host look-ups of one call at once.
+RESOLVE_CONCURRENCY = 4
 
 PROPERTIES = ("id", "deviceClientId", "verificationCode", "expires", "types")
 #: Never returned (§7.2.1); asking for them is ``forbidden``.
@@ -122,8 +137,8 @@ def _check_known(obj: dict[str, Any]) -> None:
         raise SetError("invalidProperties", f"unknown properties: {', '.join(unknown)}", properties=unknown)
 
 
-def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, Any]]:
-    """A subscription from a create object (URL resolved and checked) and what ``created`` returns."""
+def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, Any], Target]:
+    """A subscription from a create object, what ``created`` returns, and the URL's target (not yet resolved)."""
     _check_known(obj)
     if "id" in obj:
         raise _invalid("id", "id is set by the server")
@@ -146,10 +161,6 @@ def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, 
             raise _invalid("keys", str(e)) from None
     expires, changed = _expires(obj.get("expires"))
     types = _types(obj.get("types"))
-    try:  # last: the only check that may wait on the network
-        webpush_http.resolve(target, allow_private, RESOLVE_TIMEOUT)
-    except TargetRefused as e:
-        raise _invalid("url", str(e)) from None
     sub = Subscription(
         id=new_id(),
         user_id=inv.principal.user_id,
@@ -170,7 +181,44 @@ def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, 
     for prop in ("keys", "types"):
         if prop not in obj:
             created[prop] = None
-    return sub, created
+    return sub, created, target
+
+
+def _checked(
+    inv: Invocation, create: dict[str, dict], not_created: dict[str, SetError]
+) -> list[tuple[str, Subscription, dict[str, Any]]]:
+    """The creations that pass every check, their hosts resolved (bounded: see the module's docstring)."""
+    candidates: list[tuple[str, Subscription, dict[str, Any], Target]] = []
+    for n, (cid, obj) in enumerate(create.items()):
+        if n >= MAX_CREATE_PER_CALL:
+            not_created[cid] = SetError("rateLimit", f"at most {MAX_CREATE_PER_CALL} push subscriptions per call")
+            continue
+        try:
+            candidates.append((cid, *_new(inv, obj)))
+        except SetError as e:
+            not_created[cid] = e
+    room = _store(inv).room(inv.principal.user_id) if candidates else 0
+    for cid, *_ in candidates[room:]:
+        not_created[cid] = SetError(
+            "overQuota", f"at most {subscriptions_store.MAX_PER_USER} push subscriptions per user"
+        )
+    candidates = candidates[:room]
+    if not candidates:
+        return []
+    allow_private = inv.services.config.push_allow_private_targets
+    resolver = push_services(inv.services).webpush.resolver
+    deadline = time.monotonic() + RESOLVE_DEADLINE_SECONDS
+    answers = resolver.resolve_all([c[3] for c in candidates], allow_private, deadline, RESOLVE_CONCURRENCY)
+    out = []
+    for (cid, sub, echo, target), answer in zip(candidates, answers, strict=True):
+        if isinstance(answer, TargetRefused):
+            log.info(
+                kv(event="push_subscription_refused", user=inv.principal.email, host=target.host, reason=answer.detail)
+            )
+            not_created[cid] = _invalid("url", str(answer))
+        else:
+            out.append((cid, sub, echo))
+    return out
 
 
 def _patched(sub: Subscription, patch: dict[str, Any]) -> tuple[Subscription, dict[str, Any] | None]:
@@ -231,14 +279,7 @@ def push_subscription_set(inv: Invocation) -> dict[str, Any]:
     not_updated: dict[str, SetError] = {}
     not_destroyed: dict[str, SetError] = {}
     created: dict[str, Any] = {}
-    new: list[tuple[str, Subscription, dict[str, Any]]] = []
-    for cid, obj in create.items():
-        try:
-            sub, echo = _new(inv, obj)  # resolves the URL's host: outside any transaction
-        except SetError as e:
-            not_created[cid] = e
-            continue
-        new.append((cid, sub, echo))
+    new = _checked(inv, create, not_created) if create else []  # resolves the URLs' hosts: outside any transaction
     if new:
         sender = push_services(inv.services).webpush
         with db.transaction() as tx:

@@ -108,6 +108,14 @@ class PushSubscriptions:
             )
         return [_row(r) for r in rows]
 
+    def room(self, user_id: int) -> int:
+        """How many more subscriptions the user may create now (checked again at insert)."""
+        with self.db.read() as tx:
+            count = tx.value(
+                "SELECT COUNT(*) FROM push_subscriptions WHERE user_id = ? AND expires_at > ?", (user_id, now_ms())
+            )
+        return max(0, MAX_PER_USER - int(count or 0))
+
     def create(self, tx: Transaction, sub: Subscription) -> None:
         """Insert ``sub`` in the caller's transaction; OverQuota when the user holds too many."""
         count = tx.value(

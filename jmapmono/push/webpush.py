@@ -96,12 +96,21 @@ def check_keys(keys: Any) -> tuple[str, str]:
     return p256dh, auth
 
 
-def encrypt(body: bytes, p256dh: str, auth: str) -> bytes:
-    """The aes128gcm (RFC 8188) body of RFC 8291: ECDH with a fresh key, the sender's key in the header."""
-    ephemeral = ec.generate_private_key(ec.SECP256R1())
+def encrypt(
+    body: bytes,
+    p256dh: str,
+    auth: str,
+    *,
+    salt: bytes | None = None,
+    sender_key: ec.EllipticCurvePrivateKey | None = None,
+) -> bytes:
+    """The aes128gcm (RFC 8188) body of RFC 8291: one record, ECDH with a fresh key pair and a fresh random
+    salt, the sender's public key in the header. ``salt`` and ``sender_key`` are for known-answer tests only:
+    reusing them would repeat a key and nonce."""
     return http_ece.encrypt(
         body,
-        private_key=ephemeral,
+        salt=salt,
+        private_key=sender_key if sender_key is not None else ec.generate_private_key(ec.SECP256R1()),
         dh=b64url_decode(p256dh),
         auth_secret=b64url_decode(auth),
         version="aes128gcm",
@@ -158,6 +167,8 @@ class WebPushSender:
         self._pending: dict[str, _Pending] = {}
         self._workers = gevent.pool.Group()
         self._posts = gevent.lock.BoundedSemaphore(MAX_CONCURRENT_POSTS)
+        #: Host look-ups for subscriptions and pushes, off the hub's thread pool (see webpush_http).
+        self.resolver = webpush_http.Resolver()
         self._stopped = False
 
     @property
@@ -175,6 +186,7 @@ class WebPushSender:
         self._stopped = True
         self._workers.kill(block=True, timeout=1)
         self._pending.clear()
+        self.resolver.close()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until no push is pending or in flight (tests); True if so."""
@@ -290,11 +302,16 @@ class WebPushSender:
         try:
             with self._posts:
                 answer = webpush_http.post(
-                    sub.url, body, headers, allow_private=self.config.push_allow_private_targets, timeout=self.timeout
+                    sub.url,
+                    body,
+                    headers,
+                    allow_private=self.config.push_allow_private_targets,
+                    timeout=self.timeout,
+                    resolver=self.resolver,
                 )
         except TargetRefused as e:
             self.stats["refused"] += 1
-            log.warning(kv(event="webpush_refused", **fields, error=str(e), ms=_ms(started)))
+            log.warning(kv(event="webpush_refused", **fields, error=e.detail, ms=_ms(started)))
             return None
         except (OSError, ssl.SSLError, http.client.HTTPException) as e:
             return self._failed(fields, started, attempt, None, f"{type(e).__name__}: {e}")

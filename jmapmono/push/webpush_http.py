@@ -13,20 +13,31 @@ make the server probe or attack its own network (RFC 8620 §8.6). So unless
 
 Every POST has a deadline (connect, TLS, write, read together), follows no redirect and reads at
 most a small part of the answer.
+
+Host names are looked up by a :class:`Resolver`: threads of its own (not gevent's hub pool, which
+password hashing uses, so a slow or hostile DNS server delays no login), each look-up bounded by a
+deadline. What a client is told of a refused host is one sentence whatever the reason (no such name,
+a private address, a time-out): telling them apart would make subscriptions a DNS oracle on internal
+names. The reason goes to the log (:attr:`TargetRefused.detail`).
 """
 
 from __future__ import annotations
 
+import _socket
 import email.utils
 import http.client
 import ipaddress
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
+import gevent.pool
+import gevent.threadpool
 
 #: Longest URL accepted for a subscription.
 MAX_URL_LENGTH = 2048
@@ -35,11 +46,21 @@ MAX_ANSWER_BYTES = 65536
 #: Longest wait a Retry-After may ask for (seconds).
 MAX_RETRY_AFTER = 3600
 
+#: Threads of one process's :class:`Resolver` (the most look-ups waiting on DNS at once).
+RESOLVER_THREADS = 8
+#: What a client is told of a host that cannot be pushed to, whatever the reason.
+HOST_REFUSED = "url: its host does not resolve to an address this server may push to"
+
 _TLS = ssl.create_default_context()
 
 
 class TargetRefused(Exception):
-    """The URL or the addresses its host resolves to may not be pushed to; the message says why."""
+    """The URL or the addresses its host resolves to may not be pushed to. The message may be shown to the
+    client; ``detail`` (for the log) may name addresses and DNS answers."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -98,24 +119,69 @@ def refused_reason(address: str) -> str | None:
     return None
 
 
-def resolve(target: Target, allow_private: bool, timeout: float) -> list[str]:
-    """The addresses to connect to, every one checked; TargetRefused when any is refused or none found."""
-    try:
-        with gevent.Timeout(timeout):
-            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-    except gevent.Timeout:
-        raise TargetRefused(f"resolving {target.host} timed out") from None
-    except (OSError, UnicodeError) as e:
-        raise TargetRefused(f"cannot resolve {target.host}: {e}") from None
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))  # an IPv4 or IPv6 address
-    if not addresses:
-        raise TargetRefused(f"{target.host} has no address")
-    if not allow_private:
-        for address in addresses:
-            reason = refused_reason(address)
-            if reason is not None:
-                raise TargetRefused(f"{target.host} resolves to {address}, a {reason} address: not a push target")
-    return addresses
+class Resolver:
+    """Looks up push hosts on a small thread pool of its own, each look-up within a deadline.
+
+    A look-up that outlives its deadline still holds its thread until the system resolver gives up, so the
+    pool's size bounds what DNS can hold here; a task whose deadline passed while it queued never starts.
+    """
+
+    def __init__(self, threads: int = RESOLVER_THREADS) -> None:
+        self.threads = threads
+        self._pool: gevent.threadpool.ThreadPool | None = None
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._pool is None:  # made on first use: most runtimes (tests, CLI commands) never push
+            self._pool = gevent.threadpool.ThreadPool(self.threads)
+        return self._pool.spawn(fn, *args)
+
+    def resolve(self, target: Target, allow_private: bool, deadline: float) -> list[str]:
+        """The addresses to connect to, every one checked, looked up before ``deadline`` (``time.monotonic``);
+        TargetRefused (the generic :data:`HOST_REFUSED`) when the name has none, any is refused, or time ran out."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TargetRefused(HOST_REFUSED, f"no time left to resolve {target.host}")
+        try:
+            infos = self._submit(_getaddrinfo, target.host, target.port, deadline).get(timeout=remaining)
+        except gevent.Timeout:
+            raise TargetRefused(HOST_REFUSED, f"resolving {target.host} timed out") from None
+        except (OSError, UnicodeError) as e:
+            raise TargetRefused(HOST_REFUSED, f"cannot resolve {target.host}: {e}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos or ()))  # an IPv4 or IPv6 address
+        if not addresses:
+            raise TargetRefused(HOST_REFUSED, f"{target.host} has no address")
+        if not allow_private:
+            for address in addresses:
+                reason = refused_reason(address)
+                if reason is not None:
+                    raise TargetRefused(HOST_REFUSED, f"{target.host} resolves to {address}, a {reason} address")
+        return addresses
+
+    def resolve_all(
+        self, targets: list[Target], allow_private: bool, deadline: float, concurrency: int
+    ) -> list[list[str] | TargetRefused]:
+        """:meth:`resolve` for each target, at most ``concurrency`` at once, all before ``deadline``."""
+
+        def one(target: Target) -> list[str] | TargetRefused:
+            try:
+                return self.resolve(target, allow_private, deadline)
+            except TargetRefused as e:
+                return e
+
+        return list(gevent.pool.Pool(max(1, concurrency)).imap(one, targets))
+
+    def close(self) -> None:
+        """Drop the threads (a look-up still in the system resolver finishes on its own)."""
+        if self._pool is not None:
+            self._pool.kill()
+            self._pool = None
+
+
+def _getaddrinfo(host: str, port: int, deadline: float) -> list[Any] | None:
+    """The system resolver, unpatched (in a pool thread); nothing when the deadline passed while queued."""
+    if time.monotonic() >= deadline:
+        return None
+    return _socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -134,12 +200,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, min(when.timestamp() - time.time(), MAX_RETRY_AFTER))
 
 
-def post(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool, timeout: float) -> Answer:
+def post(
+    url: str, body: bytes, headers: dict[str, str], *, allow_private: bool, timeout: float, resolver: Resolver
+) -> Answer:
     """POST ``body`` to ``url`` within ``timeout`` seconds overall. Raises TargetRefused (refused address)
     or OSError (TimeoutError included), ssl.SSLError, http.client.HTTPException (could not talk to it)."""
     target = parse_url(url, allow_private)
     deadline = time.monotonic() + timeout
-    addresses = resolve(target, allow_private, timeout)
+    addresses = resolver.resolve(target, allow_private, deadline)
     last_error: Exception | None = None
     for address in addresses:
         remaining = deadline - time.monotonic()

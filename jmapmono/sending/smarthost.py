@@ -6,6 +6,11 @@ a smarthost (the local Postfix, a provider's submission server), which queues an
 a DeliveryStatus per recipient (RFC 8621 §7). ``smtplib`` is used as is: under gevent its sockets are
 cooperative, in a plain process (the LMTP child) it runs in the calling thread.
 
+The relay password never crosses a network in clear text: with a user set, AUTH happens only inside the
+STARTTLS session (the certificate verified against ``JMAPMONO_SMTP_RELAY_CA_FILE`` or the system's CAs) or
+with a relay whose connected address is loopback. The configuration refuses the other combinations at start
+(:func:`jmapmono.config.load_config`); the check here holds whatever the name resolved to.
+
 Never call this inside a database transaction: it waits on the network.
 """
 
@@ -19,7 +24,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
-from jmapmono.config import Config, parse_host_port
+from jmapmono.config import Config, is_loopback_host, parse_host_port
 from jmapmono.log import kv
 
 log = logging.getLogger(__name__)
@@ -108,7 +113,9 @@ class SmtpRelay:
         self.user = config.smtp_relay_user
         self.password = config.smtp_relay_password
         self.starttls = config.smtp_relay_starttls
+        self.ca_file = config.smtp_relay_ca_file
         self.timeout = timeout
+        self._tls: ssl.SSLContext | None = None
         self.helo = socket.gethostname() or "localhost"  # not getfqdn(): no DNS lookup on the way
 
     @property
@@ -127,18 +134,27 @@ class SmtpRelay:
         host, port = parse_host_port(self.address, "JMAPMONO_SMTP_RELAY")
         result = RelayResult()
         stage = "connect"
-        smtp = smtplib.SMTP(timeout=self.timeout, local_hostname=self.helo)
+        smtp: smtplib.SMTP | None = None
         try:
-            smtp.connect(host, port)
+            # Connected by the constructor, which also keeps ``host`` as the name STARTTLS verifies the
+            # certificate against (a later connect() does not: TLS would then have no name to check).
+            smtp = smtplib.SMTP(host, port, timeout=self.timeout, local_hostname=self.helo)
             smtp.ehlo_or_helo_if_needed()
+            encrypted = False
             if self.starttls:
                 stage = "starttls"
                 if not smtp.has_extn("starttls"):
                     raise RelayError(stage, "the relay does not offer STARTTLS (JMAPMONO_SMTP_RELAY_STARTTLS is on)")
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=self.tls_context())
                 smtp.ehlo()
+                encrypted = True
             if self.user:
                 stage = "auth"
+                peer = _peer_address(smtp)
+                if not encrypted and not is_loopback_host(peer):
+                    raise RelayError(
+                        stage, f"refusing to send the relay password in clear text to {peer} (STARTTLS is off)"
+                    )
                 self._login(smtp)
             size = smtp.esmtp_features.get("size", "")
             result.max_size = int(size) if size.isdigit() and int(size) > 0 else None
@@ -181,9 +197,16 @@ class SmtpRelay:
             self._log(started, recipients, result, error)
             raise error from None
         finally:
-            smtp.close()
+            if smtp is not None:
+                smtp.close()
         self._log(started, recipients, result, None)
         return result
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The context STARTTLS verifies the relay with (made once): the CA file's certificates, else the system's."""
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=None if self.ca_file is None else str(self.ca_file))
+        return self._tls
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         """Log in with ONE mechanism (PLAIN preferred): ``smtplib.login`` retries every mechanism offered, which
@@ -211,4 +234,21 @@ class SmtpRelay:
             )
         else:
             reply = error.reply.text if error.reply else None
-            log.warning(kv(event="relay_failed", relay=self.address, stage=error.stage, reply=reply, ms=ms))
+            log.warning(
+                kv(
+                    event="relay_failed",
+                    relay=self.address,
+                    stage=error.stage,
+                    reply=reply,
+                    error=error.description,
+                    ms=ms,
+                )
+            )
+
+
+def _peer_address(smtp: smtplib.SMTP) -> str:
+    """The IP address the session is connected to ("" when unknown)."""
+    try:
+        return str(smtp.sock.getpeername()[0]) if smtp.sock is not None else ""
+    except OSError:
+        return ""

@@ -2,11 +2,12 @@
 
 Sending happens during the JMAP call, never inside a database transaction:
 
-1. :meth:`Submissions.prepare` checks the identity and the message (From/Sender must be the identity's
-   address: ``forbiddenFrom``), derives the envelope when none is given (MAIL FROM from Sender/From,
-   else the identity's address; RCPT TO the de-duplicated To+Cc+Bcc) or checks the one given
-   (``forbiddenMailFrom``, ``invalidRecipients``, ``noRecipients``, ``tooManyRecipients``), and
-   splits the recipients into users of this server and others.
+1. :meth:`Submissions.prepare` first puts the message in the form it is sent in (:func:`wire_form`: CRLF
+   line ends; a bare CR or a NUL refuses it: ``invalidEmail``), so that what it checks is what is sent; it
+   checks the identity (From/Sender must be the identity's address: ``forbiddenFrom``), derives the
+   envelope when none is given (MAIL FROM from Sender/From, else the identity's address; RCPT TO the
+   de-duplicated To+Cc+Bcc) or checks the one given (``forbiddenMailFrom``, ``invalidRecipients``,
+   ``noRecipients``, ``tooManyRecipients``), and splits the recipients into users of this server and others.
 2. :meth:`Submissions.send` relays the message, Bcc fields removed, to the others through the SMTP
    relay first (with no relay, or when it takes no recipient, nothing is sent at all and the
    submission is refused), then delivers it to local users through ``MailboxManager.deliver``.
@@ -40,7 +41,7 @@ from jmapmono.mailbox.mime_addresses import addresses
 from jmapmono.mailbox.mime_tree import parse_mime
 from jmapmono.mailbox.model import InvalidProperties, MailboxError, new_id
 from jmapmono.mailbox.mutation import Mutation
-from jmapmono.sending.smarthost import RelayError, SmtpRelay
+from jmapmono.sending.smarthost import RelayError, SmtpRelay, to_crlf
 from jmapmono.store import Database, StoreError, Transaction
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ TYPE = "EmailSubmission"
 MAX_RECIPIENTS = 100
 _STRIPPED = frozenset({"bcc", "resent-bcc"})
 _FIELD_START = re.compile(rb"([!-9;-~]+)[ \t]*:")
+_BARE_CR = re.compile(rb"\r(?!\n)")
 _COLUMNS = "id, account_id, identity_id, email_id, thread_id, envelope_json, send_at, undo_status, delivery_status_json"
 
 
@@ -185,6 +187,24 @@ def strip_bcc(raw: bytes) -> bytes:
     return b"".join(out) + raw[end:]
 
 
+def wire_form(raw: bytes) -> bytes:
+    """The bytes an SMTP relay is given for ``raw``: every line ending CRLF. Raises InvalidEmail for a bare CR
+    or a NUL, which have no single reading.
+
+    RFC 5322 §2.3 lets CR and LF occur only together, as CRLF, and RFC 5321 §4.1.1.4 has an SMTP client send
+    line terminators only as CRLF. A bare LF is a line end in local (Unix) form, e.g. an imported message:
+    it becomes CRLF, as sendmail and Postfix do for locally submitted mail, and the checks read the result.
+    A bare CR is a line end to some receivers and not to others (our parser ends lines at LF), so
+    ``From: <me>\\rFrom: ceo@bank.example`` would be one From field when checked and two when delivered:
+    refused, as is NUL (RFC 5322 §2.3, RFC 2045 §2.7–2.8: never in 7bit or 8bit data; C code stops at it).
+    """
+    if b"\x00" in raw:
+        raise InvalidEmail("the email contains a NUL byte (RFC 5322 §2.3): it cannot be sent")
+    if _BARE_CR.search(raw) is not None:
+        raise InvalidEmail("the email contains a CR that does not end a line (RFC 5322 §2.3): it cannot be sent")
+    return to_crlf(raw)
+
+
 def _emails(values: list[bytes]) -> list[str]:
     return [a["email"] for value in values for a in addresses(value) if a.get("email")]
 
@@ -289,6 +309,9 @@ class Submissions:
         limit = self.config.max_message_size
         if len(raw) > limit:
             raise TooLarge(f"the email is {len(raw)} octets; at most {limit} can be sent", maxSize=limit)
+        raw = wire_form(raw)  # before any check: what is checked is what is sent
+        if len(raw) > limit:
+            raise TooLarge(f"the email is {len(raw)} octets with CRLF line ends; at most {limit}", maxSize=limit)
         headers = parse_mime(raw).root
         from_fields, sender_fields = headers.header_all("From"), headers.header_all("Sender")
         if len(from_fields) > 1 or len(sender_fields) > 1:
@@ -408,10 +431,13 @@ class Submissions:
         """Relay to the remote recipients; their statuses. Raises when the relay sent nothing."""
         try:
             result = self.relay.send(p.envelope.mail_from.email, p.remote, p.message)
-        except RelayError as e:
-            if e.stage == "mail" and e.permanent:
-                raise ForbiddenMailFrom(e.description) from None
-            raise ForbiddenToSend(f"{e.description}; nothing was sent, try again later") from None
+        except RelayError as e:  # the relay logged what failed and why; the client learns nothing of the relay
+            log.warning(
+                kv(event="submission_not_relayed", account=p.account_id, submission=p.submission_id, stage=e.stage)
+            )
+            if e.stage == "mail" and e.permanent and e.reply is not None:
+                raise ForbiddenMailFrom(f"the mail relay refused the envelope sender ({e.reply.code})") from None
+            raise ForbiddenToSend("the mail relay is unavailable; nothing was sent, try again later") from None
         if not result.accepted:
             if result.data is not None:  # recipients accepted, the message itself refused
                 reply = result.data

@@ -17,12 +17,21 @@ from datetime import UTC, datetime
 
 import pytest
 
+from jmapmono.config import ConfigError, load_config
 from jmapmono.intake.lmtp import enhanced, trace_headers
 from jmapmono.main import needs_gevent
 from jmapmono.store import open_database
 from jmapmono.store.migrations import migrate
 from tests.support.lmtp_client import LMTPClient, dot_stuff
-from tests.support.servers import ROOT, LmtpProcess, PostgresServer, free_port, jmapmono_env, start_lmtp
+from tests.support.servers import (
+    ROOT,
+    LmtpProcess,
+    PostgresServer,
+    free_port,
+    jmapmono_env,
+    start_lmtp,
+    wait_for_port,
+)
 from tests.support.waiting import wait_until
 
 MAX_SIZE = 100_000
@@ -328,3 +337,85 @@ def test_listen_address_in_use_exits_75_with_a_message(tmp_path):
     assert result.returncode == 75
     assert f"cannot listen on 127.0.0.1:{port}".encode() in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+# --- who may connect -----------------------------------------------------------------------------------------------
+
+
+class ClientFrom(LMTPClient):
+    """An LMTP client whose connection leaves from ``source`` (another loopback address than 127.0.0.1)."""
+
+    def __init__(self, source: str, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15, source_address=(source, 0))
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.read_reply()
+
+
+def test_clients_outside_the_allowed_networks_get_554_and_are_logged(services, config, tmp_path):
+    services.accounts.create_user("alice@example.org")
+    server = start_lmtp(config.database_url, tmp_path, JMAPMONO_LMTP_ALLOWED_NETWORKS="127.0.0.1/32, ::1")
+    try:
+        with ClientFrom("127.0.0.2", server.port) as outsider:
+            assert outsider.greeting.code == 554  # RFC 5321 §3.1: refused for good, not "try again later" (421)
+            assert outsider.lhlo().code == 503
+            assert outsider.command("MAIL FROM:<ceo@bank.example>").code == 503
+            assert outsider.rcpt("alice@example.org").code == 503
+            assert outsider.command("QUIT").code == 221
+        with ClientFrom("127.0.0.1", server.port) as insider:
+            assert insider.greeting.code == 220 and insider.lhlo().code == 250
+            rcpt, data = insider.transaction("c@example.net", ["alice@example.org"], MESSAGE)
+            assert [r.code for r in rcpt + data] == [250, 250]
+        wait_until(lambda: "event=lmtp_refused peer=127.0.0.2:" in server.log(), 10, message="the refusal logged")
+    finally:
+        assert server.stop() == 0
+    assert len(stored(services, "alice@example.org")) == 1
+    assert "allowed=127.0.0.1/32,::1/128" in server.log()
+
+
+def test_by_default_every_loopback_client_is_served(lmtp):
+    with ClientFrom("127.0.0.2", lmtp.port) as client:
+        assert client.greeting.code == 220 and client.lhlo().code == 250
+
+
+def test_the_procfile_runs_lmtp_on_loopback_only(services, config, tmp_path):
+    [line] = [x for x in (ROOT / "Procfile").read_text().splitlines() if x.startswith("lmtp:")]
+    port = free_port()
+    env = jmapmono_env(config.database_url, tmp_path / "data", LMTP_PORT=str(port))
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"  # `python` is this interpreter
+    with (tmp_path / "procfile-lmtp.log").open("wb") as log:
+        proc = subprocess.Popen(
+            ["sh", "-c", "exec " + line.split(":", 1)[1].strip()], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+    try:
+        wait_for_port(port, 20, proc)
+        with pytest.raises(ConnectionRefusedError):  # bound to 127.0.0.1, not to every address
+            socket.create_connection(("127.0.0.2", port), timeout=10).close()
+    finally:
+        LmtpProcess(proc, port, tmp_path / "procfile-lmtp.log").stop()
+
+
+def test_allowed_networks_setting():
+    from jmapmono.config import LOOPBACK_NETWORKS, parse_networks
+    from jmapmono.intake.lmtp import peer_allowed
+
+    assert load_config({}).lmtp_allowed_networks == LOOPBACK_NETWORKS
+    nets = load_config({"JMAPMONO_LMTP_ALLOWED_NETWORKS": "10.0.0.0/8,192.0.2.7 2001:db8::/32"}).lmtp_allowed_networks
+    assert [str(n) for n in nets] == ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
+    for bad in ("10.0.0.1/8", "mail.example.org", "10.0.0.0/33", ","):
+        with pytest.raises(ConfigError, match="JMAPMONO_LMTP_ALLOWED_NETWORKS"):
+            load_config({"JMAPMONO_LMTP_ALLOWED_NETWORKS": bad})
+    assert peer_allowed(("127.0.0.1", 4000), LOOPBACK_NETWORKS)
+    assert peer_allowed(("::ffff:127.0.0.1", 4000, 0, 0), LOOPBACK_NETWORKS)  # IPv4-mapped, dual-stack listener
+    assert peer_allowed(("::1", 4000, 0, 0), LOOPBACK_NETWORKS)
+    assert not peer_allowed(("10.1.2.3", 4000), LOOPBACK_NETWORKS)
+    assert not peer_allowed(("::ffff:10.1.2.3", 4000, 0, 0), LOOPBACK_NETWORKS)
+    assert not peer_allowed(None, LOOPBACK_NETWORKS) and not peer_allowed("", LOOPBACK_NETWORKS)
+    assert peer_allowed(("10.1.2.3", 25), parse_networks("10.0.0.0/8", "x"))
+
+
+def test_lmtp_command_takes_allowed_networks(tmp_path):
+    argv = [sys.executable, "-m", "jmapmono", "lmtp", "--listen", "127.0.0.1:1", "--allowed-networks", "nonsense"]
+    env = jmapmono_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", tmp_path / "data")
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, timeout=30)
+    assert result.returncode == 64  # EX_USAGE
+    assert b"--allowed-networks" in result.stderr and b"Traceback" not in result.stderr

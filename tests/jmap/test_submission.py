@@ -4,10 +4,9 @@ implicit Email/set of onSuccessUpdateEmail/onSuccessDestroyEmail, /get, /changes
 
 import pytest
 
-from jmapmono.config import ConfigError, load_config
-from jmapmono.sending.smarthost import format_reply
 from jmapmono.sending.submissions import MAX_RECIPIENTS, strip_bcc
 from tests.support.clock import one_millisecond
+from tests.support.emails import upload
 from tests.support.jmap import JmapClient
 from tests.support.smtp_sink import SmtpSink
 
@@ -164,42 +163,48 @@ def test_per_recipient_status_when_the_relay_refuses_some(alice, services, sink)
     assert sink.wait(1)[0]["rcpt_tos"] == ["ok@remote.example"]
 
 
-def test_format_reply_joins_multiline_replies():
-    assert format_reply(250, b"OK").text == "250 OK"
-    assert format_reply(550, "5.7.1 Our system has detected that this message is\n5.7.1 likely spam.").text == (
-        "550 5.7.1 Our system has detected that this message is likely spam."
-    )
-    assert format_reply(421, b"4.3.2 a\n4.3.2 b\n4.3.2 c").text == "421 4.3.2 a b c"
-
-
-def test_relay_configuration():
-    assert load_config({}).smtp_relay is None
-    assert load_config({"JMAPMONO_SMTP_RELAY": "off"}).smtp_relay is None
-    c = load_config(
-        {
-            "JMAPMONO_SMTP_RELAY": "smtp.example.org:587",
-            "JMAPMONO_SMTP_RELAY_USER": "jmap",
-            "JMAPMONO_SMTP_RELAY_PASSWORD": "secret",
-            "JMAPMONO_SMTP_RELAY_STARTTLS": "on",
-        }
-    )
-    assert (c.smtp_relay, c.smtp_relay_user, c.smtp_relay_starttls) == ("smtp.example.org:587", "jmap", True)
-    assert "secret" not in repr(c)
-    for bad, name in [
-        ({"JMAPMONO_SMTP_RELAY": "smtp.example.org"}, "JMAPMONO_SMTP_RELAY"),
-        ({"JMAPMONO_SMTP_RELAY_USER": "jmap"}, "JMAPMONO_SMTP_RELAY_PASSWORD"),
-        ({"JMAPMONO_SMTP_RELAY_STARTTLS": "maybe"}, "JMAPMONO_SMTP_RELAY_STARTTLS"),
-        ({"JMAPMONO_VACATION_REPLY_DAYS": "0"}, "JMAPMONO_VACATION_REPLY_DAYS"),
-    ]:
-        with pytest.raises(ConfigError, match=name):
-            load_config(bad)
-
-
 def test_strip_bcc_keeps_every_other_byte():
     raw = b"From: a@x\r\nBCC: b@x,\r\n\tc@x\r\nTo: d@x\r\nResent-Bcc: e@x\r\nX-Bcc: keep\r\n\r\nBcc: body\r\n"
     assert strip_bcc(raw) == b"From: a@x\r\nTo: d@x\r\nX-Bcc: keep\r\n\r\nBcc: body\r\n"
     assert strip_bcc(b"Bcc: b@x\nTo: d@x\n\nbody\n") == b"To: d@x\n\nbody\n"
     assert strip_bcc(b"To: d@x\r\n\r\n") == b"To: d@x\r\n\r\n"
+
+
+# --- line ends: what is checked is what is sent -------------------------------------------------------------------
+
+
+def imported(client, services, raw: bytes) -> str:
+    """Upload ``raw`` and Email/import it into Drafts over JMAP; its email id."""
+    blob = upload(client, raw, "message/rfc822")
+    drafts = roles(services, client.account_id)["drafts"]
+    out = client.call("Email/import", emails={"m": {"blobId": blob, "mailboxIds": {drafts: True}}})
+    return out["created"]["m"]["id"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: <alice@example.org>\rFrom: ceo@bank.example\r\nTo: x@remote.example\r\n\r\nPay.\r\n",
+        b"From: alice@example.org\r\nTo: x@remote.example\r\n\r\nHi\r.\rMAIL FROM:<ceo@bank.example>\r\n",
+        b"From: alice@example.org\r\nTo: x@remote.example\r\nSubject: a\x00b\r\n\r\nHi\r\n",
+    ],
+    ids=["bare-cr-forged-from", "bare-cr-smuggled-end-of-data", "nul"],
+)
+def test_bare_cr_and_nul_are_refused_before_anything_is_checked_or_sent(alice, services, sink, raw):
+    got = refused(alice, imported(alice, services, raw))
+    assert got["type"] == "invalidEmail", got
+    assert "CR" in got["description"] or "NUL" in got["description"]
+    assert alice.call("EmailSubmission/get", ids=None)["list"] == [] and sink.messages() == []
+
+
+def test_lf_only_messages_are_sent_with_crlf_and_checked_as_sent(alice, services, sink):
+    raw = b"From: Alice <alice@example.org>\nTo: x@remote.example\nSubject: unix\n\nLine one\n.hidden dot\n"
+    submit(alice, imported(alice, services, raw))
+    [sent] = sink.wait(1)
+    assert sent["data"] == raw.replace(b"\n", b"\r\n")  # dot-stuffing undone by the relay: the same bytes
+    forged = b"From: alice@example.org\nFrom: ceo@bank.example\nTo: x@remote.example\n\nPay.\n"
+    assert refused(alice, imported(alice, services, forged))["type"] == "invalidEmail"  # two From fields
+    assert len(sink.messages()) == 1
 
 
 # --- errors -------------------------------------------------------------------------------------------------------
@@ -343,7 +348,7 @@ def test_relay_login(alice, services, tmp_path, monkeypatch):
         monkeypatch.setattr(services.smtp_relay, "user", "jmap")
         monkeypatch.setattr(services.smtp_relay, "password", "wrong")
         got = refused(alice, draft(services, alice.account_id))
-        assert got["type"] == "forbiddenToSend" and "535" in got["description"]
+        assert got["type"] == "forbiddenToSend" and "535" not in got["description"]  # the relay's answer is logged
         monkeypatch.setattr(services.smtp_relay, "password", "s3cret")
         assert submit(alice, draft(services, alice.account_id))["created"]
         assert secured.wait(1)[0]["login"] == "jmap"

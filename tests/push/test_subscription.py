@@ -3,16 +3,21 @@ PushVerification, on SQLite and Postgres."""
 
 from __future__ import annotations
 
+import _socket
 import time
 from datetime import UTC, datetime, timedelta
 
+import gevent
 import pytest
+from gevent.monkey import get_original
 
+from jmapmono.accounts import passwords
 from jmapmono.jmap.submission import parse_utc_date
-from jmapmono.push import subscriptions_store
+from jmapmono.push import subscription_methods, subscriptions_store
 from tests.support.clock import one_millisecond
 from tests.support.jmap import CORE, JmapClient
 from tests.support.push_receiver import PushReceiver, UserAgentKeys
+from tests.support.waiting import wait_until
 
 DAY_MS = 86400 * 1000
 #: Never contacted: every object using it is refused before any request.
@@ -255,6 +260,80 @@ def test_private_targets_are_refused_unless_allowed(services, alice, monkeypatch
         assert error["type"] == "invalidProperties" and error["properties"] == ["url"], (url, error)
         assert "address" in error["description"], (url, error)
     assert get_all(alice)["list"] == []
+
+
+def test_a_refused_host_gets_one_description_whatever_dns_answered(services, alice, monkeypatch):
+    """Telling "no such name" from "resolves to 10.1.2.3" would map internal names through subscriptions."""
+    monkeypatch.setattr(services, "config", services.config.with_overrides(push_allow_private_targets=False))
+    urls = ["https://localhost/push", "https://10.1.2.3/push", "https://[::1]/push", "https://127.0.0.1/push"]
+    [description] = {not_created(alice, {"url": url})["description"] for url in urls}
+    assert not any(word in description for word in ("127.0.0.1", "10.1.2.3", "::1", "loopback", "private"))
+
+
+def test_creations_past_the_per_call_cap_are_rate_limited(alice, receiver):
+    cap = subscription_methods.MAX_CREATE_PER_CALL
+    create = {f"k{i}": {"deviceClientId": "d", "url": receiver.url(f"/c{i}")} for i in range(cap + 2)}
+    result = ok(alice, "PushSubscription/set", {"create": create})
+    assert sorted(result["created"]) == sorted(list(create)[:cap])
+    assert {k: e["type"] for k, e in result["notCreated"].items()} == {
+        f"k{cap}": "rateLimit",
+        f"k{cap + 1}": "rateLimit",
+    }
+
+
+def test_creations_over_quota_are_refused_before_any_lookup(alice, receiver, monkeypatch):
+    monkeypatch.setattr(subscriptions_store, "MAX_PER_USER", 2)
+    looked_up: list[str] = []
+    real = _socket.getaddrinfo
+
+    def counting(host, *args, **kwargs):
+        looked_up.append(host)
+        return real(host, *args, **kwargs)
+
+    create(alice, receiver.url("/first"))
+    monkeypatch.setattr(_socket, "getaddrinfo", counting)
+    urls = [receiver.url("/x"), "http://127.0.0.2:9/y", "http://127.0.0.3:9/z"]
+    result = ok(
+        alice,
+        "PushSubscription/set",
+        {"create": {k: {"deviceClientId": "d", "url": u} for k, u in zip("xyz", urls, strict=True)}},
+    )
+    assert list(result["created"]) == ["x"]
+    assert [e["type"] for e in result["notCreated"].values()] == ["overQuota", "overQuota"]
+    assert "127.0.0.1" in looked_up and not {"127.0.0.2", "127.0.0.3"} & set(looked_up)  # y, z: no look-up
+
+
+def test_slow_dns_waits_on_threads_of_its_own_within_one_deadline(alice, monkeypatch):
+    """A resolver that never answers holds the web push resolver's threads, never gevent's pool (password
+    hashing), at most RESOLVE_CONCURRENCY look-ups of one call at once, all ended by the call's deadline."""
+    gate = get_original("_thread", "allocate_lock")()
+    gate.acquire()
+    waiting: list[str] = []
+    real = _socket.getaddrinfo
+
+    def never_answers(host, *args, **kwargs):
+        if host != "slow.push.test":
+            return real(host, *args, **kwargs)
+        waiting.append(host)
+        gate.acquire(timeout=60)  # a real thread blocked, as in a real resolver
+        gate.release()
+        raise _socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(_socket, "getaddrinfo", never_answers)
+    monkeypatch.setattr(subscription_methods, "RESOLVE_DEADLINE_SECONDS", 1.0)
+    creations = {f"k{i}": {"deviceClientId": "d", "url": f"https://slow.push.test/{i}"} for i in range(6)}
+    try:
+        call = gevent.spawn(ok, alice, "PushSubscription/set", {"create": creations})
+        wait_until(lambda: waiting, 10, message="a look-up in progress")
+        assert len(gevent.get_hub().threadpool) == 0  # the pool password hashing runs on holds none of them
+        assert passwords.run_kdf(lambda: "hashed") == "hashed"
+        result = call.get(timeout=60)
+    finally:
+        gate.release()
+    assert result["created"] is None
+    assert len({(e["type"], e["description"]) for e in result["notCreated"].values()}) == 1
+    assert result["notCreated"]["k0"]["type"] == "invalidProperties" and "timed out" not in str(result)
+    assert len(waiting) == subscription_methods.RESOLVE_CONCURRENCY  # the rest never started: no time was left
 
 
 def test_plain_http_is_refused_unless_private_targets_are_allowed(services, alice, receiver, monkeypatch):

@@ -9,6 +9,8 @@ Scripted answers, by the local part of an address:
 - RCPT ``reject…``: ``550 5.1.1``; ``tempfail…``: ``451 4.2.0``; ``spam…``: a two-line ``550`` reply.
 - MAIL FROM ``refused…``: ``553 5.7.1``.
 - ``--auth USER:PASS``: AUTH (PLAIN/LOGIN, no TLS) is required and only these credentials pass.
+- ``--tls-cert FILE --tls-key FILE``: STARTTLS is offered and required before anything else (AUTH too).
+Each message records whether its session was encrypted (``tls``).
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ from tests.support.waiting import wait_until
 class SmtpSink:
     """The client side: starts the child, reads what it received."""
 
-    def __init__(self, directory: Path, auth: str | None = None) -> None:
+    def __init__(self, directory: Path, auth: str | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         argv = [sys.executable, "-m", "tests.support.smtp_sink", "--port", str(self.port), "--dir", str(self.dir)]
         if auth:
             argv += ["--auth", auth]
+        if tls:
+            argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
         wait_for_port(self.port, 20, self.proc)
 
@@ -110,6 +114,7 @@ class _Handler:
             "rcpt_tos": envelope.rcpt_tos,
             "data": base64.b64encode(envelope.original_content or envelope.content).decode(),
             "login": _login(session),
+            "tls": session.ssl is not None,
         }
         fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
@@ -132,6 +137,8 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--dir", type=Path, required=True)
     p.add_argument("--auth")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     args = p.parse_args()
     kwargs: dict = {}
     if args.auth:
@@ -141,7 +148,13 @@ def main() -> None:
             ok = getattr(auth_data, "login", None) == user.encode() and auth_data.password == password.encode()
             return AuthResult(success=ok, handled=False, auth_data=auth_data)  # handled=False: send the 535
 
-        kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
+        kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": bool(args.tls_cert)}
+    if args.tls_cert:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        kwargs.update(tls_context=context, require_starttls=True)
     # Blocked before the server thread starts (it inherits the mask): only the main thread takes the signal.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     controller = Controller(_Handler(args.dir), hostname="127.0.0.1", port=args.port, decode_data=False, **kwargs)
