@@ -96,6 +96,9 @@ class Config:
     push_ttl_seconds: int = 86400
     #: Deadline of one push POST (resolve, connect, TLS, write, answer), seconds.
     push_timeout_seconds: int = 10
+    #: Push connections (WebSockets and EventSource streams together) one user may hold open in one
+    #: process; past it, new ones are refused with 429 (jmapmono/push/slots.py).
+    max_push_connections_per_user: int = 100
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -298,5 +301,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         push_allow_private_targets=_flag(env, "JMAPMONO_PUSH_ALLOW_PRIVATE_TARGETS", False),
         push_ttl_seconds=_int(env, "JMAPMONO_PUSH_TTL_SECONDS", 86400, 0),
         push_timeout_seconds=_int(env, "JMAPMONO_PUSH_TIMEOUT_SECONDS", 10, 1),
+        max_push_connections_per_user=_int(env, "JMAPMONO_MAX_PUSH_CONNECTIONS_PER_USER", 100, 1),
         limits=limits,
     )

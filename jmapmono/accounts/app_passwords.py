@@ -16,7 +16,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from jmapmono.accounts.users import Accounts, User
+from jmapmono.accounts.users import APP_PASSWORD, Accounts, Revocation, User
 from jmapmono.clock import now_ms
 from jmapmono.ids import OrderedIds
 from jmapmono.log import kv
@@ -129,9 +129,12 @@ class AppPasswords:
         return [_row(r) for r in rows]
 
     def revoke(self, user_id: int, app_password_id: str) -> bool:
-        """Delete one of the user's app passwords; False when the user has none with that id."""
+        """Delete one of the user's app passwords; False when the user has none with that id. The sessions
+        opened with it end (``Accounts.on_credentials_revoked``, in the same transaction)."""
         with self.db.transaction() as tx:
             changed = tx.execute("DELETE FROM app_passwords WHERE id = ? AND user_id = ?", (app_password_id, user_id))
+            if changed:
+                self.accounts.credentials_revoked(tx, Revocation(user_id, APP_PASSWORD, app_password_id))
         if changed:
             log.info(kv(event="app_password_revoked", user_id=user_id, id=app_password_id))
         return bool(changed)

@@ -104,6 +104,14 @@ class CredentialCache:
             self._entries.move_to_end(key)
             return entry[1]
 
+    def drop_user(self, user_id: int) -> int:
+        """Forget every entry of ``user_id`` (its credentials were revoked); how many there were."""
+        with self._lock:
+            stale = [key for key, (_, principal) in self._entries.items() if principal.user_id == user_id]
+            for key in stale:
+                del self._entries[key]
+        return len(stale)
+
     def put(self, key: bytes, principal: Principal) -> None:
         if self.ttl <= 0:
             return

@@ -20,6 +20,11 @@ from jmapmono.store import Database, Transaction
 
 log = logging.getLogger(__name__)
 
+#: What a :class:`Revocation` ended.
+PASSWORD = "password"
+APP_PASSWORD = "appPassword"
+USER_DELETED = "userDeleted"
+
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 
 
@@ -45,6 +50,18 @@ class User:
     email: str
     account_id: str
     created_at: int
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """Credentials of a user that stop being valid, told to the hooks inside the revoking transaction.
+
+    ``what``: :data:`PASSWORD` (the account password changed), :data:`APP_PASSWORD` (``app_password_id``
+    was revoked) or :data:`USER_DELETED` (every credential of the user)."""
+
+    user_id: int
+    what: str
+    app_password_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,9 @@ class Accounts:
         #: (tx, owner, delegate user id, granted). The runtime writes it to the outbox, so push re-reads
         #: the delegate's accounts (a user's deletion takes back what was delegated to them, too).
         self.on_access_changed: list[Callable[[Transaction, User, int, bool], None]] = []
+        #: Called inside the transaction that revokes credentials (password change, app-password revocation,
+        #: user deletion). The runtime writes it to the outbox, so every node ends the sessions they opened.
+        self.on_credentials_revoked: list[Callable[[Transaction, Revocation], None]] = []
         #: Called after commit when delegation changes: (owner, delegate, granted).
         self.on_delegation_changed: list[Callable[[User, User, bool], None]] = []
 
@@ -156,6 +176,7 @@ class Accounts:
                 self._access_changed(tx, user, int(row["delegate_id"]), False)
             for hook in self.on_user_deleted:
                 hook(tx, user)
+            self.credentials_revoked(tx, Revocation(user.id, USER_DELETED))
             if not tx.execute("DELETE FROM users WHERE id = ?", (user.id,)):
                 raise UnknownUser(f"no such user: {email}")
         log.info("event=user_deleted user=%s account=%s", user.email, user.account_id)
@@ -169,6 +190,7 @@ class Accounts:
         with self.db.transaction() as tx:
             if not tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hashed, user.id)):
                 raise UnknownUser(f"no such user: {email}")
+            self.credentials_revoked(tx, Revocation(user.id, PASSWORD))
         log.info("event=password_changed user=%s", user.email)
 
     def login_record(self, email: str) -> tuple[User, str] | None:
@@ -250,6 +272,11 @@ class Accounts:
                 (account_id, account_id),
             )
         return [r["id"] for r in rows]
+
+    def credentials_revoked(self, tx: Transaction, revocation: Revocation) -> None:
+        """Tell the hooks, inside ``tx``, that credentials of a user stop being valid when it commits."""
+        for hook in self.on_credentials_revoked:
+            hook(tx, revocation)
 
     def _access_changed(self, tx: Transaction, owner: User, delegate_id: int, granted: bool) -> None:
         for hook in self.on_access_changed:

@@ -32,6 +32,13 @@ jmap_bus_events.py, which both sides build and read them with):
     that the Session changed. After a broker reconnect the flow sends one with ``accountId``,
     ``ownerUserId`` and ``granted`` null, meaning "re-read everything" (jmapmono/runtime/event_flow.py).
 
+``CredentialsRevoked`` — registration keys: ``user:<user id>`` and ``credentials:revoked``.
+    ``payload = {"userId": <user id>, "what": "password"|"appPassword"|"userDeleted", "appPasswordId":
+    "<id>"|null}``, from the outbox row written in the transaction that changed the password, revoked the
+    app password or deleted the user. Push connections opened with a credential it names end (WebSocket
+    close 1008, the EventSource response ends); every serving process listens to ``credentials:revoked``
+    and forgets the user's cached password checks.
+
 Key listeners get each event at most once: one whose node lost its broker connection misses events
 and its client catches up through pushState and ``*/changes``.
 """
@@ -45,7 +52,14 @@ from typing import Any
 
 from jmapmono.events.bus import Event, EventBus
 from jmapmono.log import kv
-from jmapmono.push.jmap_bus_events import ACCESS_CHANGED, STATE_CHANGE, AccessChanged, StateChange
+from jmapmono.push.jmap_bus_events import (
+    ACCESS_CHANGED,
+    CREDENTIALS_REVOKED,
+    STATE_CHANGE,
+    AccessChanged,
+    CredentialsRevoked,
+    StateChange,
+)
 
 log = logging.getLogger("jmapmono.events.changes")
 
@@ -68,6 +82,11 @@ def to_jmap(event: Event) -> tuple[Event, list[str]] | None:
         owner = data.get("owner_user_id")
         access = AccessChanged(delegate, account, owner if isinstance(owner, int) else None, bool(data.get("granted")))
         return access.to_event(event.id), [access.key]
+    if event.type == CREDENTIALS_REVOKED:
+        revoked = CredentialsRevoked.from_event(event)
+        if revoked is None:
+            raise ValueError(f"CredentialsRevoked {event.id} lacks userId or what")
+        return revoked.to_event(event.id), revoked.keys
     account = data.get("account_id")
     states = data.get("states")
     if not isinstance(account, str) or not account or not isinstance(states, dict):
@@ -112,5 +131,7 @@ class MailboxChangeListener:
         if jmap_event.type == STATE_CHANGE:
             # One per mutation: at DEBUG, beside the mutation's own INFO line and the relay's.
             log.debug(kv(event="state_change", **fields, changed=",".join(jmap_event.payload["changed"]), ms=ms))
+        elif jmap_event.type == CREDENTIALS_REVOKED:
+            log.info(kv(event="credentials_revoked", **fields, what=jmap_event.payload["what"], ms=ms))
         else:
             log.info(kv(event="access_changed", **fields, granted=jmap_event.payload["granted"], ms=ms))

@@ -3,11 +3,13 @@
 A ``PushChannel`` listens on the JMAP event bus for every account its user can
 see (registration key = account id) and for the user's own key
 (``user:<id>``, where ``AccessChanged`` arrives when a delegation is granted or
-revoked: the channel re-registers at once, no reconnect needed). Pending state
-changes coalesce — newest state per account and type wins — so a client that
-stops reading costs a bounded amount of memory and delays nobody: the front end
-is only told "something is pending" (``notify``) and calls :meth:`take` when it
-can write. The front end never blocks the bus greenlet.
+revoked: the channel re-registers at once, no reconnect needed; and
+``CredentialsRevoked``: when it names the credential the connection was opened
+with, the channel stops and tells its front end, which ends the connection).
+Pending state changes coalesce — newest state per account and type wins — so a
+client that stops reading costs a bounded amount of memory and delays nobody:
+the front end is only told "something is pending" (``notify``) and calls
+:meth:`take` when it can write. The front end never blocks the bus greenlet.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from jmapmono.events.event import Event
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import TYPES, parse_token
 from jmapmono.push import push_state
-from jmapmono.push.jmap_bus_events import ACCESS_CHANGED, StateChange, user_key
+from jmapmono.push.jmap_bus_events import ACCESS_CHANGED, CredentialsRevoked, StateChange, user_key
 
 if TYPE_CHECKING:
     from jmapmono.events.bus import Registration
@@ -36,14 +38,25 @@ PUSH_TYPES = frozenset(TYPES)
 class PushChannel:
     """State changes for one connected user, coalesced until the front end takes them."""
 
-    def __init__(self, services: PushServices, principal: Principal, notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        services: PushServices,
+        principal: Principal,
+        notify: Callable[[], None],
+        revoked: Callable[[CredentialsRevoked], None] | None = None,
+    ) -> None:
         self.services = services
         self.principal = principal
         self.notify = notify
+        #: Told (once, from a bus greenlet: it must not block) when the connection's credential is revoked.
+        self.revoked = revoked
+        self.revocation: CredentialsRevoked | None = None
         #: None: every type; else the enabled type names.
         self.types: frozenset[str] | None = None
         self.enabled = False
         self.closed = False
+        #: Set once the user's accounts were read (by enable): only then do delegation changes re-read them.
+        self._registered = False
         self._registrations: dict[str, Registration] = {}
         self._accounts: set[str] = set()
         self._seqs: dict[str, int] = {}
@@ -64,6 +77,13 @@ class PushChannel:
                 self._merge(account, states)
         if self._pending_for_types():
             self.notify()
+
+    def watch(self) -> None:
+        """Listen for the user's own key only (revocations, delegation changes) before push is enabled: a
+        connection that never enables push still ends when its credential is revoked."""
+        key = user_key(self.principal.user_id)
+        if not self.closed and key not in self._registrations:
+            self._registrations[key] = self.services.jmap_bus.register_key(key, self._on_user_event)
 
     def disable(self) -> None:
         """Stop pushing; listeners stay until close so a later enable resumes cheaply."""
@@ -112,7 +132,7 @@ class PushChannel:
         accounts = set(self.services.accounts.accessible_accounts(self.principal.user_id))
         wanted = {*accounts, user_key(self.principal.user_id)}
         for key in wanted - set(self._registrations):
-            listener = self._on_access_changed if key.startswith("user:") else self._on_state_change
+            listener = self._on_user_event if key.startswith("user:") else self._on_state_change
             self._registrations[key] = bus.register_key(key, listener)
         for key in set(self._registrations) - wanted:
             self._registrations.pop(key).unregister()
@@ -122,6 +142,7 @@ class PushChannel:
         self._seqs = {a: s for a, s in self._seqs.items() if a in accounts}
         if added:
             self._seqs.update(push_state.current_seqs(self.services.db, added))
+        self._registered = True
 
     def _merge(self, account: str, states: dict[str, str]) -> None:
         if account not in self._accounts:
@@ -145,8 +166,26 @@ class PushChannel:
         if self.enabled and self._pending_for_types():
             self.notify()
 
+    def _on_user_event(self, event: Event) -> None:
+        revocation = CredentialsRevoked.from_event(event)
+        if revocation is not None:
+            self._on_credentials_revoked(revocation)
+        else:
+            self._on_access_changed(event)
+
+    def _on_credentials_revoked(self, revocation: CredentialsRevoked) -> None:
+        """Stop pushing and tell the front end, which ends the connection and closes the channel (here, in a
+        bus greenlet, unregistering could wait on the broker)."""
+        if self.closed or self.revocation is not None or not revocation.ends(self.principal):
+            return
+        self.revocation = revocation
+        self.enabled = False
+        log.info(kv(event="push_credentials_revoked", user=self.principal.email, what=revocation.what))
+        if self.revoked is not None:
+            self.revoked(revocation)
+
     def _on_access_changed(self, event: Event) -> None:
-        if self.closed or event.type != ACCESS_CHANGED:  # whatever it says: re-read the accounts
+        if self.closed or event.type != ACCESS_CHANGED or not self._registered:  # whatever it says: re-read
             return
         before = set(self._accounts)
         self._register()

@@ -25,7 +25,10 @@ stream) that coalesces them: the stream writes one event at a time and a slow re
 fresher events, never a backlog. The channel is closed on every way a stream ends: the client
 disconnects (a greenlet waiting on the socket sees the EOF at once; failing writes end it too),
 closeafter, a write blocked longer than ``JMAPMONO_EVENTSOURCE_WRITE_TIMEOUT`` seconds (a client that
-stopped reading), or ``Streams.close_all`` at shutdown. One log line when a stream opens, one when it ends.
+stopped reading), the revocation of the credential the stream was opened with (password change,
+app-password revocation, user deletion: the response ends, and the browser's reconnect gets a 401), or
+``Streams.close_all`` at shutdown. One log line when a stream opens, one when it ends. Each stream holds
+one of its user's push slots (push/slots.py) from before it opens until it ends.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ import gevent.event
 from jmapmono.accounts.principal import Principal
 from jmapmono.log import kv
 from jmapmono.push.channel import PUSH_TYPES, PushChannel
+from jmapmono.push.jmap_bus_events import CredentialsRevoked
+from jmapmono.push.slots import PushSlots
 
 if TYPE_CHECKING:
     from jmapmono.push.context import PushServices
@@ -201,7 +206,7 @@ class EventStream:
         self._stopping = False
         self._closed = False
         self._watcher: gevent.Greenlet | None = None
-        self.channel = PushChannel(services, principal, self._wake.set)
+        self.channel = PushChannel(services, principal, self._wake.set, self._revoked)
 
     def open(self) -> None:
         """Listen (and queue what changed since Last-Event-ID); may raise StoreError. Close it on failure."""
@@ -276,6 +281,13 @@ class EventStream:
         if self.sock is not None:
             shutdown_quietly(self.sock)
 
+    def _revoked(self, revocation: CredentialsRevoked) -> None:
+        """The credential this stream was opened with is no longer valid: end it now, even mid-write."""
+        if self.writing_since is not None:
+            self.abort("revoked")
+        else:
+            self.stop("revoked")
+
     def close(self) -> None:
         """Unregister the push listeners and log the end (idempotent)."""
         if self._closed:
@@ -317,9 +329,12 @@ class EventStream:
 class Streams:
     """Every open EventSource stream of one process: stuck writes and shutdown."""
 
-    def __init__(self, services: PushServices) -> None:
+    def __init__(self, services: PushServices, slots: PushSlots | None = None) -> None:
         self.services = services
         self.streams: set[EventStream] = set()
+        #: Open push connections per user (shared with the WebSockets by the runtime).
+        self.slots = slots if slots is not None else PushSlots(services.config.max_push_connections_per_user)
+        self._holding: set[EventStream] = set()
         #: Set by close_all: new streams are refused (503) while the process shuts down.
         self.closing = False
         self._ticker: gevent.Greenlet | None = None
@@ -332,8 +347,19 @@ class Streams:
         if self._ticker is None:
             self._ticker = gevent.spawn(self._tick)
 
+    def reserve(self, stream: EventStream) -> bool:
+        """Take a push slot for ``stream`` before it opens; False when its user already holds the limit."""
+        if not self.slots.take(stream.principal, "eventsource"):
+            return False
+        self._holding.add(stream)
+        return True
+
     def discard(self, stream: EventStream) -> None:
+        """Forget an ended stream and free its slot."""
         self.streams.discard(stream)
+        if stream in self._holding:
+            self._holding.discard(stream)
+            self.slots.give_back(stream.principal.user_id)
 
     def _tick(self) -> None:
         """Runs while there are streams: cuts those whose write has been blocked too long."""

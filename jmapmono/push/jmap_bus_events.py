@@ -8,13 +8,19 @@ classes are how both sides build and read them, so a field renamed on one side i
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from jmapmono.accounts.principal import Principal
+from jmapmono.accounts.users import APP_PASSWORD, PASSWORD, USER_DELETED, Revocation
 from jmapmono.events.event import Event
 
 STATE_CHANGE = "StateChange"
 ACCESS_CHANGED = "AccessChanged"
+CREDENTIALS_REVOKED = "CredentialsRevoked"
+#: The key every serving process listens to for revocations, whoever they concern (credential caches).
+REVOCATIONS_KEY = "credentials:revoked"
 
 
 def user_key(user_id: int | str) -> str:
@@ -84,3 +90,60 @@ class AccessChanged:
             return None
         granted = p.get("granted")
         return cls(user_id, p.get("accountId"), p.get("ownerUserId"), None if granted is None else bool(granted))
+
+
+@dataclass(frozen=True)
+class CredentialsRevoked:
+    """Credentials of a user stopped being valid. Registration keys: ``user:<user id>`` (that user's push
+    connections) and :data:`REVOCATIONS_KEY` (every process's credential cache).
+
+    ``what``: ``password`` (the account password changed: the connections opened with it end; those opened
+    with an app password stay, as the app password still logs in), ``appPassword`` (the connections opened
+    with ``app_password_id`` end) or ``userDeleted`` (every connection of the user ends). The outbox row
+    carries the same fields, so one class reads both buses."""
+
+    user_id: int
+    what: str
+    app_password_id: str | None = None
+
+    @classmethod
+    def of(cls, revocation: Revocation) -> CredentialsRevoked:
+        return cls(revocation.user_id, revocation.what, revocation.app_password_id)
+
+    def _payload(self) -> dict[str, Any]:
+        return {"userId": self.user_id, "what": self.what, "appPasswordId": self.app_password_id}
+
+    def to_json(self) -> dict[str, Any]:
+        """The outbox row (the mailbox bus event the MailboxChangeListener turns into :meth:`to_event`)."""
+        return {"type": CREDENTIALS_REVOKED, "event_id": uuid.uuid4().hex, **self._payload()}
+
+    def to_event(self, event_id: str | None = None) -> Event:
+        payload = self._payload()
+        return Event(event_id, CREDENTIALS_REVOKED, payload) if event_id else Event.new(CREDENTIALS_REVOKED, payload)
+
+    @property
+    def keys(self) -> list[str]:
+        return [user_key(self.user_id), REVOCATIONS_KEY]
+
+    def ends(self, principal: Principal) -> bool:
+        """Does this revocation end a connection authenticated as ``principal``?"""
+        if principal.user_id != self.user_id:
+            return False
+        if self.what == USER_DELETED:
+            return True
+        if self.what == PASSWORD:
+            return principal.app_password_id is None
+        return self.what == APP_PASSWORD and principal.app_password_id == self.app_password_id
+
+    @classmethod
+    def from_event(cls, event: Event) -> CredentialsRevoked | None:
+        """The revocation an event (of either bus) carries; None for another type or a malformed payload."""
+        if event.type != CREDENTIALS_REVOKED:
+            return None
+        p = event.payload
+        user_id, what, app_password_id = p.get("userId"), p.get("what"), p.get("appPasswordId")
+        if not isinstance(user_id, int) or what not in (PASSWORD, APP_PASSWORD, USER_DELETED):
+            return None
+        if what == APP_PASSWORD and not isinstance(app_password_id, str):
+            return None
+        return cls(user_id, what, app_password_id if isinstance(app_password_id, str) else None)

@@ -14,8 +14,13 @@
 Pushes come from a :class:`~jmapmono.push.channel.PushChannel`, which coalesces them; the socket's
 writer pulls one when it can write, so a slow reader gets fewer, fresher StateChanges, never a backlog.
 
+A socket whose credential is revoked (password change, app-password revocation, user deletion: a
+``CredentialsRevoked`` on the user's bus key, push/channel.py) is closed with 1008 (policy violation);
+the client must authenticate again.
+
 :class:`Hub` knows every open socket of a process (per PushServices): one greenlet pings them all and
-closes silent peers; :meth:`Hub.close_all` ends them with 1001 at shutdown.
+closes silent peers; :meth:`Hub.close_all` ends them with 1001 at shutdown. Its ``slots`` (push/slots.py)
+bound the push connections each user holds open in the process.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from jmapmono.jmap.api import dump_response, execute, parse_json, validate_reque
 from jmapmono.jmap.errors import RequestError
 from jmapmono.log import kv
 from jmapmono.push.channel import PUSH_TYPES, PushChannel
-from jmapmono.push.ws_connection import GOING_AWAY, TOO_LARGE, WebSocket
+from jmapmono.push.jmap_bus_events import CredentialsRevoked
+from jmapmono.push.slots import PushSlots
+from jmapmono.push.ws_connection import GOING_AWAY, POLICY_VIOLATION, TOO_LARGE, WebSocket
 from jmapmono.store import StoreError
 
 if TYPE_CHECKING:
@@ -67,13 +74,14 @@ class JmapSocket:
         self.ws = ws
         self.requests = 0
         self.pushes = 0
-        self.channel = PushChannel(services, principal, ws.wake)
+        self.channel = PushChannel(services, principal, ws.wake, self._revoked)
         self._running = gevent.pool.Group()
         ws.set_push_source(self._take_push)
 
     def run(self) -> None:
         """Serve the socket until it ends; the push channel is closed however that happens."""
         try:
+            self.channel.watch()
             for message in self.ws.messages():
                 # Responses still waiting to be written bound what this socket may ask for next: a client
                 # that stops reading is no longer read either (TCP back-pressure), never buffered.
@@ -181,6 +189,12 @@ class JmapSocket:
         self.pushes += 1
         return _dumps(change)
 
+    def _revoked(self, revocation: CredentialsRevoked) -> None:
+        """The credential this socket was opened with is no longer valid: close it (never blocks)."""
+        if self.ws.end_reason is None:
+            self.ws.end_reason = "revoked"
+        self.ws.close(POLICY_VIOLATION, "credentials revoked")
+
     def _error(self, error: RequestError, request_id: str | None = None) -> None:
         self.ws.send_text(_dumps(_request_error(error.to_json(), request_id)))
 
@@ -188,9 +202,11 @@ class JmapSocket:
 class Hub:
     """Every open JMAP WebSocket of one process: heartbeat and shutdown."""
 
-    def __init__(self, services: PushServices) -> None:
+    def __init__(self, services: PushServices, slots: PushSlots | None = None) -> None:
         self.services = services
         self.sockets: set[JmapSocket] = set()
+        #: Open push connections per user (shared with the EventSource streams by the runtime).
+        self.slots = slots if slots is not None else PushSlots(services.config.max_push_connections_per_user)
         #: Set by close_all: new upgrades are refused (503) while the process shuts down.
         self.closing = False
         self._ticker: gevent.Greenlet | None = None

@@ -5,7 +5,8 @@ An authenticated ``POST /jmap/ws/ticket`` makes a ticket (256 random bits); the 
 database, hashed (SHA-256: it is high-entropy, no KDF needed), so any worker or node redeems what
 another issued, and a database leak reveals no usable ticket. Redeeming is one ``DELETE … RETURNING``:
 two upgrades racing with the same ticket cannot both win, on SQLite or Postgres. A ticket issued
-with an app password carries its id and dies with it (foreign key, cascade).
+with an app password carries its id and dies with it (foreign key, cascade); one issued with the account
+password dies when the password changes (:func:`revoke`, in the same transaction).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import secrets
 from typing import TYPE_CHECKING
 
 from jmapmono.accounts.principal import Principal
+from jmapmono.accounts.users import APP_PASSWORD, PASSWORD, Revocation
 from jmapmono.clock import now_ms
 from jmapmono.log import kv
-from jmapmono.store import Database
+from jmapmono.store import Database, Transaction
 
 if TYPE_CHECKING:
     from jmapmono.push.context import PushServices
@@ -38,6 +40,18 @@ def prune_expired(db: Database) -> int:
     """Delete the tickets that expired unused; how many."""
     with db.transaction() as tx:
         return tx.execute("DELETE FROM ws_tickets WHERE expires_at <= ?", (now_ms(),))
+
+
+def revoke(tx: Transaction, revocation: Revocation) -> int:
+    """Inside the revoking transaction, delete the unused tickets issued with the revoked credential."""
+    if revocation.what == PASSWORD:
+        return tx.execute("DELETE FROM ws_tickets WHERE user_id = ? AND app_password_id IS NULL", (revocation.user_id,))
+    if revocation.what == APP_PASSWORD:
+        return tx.execute(
+            "DELETE FROM ws_tickets WHERE user_id = ? AND app_password_id = ?",
+            (revocation.user_id, revocation.app_password_id),
+        )
+    return tx.execute("DELETE FROM ws_tickets WHERE user_id = ?", (revocation.user_id,))
 
 
 def issue(services: PushServices, principal: Principal) -> tuple[str, int]:

@@ -29,7 +29,7 @@ from jmapmono.log import kv
 
 if TYPE_CHECKING:
     from jmapmono.accounts.authn import Authenticator
-    from jmapmono.accounts.users import Accounts, User
+    from jmapmono.accounts.users import Accounts, Revocation, User
     from jmapmono.events.bus import EventBus
     from jmapmono.jmap.api import CallPolicy, ConcurrencyGuard
     from jmapmono.mailbox.blobs import BlobStore
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from jmapmono.mailbox.identities import Identities
     from jmapmono.mailbox.manager import MailboxManager
     from jmapmono.push.eventsource import Streams
+    from jmapmono.push.slots import PushSlots
     from jmapmono.push.webpush import WebPushSender
     from jmapmono.push.ws_session import Hub
     from jmapmono.runtime.event_flow import EventFlow
@@ -89,6 +90,9 @@ class Runtime:
         accounts.on_user_deleted.append(lambda tx, user: _remove_sending_data(tx, user.account_id))
         # Delegation changes reach push through the mailbox outbox (push re-reads the delegate's accounts).
         accounts.on_access_changed.append(_write_access_changed)
+        # Revoked credentials (password change, app-password revocation, user deletion) reach every node's
+        # push connections and credential caches through the same outbox; unused tickets made with them go.
+        accounts.on_credentials_revoked.append(_write_credentials_revoked)
         return accounts
 
     @cached_property
@@ -178,18 +182,25 @@ class Runtime:
         return ConcurrencyGuard(self.config.limits.max_concurrent_requests)
 
     @cached_property
+    def push_slots(self) -> PushSlots:
+        """Open push connections per user in this process, WebSockets and EventSource streams together."""
+        from jmapmono.push.slots import PushSlots
+
+        return PushSlots(self.config.max_push_connections_per_user)
+
+    @cached_property
     def websockets(self) -> Hub:
         """Every open JMAP WebSocket of this process."""
         from jmapmono.push.ws_session import Hub
 
-        return Hub(self)
+        return Hub(self, self.push_slots)
 
     @cached_property
     def event_streams(self) -> Streams:
         """Every open EventSource stream of this process."""
         from jmapmono.push.eventsource import Streams
 
-        return Streams(self)
+        return Streams(self, self.push_slots)
 
     @cached_property
     def webpush(self) -> WebPushSender:
@@ -262,6 +273,16 @@ def _write_access_changed(tx: store.Transaction, owner: User, delegate_id: int, 
         account_id=owner.account_id, owner_user_id=owner.id, delegate_user_id=int(delegate_id), granted=granted
     )
     outbox.write(tx, event, MAILBOX_BUS)
+
+
+def _write_credentials_revoked(tx: store.Transaction, revocation: Revocation) -> None:
+    from jmapmono.events import outbox
+    from jmapmono.mailbox.events import MAILBOX_BUS
+    from jmapmono.push import ws_tickets
+    from jmapmono.push.jmap_bus_events import CredentialsRevoked
+
+    ws_tickets.revoke(tx, revocation)
+    outbox.write(tx, CredentialsRevoked.of(revocation), MAILBOX_BUS)
 
 
 def _remove_sending_data(tx: store.Transaction, account_id: str) -> None:

@@ -16,6 +16,11 @@ process's key listeners the CURRENT state of every account they listen to (one S
 account, delivered locally only: no broker, no group listener) and sends every ``user:<id>`` key an
 ``AccessChanged`` with null fields ("re-read your accounts"). A client thus always ends up knowing
 the latest states, even across a broker restart; unchanged states cost it nothing.
+
+Revocations: the flow listens to ``credentials:revoked`` (every ``CredentialsRevoked``, whoever it
+concerns) and drops the user's entries from this process's credential cache, so no node answers a new
+request from a cached check of a revoked credential. The connections opened with it end through their
+own channels (push/channel.py).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from jmapmono.events.bus import Event, Registration
 from jmapmono.events.outbox_relay import OutboxRelay
 from jmapmono.log import kv
 from jmapmono.mailbox.events import MAILBOX_BUS
 from jmapmono.push.change_listener import MailboxChangeListener
-from jmapmono.push.jmap_bus_events import AccessChanged, StateChange
+from jmapmono.push.jmap_bus_events import REVOCATIONS_KEY, AccessChanged, CredentialsRevoked, StateChange
 
 if TYPE_CHECKING:
     from jmapmono.runtime import Runtime
@@ -52,12 +58,14 @@ class EventFlow:
         self.relay = OutboxRelay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
         self.webpush = services.webpush  # a group listener on the JMAP bus (push subscriptions)
         self._watcher: gevent.Greenlet | None = None
+        self._revocations: Registration | None = None
         self._stopped = False
 
     def start(self) -> EventFlow:
         started = time.monotonic()
         self.listener.register(self.mailbox_bus)
         self.webpush.register(self.jmap_bus)
+        self._revocations = self.jmap_bus.register_key(REVOCATIONS_KEY, self._on_revoked)
         self.jmap_bus.start()  # first: the listener dispatches on it
         self.mailbox_bus.start()
         self.relay.start()  # last: publishes whatever piled up while nothing ran
@@ -74,6 +82,8 @@ class EventFlow:
         started = time.monotonic()
         if self._watcher is not None:
             self._watcher.kill(block=True, timeout=1)
+        if self._revocations is not None:
+            self._revocations.unregister()
         for part in (self.relay, self.mailbox_bus, self.jmap_bus, self.webpush):
             try:
                 part.stop()
@@ -99,16 +109,27 @@ class EventFlow:
         """Tell this process's key listeners the current state of what they listen to; return the keys told."""
         started = time.monotonic()
         keys = self.jmap_bus.keys()
-        accounts = [k for k in keys if not k.startswith("user:")]
-        for key in keys:
-            if key.startswith("user:"):
-                self.jmap_bus.deliver_local(AccessChanged(_user_id(key)).to_event(), [key])
+        accounts = [k for k in keys if ":" not in k]  # account ids; user:<id> and credentials:revoked are not
+        users = [k for k in keys if k.startswith("user:")]
+        for key in users:
+            self.jmap_bus.deliver_local(AccessChanged(_user_id(key)).to_event(), [key])
         for account in accounts:
             states = self.services.changes.states(account)
             change = StateChange(account, states)
             self.jmap_bus.deliver_local(change.to_event(), [change.key])
-        log.info(kv(event="push_resync", accounts=len(accounts), users=len(keys) - len(accounts), ms=_ms(started)))
-        return len(keys)
+        log.info(kv(event="push_resync", accounts=len(accounts), users=len(users), ms=_ms(started)))
+        return len(accounts) + len(users)
+
+    def _on_revoked(self, event: Event) -> None:
+        """Forget this process's cached password checks of a user whose credentials were revoked."""
+        revocation = CredentialsRevoked.from_event(event)
+        authenticator = self.services.__dict__.get("authenticator")  # only if this process authenticates
+        if revocation is None or authenticator is None:
+            return
+        dropped = authenticator.cache.drop_user(revocation.user_id)
+        log.info(
+            kv(event="credential_cache_dropped", user_id=revocation.user_id, what=revocation.what, entries=dropped)
+        )
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until both buses consume (connected to the broker); True if they do."""

@@ -4,8 +4,9 @@
 ``POST`` with ``{"label": …}`` → 201 with the same fields plus ``token`` (shown
 this once); ``DELETE /jmap/app-passwords/<id>`` → 204, or 404 when the user has
 no app password with that id (another user's ids are not revealed).
-Creating one requires the account password: a leaked app password must not be
-able to mint others that outlive its revocation.
+Creating, listing and revoking them requires the account password (403
+otherwise): a leaked app password must not be able to mint others that outlive
+its revocation, see its siblings, or revoke the owner's other devices.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def _json(p: AppPassword) -> dict:
     return {"id": p.id, "label": p.label, "created": utc_date(p.created_at), "lastUsed": utc_date(p.last_used_at)}
 
 
+def _needs_account_password(action: str) -> Response | None:
+    """403 when the request was authenticated by an app password (Basic or Bearer), else None."""
+    if g.principal.app_password_id is None:
+        return None
+    return problem_response(
+        403, "Forbidden", f"log in with the account password to {action} app passwords, not with an app password"
+    )
+
+
 def _no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-cache, no-store"
     return response
@@ -48,6 +58,9 @@ def _no_store(response: Response) -> Response:
 @bp.get("/jmap/app-passwords")
 @require_auth
 def list_app_passwords() -> Response:
+    refused = _needs_account_password("list")
+    if refused is not None:
+        return refused
     items = [_json(p) for p in _app_passwords().list(g.principal.user_id)]
     return _no_store(jsonify({"appPasswords": items}))
 
@@ -55,8 +68,9 @@ def list_app_passwords() -> Response:
 @bp.post("/jmap/app-passwords")
 @require_auth
 def create_app_password() -> Response:
-    if g.principal.app_password_id is not None:
-        return problem_response(403, "Forbidden", "log in with the account password to create app passwords")
+    refused = _needs_account_password("create")
+    if refused is not None:
+        return refused
     if request.content_length is not None and request.content_length > MAX_BODY:
         return problem_response(413, "Content Too Large", f"the request body must be at most {MAX_BODY} bytes")
     raw = request.stream.read(MAX_BODY + 1)
@@ -88,6 +102,9 @@ def create_app_password() -> Response:
 @bp.delete("/jmap/app-passwords/<app_password_id>")
 @require_auth
 def revoke_app_password(app_password_id: str) -> Response:
+    refused = _needs_account_password("revoke")
+    if refused is not None:
+        return refused
     if not _app_passwords().revoke(g.principal.user_id, app_password_id):
         return problem_response(404, "Not Found", f"no app password {app_password_id!r}")
     return Response(status=204)

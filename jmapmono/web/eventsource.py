@@ -8,6 +8,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from jmapmono.accounts.principal import Principal
 from jmapmono.log import kv
+from jmapmono.push import slots
 from jmapmono.push.eventsource import CONTENT_TYPE, PATH, EventStream, ParameterError, client_socket, parse_params
 from jmapmono.store import StoreError
 from jmapmono.web.auth import problem_response, require_auth
@@ -48,6 +49,10 @@ def eventsource() -> Response:
     stream = EventStream(
         services, principal, params, last_event_id, client_socket(request.environ), request.remote_addr
     )
+    if not hub.reserve(stream):
+        return problem_response(
+            429, "Too Many Requests", hub.slots.refusal_detail(), {"Retry-After": str(slots.RETRY_AFTER)}
+        )
     try:
         stream.open()
     except StoreError as e:

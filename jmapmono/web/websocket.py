@@ -10,7 +10,10 @@ with a problem document and never a 101:
   upgrade must carry an allowed Origin (tickets exist for browsers); other clients may send none;
 - credentials: ``Authorization`` (Basic or Bearer, as for HTTP) or ``?ticket=`` (single use,
   jmapmono/push/ws_tickets.py) → 401 when missing or wrong, 429 when rate limited, 503 when the
-  database is down; authentication happens once, for the life of the connection.
+  database is down; authentication happens once, for the life of the connection (a revocation of the
+  credential closes the socket with 1008, jmapmono/push/ws_session.py);
+- a user who already holds ``JMAPMONO_MAX_PUSH_CONNECTIONS_PER_USER`` push connections in this process
+  → 429 with Retry-After (jmapmono/push/slots.py).
 
 Then the 101 (subprotocol exactly ``jmap``, permessage-deflate when offered) is written on the raw
 socket of gevent's WSGI server or of gunicorn's gevent worker, and the request's greenlet serves the
@@ -33,6 +36,7 @@ from jmapmono.accounts.principal import Principal
 from jmapmono.config import normalize_origin
 from jmapmono.jmap.websocket_capability import WEBSOCKET_PATH
 from jmapmono.log import kv
+from jmapmono.push import slots as push_slots
 from jmapmono.push import ws_tickets
 from jmapmono.push.ws_connection import HandshakeError, WebSocket, accept
 from jmapmono.push.ws_session import JmapSocket
@@ -157,6 +161,20 @@ def upgrade() -> Response:
     except StoreError:
         return _unavailable("the database is unavailable; try again")
     g.principal = principal
+    slots = services.websockets.slots
+    if not slots.take(principal, "websocket"):
+        return problem_response(
+            429, "Too Many Requests", slots.refusal_detail(), {"Retry-After": str(push_slots.RETRY_AFTER)}
+        )
+    try:
+        return _switch(services, principal, via)
+    finally:
+        slots.give_back(principal.user_id)
+
+
+def _switch(services: WebServices, principal: Principal, via: str) -> Response:
+    """Switch protocols and serve the socket until it ends (the user's push slot is held meanwhile)."""
+    config = services.config
     sock, server = _raw_socket(request.environ)
     if sock is None:
         return problem_response(501, "Not Implemented", "this WSGI server cannot hand over its socket")

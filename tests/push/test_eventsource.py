@@ -17,7 +17,7 @@ from jmapmono.events.event import Event
 from jmapmono.mailbox.changes import token
 from jmapmono.push import eventsource, push_state
 from jmapmono.push.eventsource import ParameterError, parse_params
-from jmapmono.push.jmap_bus_events import user_key
+from jmapmono.push.jmap_bus_events import REVOCATIONS_KEY, user_key
 from tests.support.eventsource_client import ALL, Stream, listening, stream_server
 from tests.support.jmap import PASSWORD, basic_auth
 from tests.support.servers import start_gunicorn
@@ -39,6 +39,11 @@ def server(services, app, alice, bob):
     """A real HTTP server (the one ``serve`` builds) on a free port, with the event flow running."""
     with stream_server(services, app) as connect:
         yield connect
+
+
+def stream_keys(services) -> list[str]:
+    """The bus keys listened to for streams (the flow's own revocation listener aside)."""
+    return [key for key in services.jmap_bus.keys() if key != REVOCATIONS_KEY]
 
 
 def url(port: int, query: str) -> str:
@@ -89,7 +94,7 @@ def test_each_bad_parameter_is_a_400_problem_naming_it(services, server):
         problem = r.json()
         assert (problem["status"], problem["parameter"]) == (400, parameter), (query, problem)
         assert problem["detail"], query
-    assert services.jmap_bus.keys() == []  # no stream was opened
+    assert stream_keys(services) == []  # no stream was opened
 
 
 def test_authentication_is_required(services, server, alice):
@@ -134,7 +139,7 @@ def test_the_session_url_template_expands_to_a_stream(server, alice):
 def test_head_opens_no_stream(services, server, alice):
     r = requests.head(url(server.port, "?types=*&closeafter=no&ping=0"), headers=basic_auth(alice.email), timeout=10)
     assert r.status_code == 200 and r.headers["Content-Type"] == "text/event-stream; charset=utf-8"
-    wait_until(lambda: services.jmap_bus.keys() == [], message="the HEAD request's listeners to go")
+    wait_until(lambda: stream_keys(services) == [], message="the HEAD request's listeners to go")
 
 
 # -- events ----------------------------------------------------------------------------------------------------------
@@ -197,7 +202,7 @@ def test_closeafter_state_ends_the_response_after_the_first_state_event(services
     data, _ = stream.state()
     assert list(data["changed"][alice.account_id]) == ["Email"]
     assert stream.chunk() is None  # the last chunk: the response is complete
-    wait_until(lambda: services.jmap_bus.keys() == [], message="the listeners to go")
+    wait_until(lambda: stream_keys(services) == [], message="the listeners to go")
 
 
 def test_last_event_id_resumes_exactly_what_moved_and_nothing_when_nothing_did(services, server, alice):
@@ -256,7 +261,7 @@ def test_a_client_hanging_up_unregisters_at_once_without_pings(services, server,
     user = user_key(services.accounts.get(alice.email).id)
     wait_until(lambda: listening(services, alice.account_id) == 1 and listening(services, user) == 1)
     stream.close()
-    wait_until(lambda: services.jmap_bus.keys() == [], timeout=3, message="the listeners to go")
+    wait_until(lambda: stream_keys(services) == [], timeout=3, message="the listeners to go")
 
 
 def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(services, server, alice):
@@ -278,7 +283,7 @@ def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(services, se
         change = Event.new("StateChange", {"accountId": alice.account_id, "changed": {"Email": token(seq)}})
         services.jmap_bus.dispatch(change, keys=[alice.account_id])
         wait_until(lambda w=written: stream.state_events > w or stream.writing_since is not None, message="a write")
-    wait_until(lambda: services.jmap_bus.keys() == [], timeout=5, message="the blocked stream to be cut")
+    wait_until(lambda: stream_keys(services) == [], timeout=5, message="the blocked stream to be cut")
     assert stream.end_reason == "write_timeout" and len(hub) == 0
     sock.close()
 
@@ -291,7 +296,7 @@ def test_shutdown_ends_every_stream_and_refuses_new_ones(services, server, alice
     assert services.event_streams.close_all(timeout=10) == 2  # returns once both ended (at once, here)
     for stream in streams:
         assert stream.chunk() is None  # each response ended cleanly: the clients reconnect elsewhere
-    assert services.jmap_bus.keys() == []
+    assert stream_keys(services) == []
     assert server(ALL).status == 503
 
 

@@ -1,0 +1,185 @@
+"""Revoked credentials end the push connections opened with them, on real sockets: a password change, an
+app-password revocation and a user deletion close WebSockets with 1008 and end EventSource streams (push
+enabled or not); a password change leaves the sessions of app passwords (credentials of their own) open;
+an undelegation takes the owner's account off the delegate's open socket, which stays open; tickets and
+cached password checks made with a revoked credential are gone at once."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from jmapmono.accounts.app_passwords import AppPasswords
+from jmapmono.runtime import Runtime
+from jmapmono.store import open_database
+from tests.support.eventsource_client import ALL, Stream
+from tests.support.jmap import PASSWORD, basic_auth, cheap_password_hashing
+from tests.support.servers import start_app
+from tests.support.waiting import wait_until
+from tests.support.ws_client import Rejected, WsClient, basic
+
+ALICE, BOB = "alice@example.org", "bob@example.org"
+MAIL = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+POLICY_VIOLATION = 1008
+
+
+@pytest.fixture
+def server(config, db, monkeypatch):
+    cheap_password_hashing(monkeypatch)
+    server = start_app(config, db)
+    for email in (ALICE, BOB):
+        server.services.accounts.create_user(email, PASSWORD)
+    yield server
+    server.stop()
+
+
+def app_password(server, email: str, label: str = "phone") -> tuple[str, str]:
+    """A new app password of ``email``: (its id, its token)."""
+    user = server.services.accounts.require(email)
+    created, token = AppPasswords(server.services.db, server.services.accounts).create(user, label)
+    return created.id, token
+
+
+def socket(server, authorization: str, push: bool = False) -> WsClient:
+    """An open WebSocket the server is serving (a first round trip done), push enabled or not."""
+    client = WsClient(server.port, authorization)
+    if push:
+        client.enable_push(None)
+    else:
+        client.barrier()
+    return client
+
+
+def stream(server, authorization: str) -> Stream:
+    opened = Stream(server.port, ALL, {"Authorization": authorization})
+    assert opened.status == 200
+    return opened
+
+
+def ended(opened: Stream) -> bool:
+    """Read the stream to its last chunk (the socket's timeout bounds the wait)."""
+    while opened.chunk() is not None:
+        pass
+    return True
+
+
+def handled(server) -> None:
+    """Every bus listener called so far has returned (so a connection it left open was left open)."""
+    server.services.jmap_bus._key_pool.join(timeout=5)
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+def test_password_change_ends_the_connections_opened_with_the_password(server):
+    _, token = app_password(server, ALICE)
+    with_push, without_push = socket(server, basic(ALICE), push=True), socket(server, basic(ALICE))
+    events = stream(server, basic(ALICE))
+    app_socket, app_stream = socket(server, bearer(token)), stream(server, bearer(token))
+    bob = socket(server, basic(BOB))
+
+    server.services.accounts.set_password(ALICE, "a new password")
+
+    assert with_push.wait_closed() == POLICY_VIOLATION
+    assert without_push.wait_closed() == POLICY_VIOLATION
+    assert ended(events)
+    handled(server)
+    # An app password is a credential of its own, still valid: its socket and stream stay (and bob's).
+    app_socket.barrier()
+    bob.barrier()
+    assert not app_stream.ended and len(server.services.event_streams) == 1
+    with pytest.raises(Rejected) as refused:
+        socket(server, basic(ALICE))
+    assert refused.value.status == 401
+    socket(server, basic(ALICE, "a new password")).barrier()
+
+
+def test_app_password_revocation_ends_only_the_connections_opened_with_it(server):
+    phone, phone_token = app_password(server, ALICE, "phone")
+    _, laptop_token = app_password(server, ALICE, "laptop")
+    phone_socket, phone_stream = socket(server, bearer(phone_token), push=True), stream(server, bearer(phone_token))
+    basic_phone = socket(server, basic(ALICE, phone_token))  # an app password in Basic is the same credential
+    laptop, own = socket(server, bearer(laptop_token)), socket(server, basic(ALICE))
+
+    r = requests.delete(f"{server.url}/jmap/app-passwords/{phone}", headers=basic_auth(ALICE), timeout=10)
+    assert r.status_code == 204
+
+    assert phone_socket.wait_closed() == POLICY_VIOLATION
+    assert basic_phone.wait_closed() == POLICY_VIOLATION
+    assert ended(phone_stream)
+    handled(server)
+    laptop.barrier()
+    own.barrier()
+    session = requests.get(f"{server.url}/jmap/session", headers={"Authorization": bearer(phone_token)}, timeout=10)
+    assert session.status_code == 401
+    with pytest.raises(Rejected) as refused:
+        socket(server, bearer(phone_token))
+    assert refused.value.status == 401
+
+
+def test_user_deletion_ends_every_connection_of_the_user(server):
+    _, token = app_password(server, ALICE)
+    sockets = [socket(server, basic(ALICE), push=True), socket(server, bearer(token))]
+    streams = [stream(server, basic(ALICE)), stream(server, bearer(token))]
+    bob = socket(server, basic(BOB), push=True)
+
+    server.services.accounts.delete(ALICE)
+
+    assert [s.wait_closed() for s in sockets] == [POLICY_VIOLATION, POLICY_VIOLATION]
+    assert all(ended(s) for s in streams)
+    handled(server)
+    bob.barrier()
+    wait_until(lambda: len(server.services.websockets.sockets) == 1, message="alice's sockets to end")
+
+
+def test_undelegation_takes_the_owners_account_off_the_delegates_open_socket(server, config):
+    alice_account = server.services.accounts.get(ALICE).account_id
+    server.services.accounts.delegate(ALICE, BOB)
+    bob = socket(server, basic(BOB), push=True)
+    name, result, _ = bob.call([["Mailbox/get", {"accountId": alice_account, "ids": None}, "m"]], "before", MAIL)[0]
+    assert name == "Mailbox/get" and result["list"]
+
+    cli = Runtime(config, open_database(config.database_url))  # another process's view, as `jmapmono user` has
+    try:
+        cli.accounts.undelegate(ALICE, BOB)
+    finally:
+        cli.close()
+    bus = server.services.jmap_bus
+    wait_until(lambda: bus.listener_count(alice_account) == 0, message="bob's listener on alice's account to go")
+
+    name, error, _ = bob.call([["Mailbox/get", {"accountId": alice_account, "ids": None}, "m"]], "after", MAIL)[0]
+    assert name == "error" and error["type"] == "accountNotFound"
+    bob_account = server.services.accounts.get(BOB).account_id
+    name, _, _ = bob.call([["Mailbox/get", {"accountId": bob_account, "ids": None}, "m"]], "own", MAIL)[0]
+    assert name == "Mailbox/get"  # the delegate's own credential is still valid: the socket stays
+
+
+def ticket(server, authorization: str) -> str:
+    r = requests.post(f"{server.url}/jmap/ws/ticket", headers={"Authorization": authorization}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["ticket"]
+
+
+def test_an_unused_ticket_dies_with_the_credential_it_was_made_with(server):
+    _, token = app_password(server, ALICE)
+    with_password, with_app_password = ticket(server, basic(ALICE)), ticket(server, bearer(token))
+
+    server.services.accounts.set_password(ALICE, "a new password")
+
+    with pytest.raises(Rejected) as refused:
+        WsClient(server.port, path=f"/jmap/ws?ticket={with_password}", headers={"Origin": server.url})
+    assert refused.value.status == 401
+    WsClient(server.port, path=f"/jmap/ws?ticket={with_app_password}", headers={"Origin": server.url}).barrier()
+
+
+def test_revocation_empties_the_users_cached_password_checks(server):
+    cache = server.services.authenticator.cache
+    for email in (ALICE, BOB):
+        assert requests.get(f"{server.url}/jmap/session", headers=basic_auth(email), timeout=10).status_code == 200
+    assert len(cache) == 2
+
+    server.services.accounts.set_password(ALICE, "a new password")
+
+    wait_until(lambda: len(cache) == 1, message="alice's cached check to go")
+    assert requests.get(f"{server.url}/jmap/session", headers=basic_auth(ALICE), timeout=10).status_code == 401
