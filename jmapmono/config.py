@@ -52,7 +52,13 @@ class Config:
     max_message_size: int = 50_000_000
     log_level: str = "INFO"
     auth_cache_seconds: int = 60
+    #: Failed logins (jmapmono/accounts/throttle.py): this many in a minute from one address (IPv4, IPv6 /64)
+    #: and it gets 429 until the oldest is a minute old; this many in 15 minutes for one user and that
+    #: user's attempts from addresses not known-good for them are delayed (never refused).
     login_failures_per_minute: int = 10
+    #: Reverse proxies in front of jmapmono: the client address is the entry of X-Forwarded-For this many
+    #: from the right (the rightmost ones are written by the trusted proxies); 0: the header is ignored.
+    trusted_proxies: int = 0
     upload_ttl_seconds: int = 3600
     changes_retention_days: int = 30
     #: Parked events (dead letters) older than this are pruned.
@@ -278,6 +284,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         log_level=log_level,
         auth_cache_seconds=_int(env, "JMAPMONO_AUTH_CACHE_SECONDS", 60, 0),
         login_failures_per_minute=_int(env, "JMAPMONO_LOGIN_FAILURES_PER_MINUTE", 10, 1),
+        trusted_proxies=_int(env, "JMAPMONO_TRUSTED_PROXIES", 0, 0),
         upload_ttl_seconds=_int(env, "JMAPMONO_UPLOAD_TTL_SECONDS", 3600, 3600),
         changes_retention_days=_int(env, "JMAPMONO_CHANGES_RETENTION_DAYS", 30, 1),
         dead_letter_retention_days=_int(env, "JMAPMONO_DEAD_LETTER_RETENTION_DAYS", 30, 1),

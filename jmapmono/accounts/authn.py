@@ -11,9 +11,14 @@ a successful password check is remembered for ``auth_cache_seconds`` under an
 HMAC (with a key that lives only in this process) of the email, the password
 and the stored hash: a password change or a deletion changes or removes the
 stored hash and so invalidates the entry at once, and nothing kept in memory
-can be replayed elsewhere. Failures are never cached. Failed logins are
-limited per client address and per user name; once over the limit nothing is
-verified at all (no KDF run) until the window slides.
+can be replayed elsewhere. Failures are never cached.
+
+Failed logins are throttled by :mod:`jmapmono.accounts.throttle`: an address
+over its limit is refused before anything is verified (no KDF run, not even a
+credential-cache hit, which would otherwise tell a refused guesser that a guess
+is right); a user's failures only delay attempts from addresses that are not
+known-good for them, and never refuse anyone. App passwords and Bearer tokens
+(256-bit secrets) are exempt from both: a bad one counts against its address.
 """
 
 from __future__ import annotations
@@ -27,14 +32,17 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
-from jmapmono.accounts import passwords, ratelimit
+import gevent
+
+from jmapmono.accounts import passwords
 from jmapmono.accounts.app_passwords import AppPasswords, TokenOwner, looks_like_token
 from jmapmono.accounts.principal import Principal
+from jmapmono.accounts.throttle import LoginState, LoginThrottle, TooManyInFlight, address_key, user_delay
 from jmapmono.accounts.users import Accounts, User
+from jmapmono.clock import now_ms
 from jmapmono.config import Config
 from jmapmono.log import kv
 
@@ -61,7 +69,7 @@ class Unauthenticated(AuthError):
 
 
 class RateLimited(AuthError):
-    """Too many failed logins from this client or for this user: answer 429 with Retry-After."""
+    """Too many failed logins from this client address: answer 429 with Retry-After."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__("rate_limited")
@@ -151,17 +159,22 @@ def _principal(user: User, app_password_id: str | None = None) -> Principal:
 
 
 class Authenticator:
-    """Per-process authentication state (credential cache, failure limiters); one per process (its runtime's)."""
+    """Per-process authentication state (credential cache, failure throttle); one per process (its runtime's)."""
 
     def __init__(
-        self, config: Config, db: Database, accounts: Accounts, clock: Callable[[], float] = time.monotonic
+        self,
+        config: Config,
+        db: Database,
+        accounts: Accounts,
+        clock: Callable[[], int] = now_ms,
+        sleep: Callable[[float], object] = gevent.sleep,
     ) -> None:
         self.accounts = accounts
         self.app_passwords = AppPasswords(db, accounts)
-        self.cache = CredentialCache(config.auth_cache_seconds, clock=clock)
-        limit = config.login_failures_per_minute
-        self.by_address = ratelimit.SlidingWindowLimiter(limit, clock=clock)
-        self.by_user = ratelimit.SlidingWindowLimiter(limit, clock=clock)
+        self.cache = CredentialCache(config.auth_cache_seconds)
+        self.throttle = LoginThrottle(db, config.login_failures_per_minute, clock=clock)
+        #: How a delayed attempt waits: a greenlet sleep, holding no KDF slot and no transaction.
+        self.sleep = sleep
         passwords.run_kdf(passwords.dummy_hash)  # computed now, so the first unknown user costs no more than later ones
 
     def authenticate(self, authorization: str | None, remote_addr: str | None) -> Principal:
@@ -180,60 +193,97 @@ class Authenticator:
         assert isinstance(creds, tuple)
         return self._basic(creds[0], creds[1], address, started)
 
-    def _begin(self, user: str | None, address: str, started: float) -> ratelimit.Attempt:
-        pairs = [(self.by_address, address)]
-        if user is not None:
-            pairs.append((self.by_user, user.lower()[:MAX_CREDENTIAL_LENGTH]))
-        try:
-            return ratelimit.begin(*pairs)
-        except ratelimit.RateLimitExceeded as e:
-            self._log_failure(user, address, "rate_limited", started)
-            raise RateLimited(e.retry_after) from None
-
     def _bearer(self, token: str, address: str, started: float) -> Principal:
-        attempt = self._begin(None, address, started)
-        with _holding(attempt):
-            owner = self.app_passwords.check(token) if looks_like_token(token) else None
-        if owner is None:
-            self._log_failure(None, address, "bad_token", started)
-            raise Unauthenticated("bad_token")
-        attempt.cancel()
-        return _principal(owner.user, owner.app_password_id)
+        """A valid token is accepted from any address (it cannot be guessed); a bad one counts against the
+        address, and an address over its limit is answered 429."""
+        owner = self.app_passwords.check(token) if looks_like_token(token) else None
+        if owner is not None:
+            return _principal(owner.user, owner.app_password_id)
+        if not self.throttle.record_failure_unless_limited(address):
+            self._refuse(None, address, self.throttle.address_retry_after(address), started)
+        self._log_failure(None, address, "bad_token", started)
+        raise Unauthenticated("bad_token")
 
     def _basic(self, email: str, password: str, address: str, started: float) -> Principal:
         if len(email) > MAX_CREDENTIAL_LENGTH or len(password) > MAX_CREDENTIAL_LENGTH:
             self._log_failure(email[:100], address, "malformed", started)
             raise Unauthenticated("malformed")
-        attempt = self._begin(email, address, started)
-        with _holding(attempt):
-            principal, reason = self._check_basic(email, password, address, started)
-        if principal is None:
-            self._log_failure(email, address, reason, started)
-            raise Unauthenticated(reason)
-        attempt.cancel()
-        return principal
-
-    def _check_basic(self, email: str, password: str, address: str, started: float) -> tuple[Principal | None, str]:
-        if looks_like_token(password):
+        if looks_like_token(password):  # an app password: no per-user counting, no delay
             owner: TokenOwner | None = self.app_passwords.check(password)
             if owner is not None and owner.user.email == email.lower():
-                return _principal(owner.user, owner.app_password_id), "app_password"
+                return _principal(owner.user, owner.app_password_id)
             # Not this user's app password: it may still be a password that starts with the prefix.
-        record = self.accounts.login_record(email)
-        if record is None:
+        state = self._login_state(email, address, started)
+        if state.user is not None and state.password_hash is not None:
+            principal = self.cache.get(self.cache.key(state.user.email, password, state.password_hash))
+            if principal is not None:
+                return principal
+        try:
+            with self.throttle.in_flight.slot(state.address, state.address_failures, self.throttle.limit) as waited:
+                if waited:  # other attempts of this address ended meanwhile: count again
+                    state = self._login_state(email, address, started)
+                return self._verify(state, email, password, address, started)
+        except TooManyInFlight:
+            self._refuse(email, address, 1, started, "address_busy")
+
+    def _login_state(self, email: str, address: str, started: float) -> LoginState:
+        state = self.throttle.login_state(email, address)
+        if state.retry_after:
+            self._refuse(email, address, state.retry_after, started)
+        return state
+
+    def _verify(self, state: LoginState, email: str, password: str, address: str, started: float) -> Principal:
+        """Check the password (after the user's delay, if any); count a failure, learn a known-good address."""
+        if not state.known_good:
+            delay = user_delay(state.user_failures, self.throttle.limit)
+            if delay:
+                log.info(
+                    kv(
+                        event="login_throttled",
+                        ip=address,
+                        prefix=state.address,
+                        user=email,
+                        reason="user_failures",
+                        failures=state.user_failures,
+                        delay=f"{delay:g}",
+                        retry_after=0,
+                    )
+                )
+                self.sleep(delay)
+        if state.user is None or state.password_hash is None:
             passwords.run_kdf(passwords.verify_password, passwords.dummy_hash(), password)
-            return None, "unknown_user"
-        user, stored = record
-        principal = self.cache.get(self.cache.key(user.email, password, stored))
-        if principal is not None:
-            return principal, "cached"
+            return self._fail(email, address, "unknown_user", started)
+        user, stored = state.user, state.password_hash
         if not passwords.run_kdf(passwords.verify_password, stored, password):
-            return None, "bad_password"
+            return self._fail(email, address, "bad_password", started)
+        if state.user_failures and not state.known_good:
+            self.throttle.record_known_good(user.id, address)
         principal = _principal(user)
         stored = self._rehash_if_needed(user, stored, password)
         self.cache.put(self.cache.key(user.email, password, stored), principal)
         log.info(kv(event="login", user=user.email, ip=address, via="password", ms=_ms(started)))
-        return principal, "password"
+        return principal
+
+    def _fail(self, email: str, address: str, reason: str, started: float) -> NoReturn:
+        self.throttle.record_failure(address, email)
+        self._log_failure(email, address, reason, started)
+        raise Unauthenticated(reason)
+
+    def _refuse(
+        self, user: str | None, address: str, retry_after: int, started: float, reason: str = "address_failures"
+    ) -> NoReturn:
+        log.info(
+            kv(
+                event="login_throttled",
+                ip=address,
+                prefix=address_key(address),
+                user=user,
+                reason=reason,
+                retry_after=retry_after,
+                ms=_ms(started),
+            )
+        )
+        raise RateLimited(retry_after)
 
     def _rehash_if_needed(self, user: User, stored: str, password: str) -> str:
         """Upgrade a hash made with older parameters; return the hash now stored."""
@@ -247,16 +297,6 @@ class Authenticator:
 
     def _log_failure(self, user: str | None, address: str, reason: str, started: float) -> None:
         log.info(kv(event="login_failed", user=user, ip=address, reason=reason, ms=_ms(started)))
-
-
-@contextmanager
-def _holding(attempt: ratelimit.Attempt) -> Iterator[None]:
-    """Give the attempt's slots back if the check itself fails (e.g. database unavailable)."""
-    try:
-        yield
-    except BaseException:
-        attempt.cancel()
-        raise
 
 
 def _ms(started: float) -> str:

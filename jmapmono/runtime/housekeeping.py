@@ -8,7 +8,8 @@ process dies. Each run logs one line: ``event=housekeeping job=… removed=… m
 Jobs (interval): expired uploads and unreferenced blobs (10 min); the change log beyond
 ``JMAPMONO_CHANGES_RETENTION_DAYS`` (1 h); expired push subscriptions (1 h) and WebSocket tickets
 (10 min); processed event ids kept for idempotence (10 min); dead letters beyond
-``JMAPMONO_DEAD_LETTER_RETENTION_DAYS`` (1 h). Each first runs a few seconds after the process starts.
+``JMAPMONO_DEAD_LETTER_RETENTION_DAYS`` (1 h); failed logins past their windows and expired known-good
+login addresses (10 min). Each first runs a few seconds after the process starts.
 ``JMAPMONO_HOUSEKEEPING_SECONDS`` runs them all at one interval instead, the first time after one
 interval. The outbox relay prunes dispatched outbox rows itself, as it publishes.
 """
@@ -53,6 +54,7 @@ class Job:
 
 def jobs_of(runtime: Runtime) -> list[Job]:
     """Every housekeeping job of a serving process."""
+    from jmapmono.accounts import throttle
     from jmapmono.events.deadletters import DeadLetterStore, ProcessedIds
     from jmapmono.push import ws_tickets
     from jmapmono.push.subscriptions_store import PushSubscriptions
@@ -69,6 +71,7 @@ def jobs_of(runtime: Runtime) -> list[Job]:
             3600.0,
             lambda: DeadLetterStore(db).prune(now_ms() - config.dead_letter_retention_days * 86_400_000),
         ),
+        Job("login_failures", 600.0, lambda: throttle.prune_expired(db)),
     ]
 
 

@@ -422,3 +422,27 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+
+-- version: 3
+-- Failed logins (jmapmono/accounts/throttle.py), one row per failure: the client address key (an IPv4
+-- address or an IPv6 /64) and, for a password login, the user name tried (lower case, known or not).
+-- Counted per address over a minute (over the limit: refused) and per user name over 15 minutes
+-- (past the limit: attempts from addresses not known-good are delayed). Pruned by housekeeping.
+CREATE TABLE login_failures (
+    address TEXT NOT NULL,
+    username TEXT,
+    at INTEGER NOT NULL
+);
+CREATE INDEX login_failures_address ON login_failures(address, at);
+CREATE INDEX login_failures_username ON login_failures(username, at);
+CREATE INDEX login_failures_at ON login_failures(at);
+
+-- Known-good addresses: where a user logged in with their password while they had recent failures;
+-- attempts for that user from there are never delayed. Expire after 30 days (housekeeping).
+CREATE TABLE login_sources (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    seen_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, address)
+);
+CREATE INDEX login_sources_seen ON login_sources(seen_at);

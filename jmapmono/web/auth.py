@@ -49,7 +49,10 @@ def auth_error_response(error: AuthError) -> Response:
 
 
 def authenticate_request() -> Principal:
-    """The principal behind the current request; raises Unauthenticated or RateLimited."""
+    """The principal behind the current request; raises Unauthenticated or RateLimited.
+
+    The client address is ``REMOTE_ADDR``: the peer's, or behind trusted proxies the one they forwarded
+    (jmapmono/web/proxy.py)."""
     return current_services().authenticator.authenticate(request.headers.get("Authorization"), request.remote_addr)
 
 

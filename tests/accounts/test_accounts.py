@@ -1,4 +1,4 @@
-"""Users, app passwords, delegation, the credential cache and the failure limiter."""
+"""Users, app passwords, delegation, the credential cache and the KDF (the login throttle: test_throttle.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from jmapmono.accounts import passwords
 from jmapmono.accounts.app_passwords import AppPasswordError, AppPasswords, parse_token
 from jmapmono.accounts.authn import CredentialCache
 from jmapmono.accounts.principal import Principal
-from jmapmono.accounts.ratelimit import RateLimitExceeded, SlidingWindowLimiter, begin
 from jmapmono.accounts.users import AccountError, InvalidEmail, UnknownUser, UserExists
 from tests.support.clock import one_millisecond
 
@@ -153,7 +152,7 @@ def test_revoke_only_own_and_label_rules(services, tokens):
             tokens.create(alice, label)
 
 
-# --- credential cache and failure limiter (no storage) ---------------------------------------------
+# --- credential cache and KDF (no storage) ----------------------------------------------------------
 
 
 def test_credential_cache_expires_and_is_bounded():
@@ -177,38 +176,6 @@ def test_credential_cache_expires_and_is_bounded():
     off = CredentialCache(0)
     off.put(key, p)
     assert off.get(key) is None and len(off) == 0
-
-
-def test_limiter_slides_and_is_bounded():
-    now = [0.0]
-    limiter = SlidingWindowLimiter(3, max_keys=100, clock=lambda: now[0])
-    for t in (0, 10, 20):
-        now[0] = t
-        assert limiter.take("ip") is not None
-    assert limiter.take("ip") is None and limiter.retry_after("ip") == 40
-    now[0] = 60.0
-    assert limiter.retry_after("ip") == 0 and limiter.take("ip") is not None
-    assert limiter.retry_after("ip") == 10  # 10, 20, 60 in the window: wait until 70
-    for i in range(1000):
-        limiter.take(f"spray{i}")
-    assert len(limiter) == 100  # bounded: the least recently failing keys went first
-    assert limiter.retry_after("spray999") == 0 and limiter.take("spray999") is not None
-
-
-def test_attempt_cancel_gives_back_only_its_own_slot():
-    by_ip, by_user = SlidingWindowLimiter(2), SlidingWindowLimiter(2)
-    failed = begin((by_ip, "a"), (by_user, "alice"))
-    ok = begin((by_ip, "a"), (by_user, "alice"))
-    ok.cancel()
-    assert by_ip.retry_after("a") == 0
-    begin((by_ip, "a"), (by_user, "alice"))
-    with pytest.raises(RateLimitExceeded) as e:
-        begin((by_ip, "a"))
-    assert 1 <= e.value.retry_after <= 60
-    with pytest.raises(RateLimitExceeded):
-        begin((by_ip, "b"), (by_user, "alice"))  # the user limit alone stops another address
-    assert by_ip.retry_after("b") == 0  # and takes no slot from it
-    assert failed.slots  # a failed attempt keeps its slots
 
 
 def test_kdf_runs_off_the_hub_so_other_greenlets_keep_running(monkeypatch):

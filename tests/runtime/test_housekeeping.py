@@ -16,7 +16,7 @@ from tests.support.servers import start_gunicorn, start_serve
 from tests.support.waiting import wait_until
 
 JOBS = ["blob_gc", "changes_retention", "push_subscriptions_expired", "ws_tickets_expired"]
-JOBS += ["event_processed_ids", "dead_letters"]
+JOBS += ["event_processed_ids", "dead_letters", "login_failures"]
 LONG_AGO = 1_000  # ms since the epoch: older than any retention
 
 
@@ -93,6 +93,18 @@ def _dead_letters(services, alice) -> Callable[[], int]:
     return lambda: count(services, "SELECT COUNT(*) FROM event_dead_letters WHERE event_id = 'stale'")
 
 
+def _login_failures(services, alice) -> Callable[[], int]:
+    with services.db.transaction() as tx:
+        for address, at in (("192.0.2.1", LONG_AGO), ("192.0.2.2", now_ms())):
+            tx.execute("INSERT INTO login_failures (address, username, at) VALUES (?, 'x', ?)", (address, at))
+            tx.execute(
+                "INSERT INTO login_sources (user_id, address, seen_at) VALUES (?, ?, ?)", (alice.id, address, at)
+            )
+    sql = "SELECT (SELECT COUNT(*) FROM login_failures WHERE at = ?) "
+    sql += "+ (SELECT COUNT(*) FROM login_sources WHERE seen_at = ?)"
+    return lambda: count(services, sql, (LONG_AGO, LONG_AGO))
+
+
 STALE = {
     "blob_gc": _blobs,
     "changes_retention": _changes,
@@ -100,6 +112,7 @@ STALE = {
     "ws_tickets_expired": _tickets,
     "event_processed_ids": _processed,
     "dead_letters": _dead_letters,
+    "login_failures": _login_failures,
 }
 
 
@@ -125,6 +138,7 @@ def test_each_job_removes_what_is_stale_and_keeps_what_is_not(services, alice, n
 def _rows(services) -> int:
     """Everything the jobs may remove, summed: a job that removed what is fresh too would remove more."""
     tables = ["blobs", "change_log", "push_subscriptions", "ws_tickets", "event_processed", "event_dead_letters"]
+    tables += ["login_failures", "login_sources"]
     return sum(count(services, f"SELECT COUNT(*) FROM {t}") for t in tables)
 
 

@@ -94,3 +94,41 @@ def test_a_killed_greenlet_is_not_turned_into_a_store_error(db):
     assert worker.dead
     with db.read() as tx:  # the store is still usable
         assert tx.value("SELECT 1") == 1
+
+
+def test_a_version_2_database_migrates_to_the_login_throttle_tables(backend, tmp_path, request):
+    """A database made by the previous release (schema version 2, with a user in it) gains the failed-login
+    tables at start, and they work."""
+    from jmapmono.accounts.throttle import LoginThrottle
+    from jmapmono.store import open_database
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'v2.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_server").new_database()
+    db = open_database(url)
+    try:
+        with db.transaction() as tx:
+            tx.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        for migration in load_migrations(db.dialect)[:2]:
+            with db.transaction() as tx:
+                for statement in migration.statements:
+                    tx.execute(statement)
+                tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)", (migration.version,))
+        with db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO users (email, account_id, password_hash, created_at) "
+                "VALUES ('a@example.org', 'a1', 'h', 0)"
+            )
+        assert migrate(db) == load_migrations(db.dialect)[-1].version >= 3
+        throttle = LoginThrottle(db, 3)
+        throttle.record_failure("2001:db8::1", "a@example.org")
+        with db.read() as tx:
+            user_id = tx.value("SELECT id FROM users WHERE email = 'a@example.org'")
+        throttle.record_known_good(user_id, "192.0.2.1")
+        state = throttle.login_state("a@example.org", "2001:db8::2")
+        assert state.user is not None and state.user.id == user_id
+        assert (state.address_failures, state.user_failures, state.known_good) == (1, 1, False)
+        assert throttle.login_state("a@example.org", "192.0.2.1").known_good
+    finally:
+        db.close()
