@@ -105,6 +105,11 @@ class Config:
     #: Push connections (WebSockets and EventSource streams together) one user may hold open in one
     #: process; past it, new ones are refused with 429 (jmapmono/push/slots.py).
     max_push_connections_per_user: int = 100
+    #: HTTP front (jmapmono/web/http_front.py): seconds a request head may take to arrive, which also bounds
+    #: how long a keep-alive connection may stay idle between requests.
+    http_idle_timeout: int = 60
+    #: Blob downloads one user may have in progress at once in this process (429 with Retry-After beyond).
+    max_concurrent_downloads: int = 8
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -309,5 +314,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         push_ttl_seconds=_int(env, "JMAPMONO_PUSH_TTL_SECONDS", 86400, 0),
         push_timeout_seconds=_int(env, "JMAPMONO_PUSH_TIMEOUT_SECONDS", 10, 1),
         max_push_connections_per_user=_int(env, "JMAPMONO_MAX_PUSH_CONNECTIONS_PER_USER", 100, 1),
+        http_idle_timeout=_int(env, "JMAPMONO_HTTP_IDLE_TIMEOUT", 60, 1),
+        max_concurrent_downloads=_int(env, "JMAPMONO_MAX_CONCURRENT_DOWNLOADS", 8, 1),
         limits=limits,
     )

@@ -63,21 +63,13 @@ def _lmtp_arg(value: str) -> str:
     return value
 
 
-def make_http_server(app: Any, host: str, port: int) -> WSGIServer:
-    """The HTTP server for ``app``: every listener of this process is built here."""
-    import socket
+def make_http_server(app: Any, host: str, port: int, idle_timeout: float | None = None) -> WSGIServer:
+    """The HTTP server for ``app``: every listener of this process is built here, on the strict HTTP/1.1
+    front the gunicorn worker runs too (jmapmono/web/http_front.py)."""
+    from jmapmono.web.http_front import DEFAULT_IDLE_TIMEOUT, StrictWSGIServer
 
-    from gevent.pywsgi import WSGIServer
-
-    class NoDelayWSGIServer(WSGIServer):
-        def init_socket(self) -> None:
-            super().init_socket()
-            # pywsgi writes a response's headers and body in two sends: without TCP_NODELAY (inherited by
-            # accepted sockets), Nagle and the client's delayed ACK add ~40 ms to every keep-alive request.
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    # Requests are logged by the app (one key=value line each); pywsgi's own access log is off.
-    return NoDelayWSGIServer((host, port), app, log=None, error_log=logging.getLogger("jmapmono.http"))
+    timeout = DEFAULT_IDLE_TIMEOUT if idle_timeout is None else idle_timeout
+    return StrictWSGIServer((host, port), app, idle_timeout=timeout)
 
 
 def ensure_first_user(services: Runtime, email: str | None = None) -> tuple[str, str] | None:
@@ -140,7 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = config.with_overrides(**overrides)
 
     runtime = Runtime(config)  # opens and migrates the database before any child shares it
-    server = make_http_server(create_app(runtime), config.host, config.port)
+    server = make_http_server(create_app(runtime), config.host, config.port, config.http_idle_timeout)
     try:
         server.init_socket()  # bind first: a busy port must not cost the first user's only password display
         first = ensure_first_user(runtime)

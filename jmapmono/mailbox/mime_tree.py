@@ -311,12 +311,15 @@ _KNOWN_IDENTITY = {"7bit", "8bit", "binary", "none", ""}
 
 
 def part_content(message: MimeMessage, part: MimePart) -> tuple[bytes, bool]:
-    """The part's octets after Content-Transfer-Encoding decoding; (octets, encoding_problem).
+    """The part's octets after Content-Transfer-Encoding decoding; (octets, encoding_problem)."""
+    return decode_transfer(message.raw[part.body_start : part.body_end], part.cte)
+
+
+def decode_transfer(body: bytes, cte: str) -> tuple[bytes, bool]:
+    """``body`` after Content-Transfer-Encoding ``cte`` decoding; (octets, encoding_problem).
 
     An unknown transfer encoding is treated as none (RFC 8621 §4.1.4) and reported as a problem.
     """
-    body = message.raw[part.body_start : part.body_end]
-    cte = part.cte
     if cte in _KNOWN_IDENTITY:
         return body, False
     if cte == "base64":

@@ -11,26 +11,30 @@ uploads at once by one user (in this process) get 429.
 bytes, ``Content-Type`` exactly the ``type`` parameter, an attachment
 ``Content-Disposition`` with the name, and immutable caching (ids are content
 addresses): ETag is the blob id, ``If-None-Match`` gives 304, a single
-``Range`` gives 206. Every error is an RFC 7807 problem document.
+``Range`` gives 206. The body streams from the store a slice at a time (with a
+Content-Length), and more than ``JMAPMONO_MAX_CONCURRENT_DOWNLOADS`` downloads
+at once by one user (in this process) get 429 with Retry-After. Every error is
+an RFC 7807 problem document.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 import unicodedata
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.blueprints import BlueprintSetupState
-from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.routing import PathConverter
 
 from jmapmono.jmap.errors import REQUEST_ERROR_PREFIX
 from jmapmono.log import kv
-from jmapmono.mailbox.blobs import is_valid_blob_id
+from jmapmono.mailbox.blobs import BlobGone, BlobReader, is_valid_blob_id
 from jmapmono.store import StoreError
 from jmapmono.web.auth import require_auth
 from jmapmono.web.context import current_services
@@ -59,8 +63,8 @@ READ_CHUNK = 64 * 1024
 MAX_TYPE_LENGTH = 255
 
 
-class UploadSlots:
-    """Uploads in progress per user in this process, to enforce ``maxConcurrentUpload``."""
+class UserSlots:
+    """Transfers in progress per user in this process: uploads (``maxConcurrentUpload``), downloads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -82,14 +86,20 @@ class UploadSlots:
                 self._active.pop(user_id, None)
 
     def active(self, user_id: int) -> int:
-        """Uploads ``user_id`` has in progress."""
+        """Transfers ``user_id`` has in progress."""
         return self._active.get(user_id, 0)
 
 
-def upload_slots(app: Any = None) -> UploadSlots:
+def upload_slots(app: Any = None) -> UserSlots:
     """The app's upload slot table (created on first use)."""
     app = app or current_app
-    return app.extensions.setdefault("jmapmono.upload_slots", UploadSlots())
+    return app.extensions.setdefault("jmapmono.upload_slots", UserSlots())
+
+
+def download_slots(app: Any = None) -> UserSlots:
+    """The app's download slot table (created on first use)."""
+    app = app or current_app
+    return app.extensions.setdefault("jmapmono.download_slots", UserSlots())
 
 
 def problem(status: int, detail: str, type: str = "about:blank", **extra: Any) -> Response:
@@ -108,6 +118,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not Found",
     416: "Range Not Satisfiable",
+    429: "Too Many Requests",
     503: "Service Unavailable",
 }
 
@@ -242,26 +253,103 @@ def download(account_id: str, blob_id: str, name: str) -> Response:
         response = Response(status=304)
         _cache_headers(response, blob_id)
         return response
-    content = services.blobs.read(account_id, blob_id, principal.user_id)
-    if content is None:
+    slots = download_slots()
+    limit = services.config.max_concurrent_downloads
+    if not slots.acquire(principal.user_id, limit):
+        response = problem(429, f"at most {limit} downloads at once per user; retry when one has ended")
+        response.headers["Retry-After"] = "1"
+        return response
+    release = _releaser(slots, principal.user_id)
+    try:
+        blob = services.blobs.open(account_id, blob_id, principal.user_id)
+    except BaseException:
+        release()
+        raise
+    if blob is None:
+        release()
         return not_found
-    response = Response(content.data)
-    response.headers["Content-Type"] = wanted_type or content.type or DEFAULT_TYPE
+    span = _requested_span(blob)
+    if span is None:
+        release()
+        response = problem(416, f"the range is outside the blob's {blob.size} octets")
+        response.headers["Content-Range"] = f"bytes */{blob.size}"
+        return response
+    start, end = span
+    # werkzeug closes the body when the server is done with it (sent, client gone, or HEAD): slot back then.
+    stream = _Stream(blob, start, end, principal.email, release)
+    response = Response(stream, status=206 if (start, end) != (0, blob.size) else 200)
+    response.headers["Content-Type"] = wanted_type or blob.type or DEFAULT_TYPE
+    response.headers["Content-Length"] = str(end - start)
     response.headers["Content-Disposition"] = content_disposition(name)
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Accept-Ranges"] = "bytes"
+    if response.status_code == 206:
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
     _cache_headers(response, blob_id)
-    # One range is served (206); several, or a malformed header, are ignored (RFC 9110 §14.2): full body.
-    ignore_range = "Range" in request.headers and (request.range is None or len(request.range.ranges) != 1)
-    try:
-        if ignore_range:
-            response.make_conditional(request)
-            response.accept_ranges = "bytes"
-        else:
-            response.make_conditional(request, accept_ranges=True, complete_length=content.size)
-    except RequestedRangeNotSatisfiable:
-        response = problem(416, f"the range is outside the blob's {content.size} octets")
-        response.headers["Content-Range"] = f"bytes */{content.size}"
     return response
+
+
+def _releaser(slots: UserSlots, user_id: int) -> Callable[[], None]:
+    """Give the download slot back, once, whichever of the paths that end a response gets there first."""
+    held = [True]
+
+    def release() -> None:
+        if held:
+            held.clear()
+            slots.release(user_id)
+
+    return release
+
+
+def _requested_span(blob: BlobReader) -> tuple[int, int] | None:
+    """The octets to send: the whole blob, or one satisfiable range (several, or a malformed header, are
+    ignored: the whole body, RFC 9110 §14.2); None when the single range lies outside the blob (416)."""
+    whole = (0, blob.size)
+    if "Range" not in request.headers or request.range is None or len(request.range.ranges) != 1:
+        return whole
+    if_range = request.if_range
+    if (if_range.etag is not None and if_range.etag != blob.blob_id) or if_range.date is not None:
+        return whole  # content addressed: only our own ETag names this representation
+    return request.range.range_for_length(blob.size)
+
+
+class _Stream:
+    """The response body of a download: the blob's slices as they are read; closing it ends the download."""
+
+    def __init__(self, blob: BlobReader, start: int, end: int, user: str, release: Callable[[], None]) -> None:
+        self.blob = blob
+        self.start, self.end = start, end
+        self.user = user
+        self.release = release
+        self.sent = 0
+        self.started = time.monotonic()
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for data in self.blob.chunks(self.start, self.end):
+                self.sent += len(data)
+                yield data
+        except BlobGone:
+            log.warning(kv(event="blob_download_cut", user=self.user, blob=self.blob.blob_id, sent=self.sent))
+            # The length is promised: the only honest end is to drop the connection (pywsgi does, quietly).
+            raise BrokenPipeError(errno.EPIPE, "the blob was deleted while it was being sent") from None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.release()
+        log.info(
+            kv(
+                event="blob_download",
+                user=self.user,
+                blob=self.blob.blob_id,
+                size=self.end - self.start,
+                sent=self.sent,
+                ms=f"{(time.monotonic() - self.started) * 1000:.1f}",
+            )
+        )
 
 
 @bp.errorhandler(StoreError)

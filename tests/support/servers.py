@@ -359,7 +359,7 @@ def start_lmtp(database_url: str, tmp_path: Path, **env: str) -> LmtpProcess:
 
 @dataclass
 class GunicornProcess:
-    """One gunicorn gevent worker serving ``wsgi:app`` (its own process group); its log in ``log_path``."""
+    """gunicorn (the Procfile's worker class) serving ``wsgi:app`` (its own process group); its log in ``log_path``."""
 
     proc: subprocess.Popen
     port: int
@@ -380,6 +380,16 @@ class GunicornProcess:
         return _stop_process(self.proc, signum, timeout, group=True)
 
 
+def procfile_worker_class() -> str:
+    """The gunicorn worker class (``-k``) of the Procfile's ``web`` line: tests run what deployments run."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            match = re.search(r"(?:-k|--worker-class)[ =](\S+)", line)
+            if match:
+                return match.group(1)
+    raise AssertionError("the Procfile's web line names no gunicorn worker class (-k)")
+
+
 def start_gunicorn(
     database_url: str,
     data_dir: Path,
@@ -388,9 +398,10 @@ def start_gunicorn(
     workers: int = 1,
     **env: str,
 ) -> GunicornProcess:
-    """gunicorn as the Procfile runs it (gevent workers, one by default; LMTP off), listening on a free port."""
+    """gunicorn as the Procfile runs it (its worker class, one worker by default; LMTP off), on a free port."""
     port = free_port()
-    argv = [str(Path(sys.executable).parent / "gunicorn"), "-k", "gevent", "-w", str(workers), "--no-control-socket"]
+    argv = [str(Path(sys.executable).parent / "gunicorn"), "-k", procfile_worker_class(), "-w", str(workers)]
+    argv += ["--no-control-socket"]
     if graceful_timeout is not None:
         argv += ["--graceful-timeout", str(graceful_timeout)]
     argv += ["--bind", f"127.0.0.1:{port}", "wsgi:app"]
