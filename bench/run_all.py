@@ -31,6 +31,7 @@ BENCH = Path(__file__).resolve().parent
 #: (script, arguments for the whole-suite run). Defaults of each script are for a run on its own.
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("push_latency.py", ["--samples", "200"]),
+    ("push_fanout.py", ["--rounds", "2"]),
     ("api_throughput.py", ["--seconds", "1"]),
     ("bus_latency.py", ["--samples", "200", "--burst", "2000"]),
     ("wakeup_latency.py", ["--samples", "200"]),

@@ -54,7 +54,10 @@ def serve_jmap(port: int, takeover: bool) -> None:
 
         from jmapmono.push import ws_connection
 
-        ws_connection.PerMessageDeflate = lambda **_: PerMessageDeflate()  # type: ignore[assignment,misc]
+        class Takeover(PerMessageDeflate):  # unbounded too: only idle memory is measured here
+            too_large = False
+
+        ws_connection.BoundedDeflate = lambda max_message: Takeover()  # type: ignore[assignment,misc]
     data = tempfile.mkdtemp(prefix="jmapmono-bench-")
     config = load_config(
         {"JMAPMONO_DATA_DIR": data, "PORT": str(port), "JMAPMONO_LMTP_LISTEN": "off", "JMAPMONO_LOG_LEVEL": "WARNING"}
@@ -72,10 +75,10 @@ def serve_wsproto_echo(port: int) -> None:
     from jmapmono.push.ws_connection import TOO_LARGE, WebSocket, accept
 
     def app(environ, start_response):
-        response, connection, deflate = accept(environ, "jmap", True)
+        response, connection, inflater = accept(environ, "jmap", True, 10_000_000)
         sock = environ["wsgi.input"].raw._sock
         sock.sendall(response)
-        ws = WebSocket(sock, connection, max_message=10_000_000, outbound_limit=1_000_000, deflate=deflate)
+        ws = WebSocket(sock, connection, max_message=10_000_000, outbound_limit=1_000_000, inflater=inflater)
         for message in ws.messages():
             if message is not TOO_LARGE:
                 ws.send_text(message)

@@ -19,10 +19,12 @@ group copy is never lost. A retry re-sends the key copies; every node (this one 
 copies of an event id it delivered recently, so key listeners still get each event at most once.
 A caller without an outbox catches it and moves on: clients catch up through ``*/changes``/pushState.
 
-Listeners run in their own greenlets (a bounded pool per group, one for key listeners): a listener that
-raises or blocks delays no other. Key listeners should be quick (hand the event to a queue); events
-reach them in dispatch order as long as they do not block. Payloads are shared between the key
-listeners of one process: treat them as read-only.
+Group listeners run in their own greenlets (a bounded pool per group): one that raises or blocks delays
+no other. Key listeners are called inline, in the dispatching greenlet, one after the other, so every
+one is told however many there are (a pool would have to drop or wait once full) and in dispatch order.
+Their contract (:data:`KeyListener`) is to never block; one that raises is logged and counted, one that
+waits anyway is interrupted at its first wait (``key_blocked``), so neither holds up the others.
+Payloads are shared between the key listeners of one process: treat them as read-only.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
 import gevent.pool
+from gevent.hub import get_hub
 
 from jmapmono.events.event import BusUnavailable, Event
 from jmapmono.events.groups import GroupRunner, GroupSpec
@@ -45,11 +49,16 @@ from jmapmono.events.transport import Transport
 from jmapmono.log import kv
 from jmapmono.store import Database
 
-__all__ = ["BusUnavailable", "Event", "EventBus", "Registration"]
+__all__ = ["BusUnavailable", "Event", "EventBus", "ListenerBlocked", "Registration"]
 
 log = logging.getLogger("jmapmono.events")
 
 GroupHandler = Callable[[Event], None]
+#: Called inline by the dispatching greenlet (the relay, a group handler, the broker consumer), once per
+#: event and key. It must not block: no I/O, no lock that may be held, no sleep — merge the event into
+#: state of its own and wake whoever does the slow part (PushChannel: newest states win, then notify).
+#: Work that needs I/O belongs to a group listener (web push) or a greenlet the listener spawns.
+#: A listener that waits anyway is interrupted there by :class:`ListenerBlocked`.
 KeyListener = Callable[[Event], None]
 
 _RECENT_KEY_DELIVERIES = 10_000
@@ -73,6 +82,11 @@ class Registration:
         return f"<Registration bus={self.bus.name} key={self.key} active={self.active}>"
 
 
+class ListenerBlocked(BaseException):
+    """Thrown into a key listener that waits: the contract says it must not (a BaseException, so that a
+    listener's ``except Exception`` does not swallow it)."""
+
+
 def _check_name(what: str, value: str, limit: int) -> None:
     if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable() or " " in value:
         raise ValueError(f"invalid {what} {value!r}: 1-{limit} printable characters, no spaces")
@@ -90,7 +104,6 @@ class EventBus:
         retries: int = 3,
         retry_backoff: float = 0.2,
         group_concurrency: int = 16,
-        key_concurrency: int = 1000,
         redelivery_interval: float = 2.0,
         lease_seconds: float = 60.0,
     ) -> None:
@@ -113,7 +126,6 @@ class EventBus:
         # so the broker's bindings always end up matching the local listeners.
         self.bind_lock = threading.RLock()
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._key_pool = gevent.pool.Pool(key_concurrency)
         self._background = gevent.pool.Group()
         self._ready = gevent.event.Event()
         self._started = False
@@ -162,7 +174,6 @@ class EventBus:
         self._background.kill(block=True, timeout=1)
         for spec in self.groups.values():
             spec.pool.kill(block=True, timeout=1)
-        self._key_pool.kill(block=True, timeout=1)
         if self._started:
             log.info(kv(event="bus_stopped", bus=self.name, ms=round((time.monotonic() - started) * 1000, 1)))
 
@@ -201,7 +212,7 @@ class EventBus:
         self.transport.publish(body, event, keys)
 
     def _deliver_key(self, key: str, event: Event) -> None:
-        """Hand ``event`` to each local listener of ``key`` (once per event id and key)."""
+        """Call each local listener of ``key`` inline (once per event id and key); see :data:`KeyListener`."""
         listeners = self._keys.get(key)
         if not listeners:
             return
@@ -212,21 +223,21 @@ class EventBus:
         self._recent[seen] = None
         if len(self._recent) > _RECENT_KEY_DELIVERIES:
             self._recent.popitem(last=False)
-        for listener in list(listeners.values()):
-            if self._key_pool.full():
-                self.stats["key_dropped"] += 1
-                log.warning(kv(event="bus_key_dropped", bus=self.name, key=key, event_id=event.id, reason="pool full"))
-                continue
-            self._key_pool.spawn(self._call_listener, listener, key, event)
-
-    def _call_listener(self, listener: KeyListener, key: str, event: Event) -> None:
-        try:
-            listener(event)
-            self.stats["key_delivered"] += 1
-        except Exception as e:
-            self.stats["key_failed"] += 1
-            error = f"{type(e).__name__}: {e}"
-            log.warning(kv(event="bus_listener_failed", bus=self.name, key=key, event_id=event.id, error=error))
+        hub, current = get_hub(), gevent.getcurrent()
+        for token, listener in list(listeners.items()):
+            if token not in listeners:
+                continue  # unregistered by a listener called before it
+            failure = _call_guarded(hub, current, listener, event)
+            if failure is None:
+                self.stats["key_delivered"] += 1
+            elif isinstance(failure, ListenerBlocked):
+                self.stats["key_blocked"] += 1
+                name = _name(listener)
+                log.warning(kv(event="bus_listener_blocked", bus=self.name, key=key, event_id=event.id, listener=name))
+            else:
+                self.stats["key_failed"] += 1
+                error = f"{type(failure).__name__}: {failure}"
+                log.warning(kv(event="bus_listener_failed", bus=self.name, key=key, event_id=event.id, error=error))
 
     def on_remote_key(self, key: str, event: Event, origin: str | None) -> None:
         """A key copy from the broker (called by the transport's consumer)."""
@@ -282,7 +293,10 @@ class EventBus:
 
     def register_key(self, key: str, listener: KeyListener) -> Registration:
         """Listen to events dispatched with registration key ``key``. The first local listener of a key
-        binds it on the broker (synchronously when connected), the last one to leave unbinds it."""
+        binds it on the broker (synchronously when connected), the last one to leave unbinds it.
+
+        ``listener`` is called inline by whoever dispatches and must never block (see :data:`KeyListener`):
+        it is interrupted at its first wait, and the event is lost to it."""
         _check_name("registration key", key, 200)
         with self.bind_lock:
             self._next_token += 1
@@ -314,3 +328,29 @@ class EventBus:
 
     def listener_count(self, key: str) -> int:
         return len(self._keys.get(key, ()))
+
+
+def _call_guarded(hub: Any, current: Any, listener: KeyListener, event: Event) -> BaseException | None:
+    """Call ``listener``; what it raised (ListenerBlocked: it waited, and was interrupted there), or None.
+
+    The guard is a callback of the hub's loop: it runs only if the listener hands control to the hub,
+    and then throws into the listener where it waits. A listener that returns never lets it run."""
+    blocked = ListenerBlocked()
+    # From a hub callback (which cannot wait anyway: gevent refuses it) there is nothing to guard.
+    guard = None if current is hub else hub.loop.run_callback(current.throw, blocked)
+    try:
+        listener(event)
+    except ListenerBlocked as e:
+        if e is not blocked:
+            raise
+        return e
+    except Exception as e:
+        return e
+    finally:
+        if guard is not None:
+            guard.stop()
+    return None
+
+
+def _name(listener: KeyListener) -> str:
+    return str(getattr(listener, "__qualname__", type(listener).__qualname__))

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+import gevent
+
 from jmapmono.accounts.principal import Principal
 from jmapmono.events.event import Event
 from jmapmono.log import kv
@@ -61,6 +63,8 @@ class PushChannel:
         self._accounts: set[str] = set()
         self._seqs: dict[str, int] = {}
         self._pending: dict[str, dict[str, str]] = {}
+        self._rereading: gevent.Greenlet | None = None
+        self._reread_wanted = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -133,7 +137,11 @@ class PushChannel:
         wanted = {*accounts, user_key(self.principal.user_id)}
         for key in wanted - set(self._registrations):
             listener = self._on_user_event if key.startswith("user:") else self._on_state_change
-            self._registrations[key] = bus.register_key(key, listener)
+            registration = bus.register_key(key, listener)
+            if self.closed or key in self._registrations:  # closed, or registered by a concurrent re-read
+                registration.unregister()
+                continue
+            self._registrations[key] = registration
         for key in set(self._registrations) - wanted:
             self._registrations.pop(key).unregister()
             self._pending.pop(key, None)
@@ -185,8 +193,26 @@ class PushChannel:
             self.revoked(revocation)
 
     def _on_access_changed(self, event: Event) -> None:
+        """Re-read the user's accounts in a greenlet of the channel's own: that takes queries, and a key
+        listener must not block (events/bus.py). One re-read at a time; a change during it starts another."""
         if self.closed or event.type != ACCESS_CHANGED or not self._registered:  # whatever it says: re-read
             return
+        self._reread_wanted = True
+        if self._rereading is None:
+            self._rereading = gevent.spawn(self._reread_accounts)
+
+    def _reread_accounts(self) -> None:
+        try:
+            while self._reread_wanted and not self.closed:
+                self._reread_wanted = False
+                self._access_changed()
+        except Exception as e:  # the next AccessChanged tries again; the client still has */changes
+            error = f"{type(e).__name__}: {e}"
+            log.warning(kv(event="push_access_changed_failed", user=self.principal.email, error=error))
+        finally:
+            self._rereading = None
+
+    def _access_changed(self) -> None:
         before = set(self._accounts)
         self._register()
         gained = self._accounts - before

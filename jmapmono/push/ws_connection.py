@@ -16,7 +16,8 @@ permessage-deflate) is the only protocol code; here are only the greenlets and t
 - :meth:`finish` flushes the close handshake (bounded) and shuts the TCP connection down.
 
 Deflate is negotiated with no context takeover in either direction, so between messages a connection
-keeps no zlib state at all (see docs/adr/0003-websocket-library.md for the figures).
+keeps no zlib state at all (see docs/adr/0003-websocket-library.md for the figures); a compressed
+message is inflated no further than the limit (ws_deflate.py), then it is TOO_LARGE as a plain one.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from jmapmono.push.ws_deflate import BoundedDeflate
 
 #: Yielded by :meth:`WebSocket.messages` when a message is larger than the limit.
 TOO_LARGE = object()
@@ -74,11 +77,14 @@ class HandshakeError(Exception):
     """The upgrade request is not a valid WebSocket opening handshake (answer 400)."""
 
 
-def accept(environ: dict[str, Any], subprotocol: str, deflate: bool) -> tuple[bytes, Connection, bool]:
+def accept(
+    environ: dict[str, Any], subprotocol: str, deflate: bool, max_message: int
+) -> tuple[bytes, Connection, BoundedDeflate | None]:
     """The 101 answer to the upgrade request in ``environ`` and the open connection.
 
-    Returns (the response bytes to write, the wsproto connection, whether permessage-deflate was
-    negotiated). Raises HandshakeError for a request wsproto refuses.
+    Returns (the response bytes to write, the wsproto connection, the permessage-deflate extension if
+    it was negotiated: it inflates no message past ``max_message`` bytes). Raises HandshakeError for a
+    request wsproto refuses.
     """
     lines = [b"GET / HTTP/1.1"]
     for name in _HANDSHAKE_HEADERS:
@@ -86,9 +92,8 @@ def accept(environ: dict[str, Any], subprotocol: str, deflate: bool) -> tuple[by
         if value is not None:
             lines.append(name.encode("ascii") + b": " + value.encode("latin-1"))
     handshake = H11Handshake(ConnectionType.SERVER)
-    extensions: list[Extension] = (
-        [PerMessageDeflate(client_no_context_takeover=True, server_no_context_takeover=True)] if deflate else []
-    )
+    inflater = BoundedDeflate(max_message)
+    extensions: list[Extension] = [inflater] if deflate else []
     try:
         handshake.receive_data(b"\r\n".join(lines) + b"\r\n\r\n")
         request = next((e for e in handshake.events() if isinstance(e, Request)), None)
@@ -99,7 +104,7 @@ def accept(environ: dict[str, Any], subprotocol: str, deflate: bool) -> tuple[by
         raise HandshakeError(f"invalid WebSocket opening handshake: {e}") from None
     connection = handshake.connection
     assert connection is not None
-    return response, connection, any(ext.enabled() for ext in extensions)
+    return response, connection, inflater if inflater.enabled() else None
 
 
 def _size(text: str) -> int:
@@ -116,13 +121,15 @@ class WebSocket:
         *,
         max_message: int,
         outbound_limit: int,
-        deflate: bool = False,
+        inflater: BoundedDeflate | None = None,
     ) -> None:
         self.sock = sock
         self.conn = connection
         self.max_message = max_message
         self.outbound_limit = outbound_limit
-        self.deflate = deflate
+        #: The negotiated permessage-deflate (None: none), bounded by the same limit (ws_deflate.py).
+        self.inflater = inflater
+        self.deflate = inflater is not None
         now = time.monotonic()
         self.opened_at = now
         self.last_heard = now
@@ -181,7 +188,7 @@ class WebSocket:
                         continue  # closing: what the peer still sends is not acted upon
                     if not discarding:
                         size += _size(event.data)
-                        if size > self.max_message:
+                        if size > self.max_message or (self.inflater is not None and self.inflater.too_large):
                             discarding = True
                             parts = []
                             yield TOO_LARGE

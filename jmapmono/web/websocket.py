@@ -179,7 +179,8 @@ def _switch(services: WebServices, principal: Principal, via: str) -> Response:
     if sock is None:
         return problem_response(501, "Not Implemented", "this WSGI server cannot hand over its socket")
     try:
-        response, connection, deflate = accept(request.environ, SUBPROTOCOL, config.ws_deflate)
+        limit = config.limits.max_size_request
+        response, connection, inflater = accept(request.environ, SUBPROTOCOL, config.ws_deflate, limit)
     except HandshakeError as e:
         return problem_response(400, "Bad Request", str(e))
     try:
@@ -192,7 +193,7 @@ def _switch(services: WebServices, principal: Principal, via: str) -> Response:
         connection,
         max_message=config.limits.max_size_request,
         outbound_limit=config.ws_outbound_bytes,
-        deflate=deflate,
+        inflater=inflater,
     )
     serve(services, principal, ws, via)
     return _Upgraded(server)

@@ -113,7 +113,67 @@ def test_a_listener_that_raises_or_blocks_holds_up_no_other(make_bus):
     release.set()
     assert stuck_group.wait_count(4)
     assert inside["most"] == 1 and stuck_group.ids == good.ids  # one at a time, in order
-    assert bus.stats["key_failed"] == 4
+    assert bus.stats["key_failed"] == 4 and bus.stats["key_blocked"] == 4
+
+
+def test_key_listeners_are_called_inline_past_one_that_raises_or_waits(make_bus, caplog):
+    """Key listeners run in the dispatching greenlet: once dispatch returns, each one was called; one that
+    waits (against the contract) is interrupted there, and the ones after it are called all the same."""
+    bus = make_bus()
+    never = gevent.event.Event()
+    waits: list[str] = []
+    interrupted: list[str] = []
+
+    def waiting(event: Event) -> None:
+        waits.append(event.id)
+        try:
+            never.wait()
+        except BaseException as e:
+            interrupted.append(type(e).__name__)
+            raise
+
+    before, after = Recorder(), Recorder()
+    bus.register_key("acc1", before)
+    bus.register_key("acc1", waiting)
+    bus.register_key("acc1", Recorder(fail=lambda e: True))
+    bus.register_key("acc1", after)
+    bus.start()
+    events = [Event.new("x", {"i": i}) for i in range(3)]
+    with caplog.at_level("WARNING", logger="jmapmono.events"):
+        for event in events:
+            bus.dispatch(event, ["acc1"])
+            assert after.ids[-1:] == [event.id]  # already called: no greenlet, no waiting on the one before
+    ids = [e.id for e in events]
+    assert before.ids == after.ids == waits == ids
+    assert interrupted == ["ListenerBlocked"] * 3
+    assert bus.stats["key_delivered"] == 6 and bus.stats["key_blocked"] == 3 and bus.stats["key_failed"] == 3
+    assert caplog.text.count("event=bus_listener_blocked") == 3 and "listener=test_key_listeners" in caplog.text
+    assert caplog.text.count("event=bus_listener_failed") == 3
+
+
+def test_every_key_listener_is_told_however_many_there_are(make_bus):
+    bus = make_bus()
+    bus.start()
+    listeners = [Recorder() for _ in range(2500)]
+    for listener in listeners:
+        bus.register_key("acc1", listener)
+    event = Event.new("StateChange")
+    bus.dispatch(event, ["acc1"])
+    assert [listener.ids for listener in listeners] == [[event.id]] * 2500
+    assert bus.stats["key_delivered"] == 2500
+    bus.dispatch(event, ["acc1"])  # a second copy of the same event: suppressed for every listener
+    assert bus.stats["key_duplicates"] == 1 and bus.stats["key_delivered"] == 2500
+
+
+def test_a_listener_unregistered_by_an_earlier_one_is_not_called(make_bus):
+    bus = make_bus()
+    later = Recorder()
+    registrations = []
+    bus.register_key("acc1", lambda e: registrations[0].unregister())
+    registrations.append(bus.register_key("acc1", later))
+    bus.start()
+    bus.dispatch(Event.new("x"), ["acc1"])
+    assert later.calls == 0 and bus.listener_count("acc1") == 1
 
 
 def test_dispatch_refuses_what_cannot_travel(make_bus):
@@ -344,8 +404,8 @@ def test_redelivery_is_left_to_a_bus_that_has_the_group(make_bus, db):
 # -- lifecycle -------------------------------------------------------------------------------------
 
 
-def test_stop_interrupts_stuck_listeners_and_is_idempotent(make_bus):
-    """stop() ends stuck listeners rather than waiting for them (how long it takes: bench/stop_time.py)."""
+def test_stop_interrupts_stuck_handlers_and_is_idempotent(make_bus):
+    """stop() ends stuck group handlers rather than waiting for them (how long it takes: bench/stop_time.py)."""
     bus = make_bus()
     never = gevent.event.Event()
     entered = Recorder()
@@ -363,13 +423,12 @@ def test_stop_interrupts_stuck_listeners_and_is_idempotent(make_bus):
         return listener
 
     bus.register_group("g", stuck("group"))
-    bus.register_key("acc1", stuck("key"))
     bus.start()
-    bus.dispatch(Event.new("x"), ["acc1"])
-    assert entered.wait_count(2)
+    bus.dispatch(Event.new("x"))
+    assert entered.wait_count(1)
     bus.stop()
-    assert sorted(interrupted) == ["group", "key"]  # both were ended by the time stop() returned
-    wait_until(lambda: not bus.groups["g"].pool and not bus._key_pool and not bus._background)
+    assert interrupted == ["group"]  # ended by the time stop() returned
+    wait_until(lambda: not bus.groups["g"].pool and not bus._background)
     bus.stop()
     with pytest.raises(RuntimeError):
         bus.start()

@@ -258,6 +258,19 @@ def test_local_listeners_are_called_in_process_and_skip_the_broker_copy(nodes, p
     assert node_a.stats["key_received"] == 0 and node_b.stats["key_received"] == 1
 
 
+def test_a_key_copy_from_the_broker_reaches_every_listener_of_the_node(nodes, plain_db):
+    node_a, node_b = nodes(plain_db), nodes(plain_db)
+    listeners = [Recorder() for _ in range(1500)]
+    for listener in listeners:
+        node_b.register_key("acc1", listener)
+    events = [Event.new("StateChange", {"n": n}) for n in range(2)]
+    for event in events:
+        node_a.dispatch(event, ["acc1"])
+    assert listeners[-1].wait_count(2)
+    assert [listener.ids for listener in listeners] == [[e.id for e in events]] * 1500
+    assert node_b.stats["key_received"] == 2 and node_b.stats["key_delivered"] == 3000
+
+
 def test_broker_down_at_start(nodes, plain_db, caplog):
     node = nodes(plain_db, url=f"amqp://guest:guest@127.0.0.1:{free_port()}//", start=False)
     local = Recorder()
