@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from jmapmono.jmap.email_headers import CONVENIENCE
-from tests.jmap.test_email_get import download
 from tests.support.corpus import corpus
+from tests.support.emails import fetch_blob
 from tests.support.jmap import JmapClient
 from tests.support.lmtp_client import LMTPClient
 from tests.support.servers import start_lmtp
@@ -124,7 +124,7 @@ def test_every_corpus_message_round_trips(services, config, tmp_path, alice: Jma
     downloads = 0
     for email in result["list"]:
         name, wire = sent[email["id"]]
-        raw = download(alice, email["blobId"], "message.eml").data
+        raw = fetch_blob(alice, email["blobId"], "message.eml").data
         assert raw.endswith(wire) and TRACE.fullmatch(raw[: len(raw) - len(wire)]), name
         assert email["size"] == len(raw), name
         assert email["header:Received:all"] and email["headers"][0]["name"] == "Return-Path", name
@@ -132,7 +132,7 @@ def test_every_corpus_message_round_trips(services, config, tmp_path, alice: Jma
             assert email[prop] == email[header], (name, prop)
         assert len(email["preview"]) <= 256, name
         for part in leaves(email["bodyStructure"]):
-            r = download(alice, part["blobId"], "part")
+            r = fetch_blob(alice, part["blobId"], "part")
             downloads += 1
             assert r.status_code == 200 and len(r.data) == part["size"], (name, part["partId"])
         text_parts = {p["partId"] for p in leaves(email["bodyStructure"]) if p["type"].startswith("text/")}

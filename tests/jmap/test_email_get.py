@@ -14,6 +14,7 @@ from jmapmono.mailbox.mime_tree import parse_mime
 from jmapmono.runtime import Runtime
 from jmapmono.web.app import create_app
 from tests.support.corpus import message
+from tests.support.emails import fetch_blob
 from tests.support.jmap import JmapClient
 
 UTC_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -519,8 +520,7 @@ def test_other_accounts_emails_are_not_found(alice, bob, deliver):
 
 
 def download(client: JmapClient, blob_id: str, name: str = "file", type: str | None = None, account=None):
-    url = f"/jmap/download/{account or client.account_id}/{blob_id}/{name}"
-    return client.client.get(url + (f"?type={type}" if type else ""), headers=client.headers)
+    return fetch_blob(client, blob_id, name, type, account)
 
 
 def test_part_blobs_download_decoded(alice, bob, deliver):

@@ -21,8 +21,14 @@ def upload(client: JmapClient, data: bytes, media_type: str) -> str:
     return r.get_json()["blobId"]
 
 
+def fetch_blob(client: JmapClient, blob_id: str, name: str = "f", type: str | None = None, account: str | None = None):
+    """The download response, read whole and closed (as a server closes it: that frees the download slot)."""
+    url = f"/jmap/download/{account or client.account_id}/{blob_id}/{name}"
+    return client.client.get(url + (f"?type={type}" if type else ""), headers=client.headers, buffered=True)
+
+
 def download(client: JmapClient, blob_id: str) -> bytes:
-    r = client.client.get(f"/jmap/download/{client.account_id}/{blob_id}/f", headers=client.headers)
+    r = fetch_blob(client, blob_id)
     assert r.status_code == 200, r.get_data(as_text=True)
     return r.get_data()
 
