@@ -154,8 +154,8 @@ def parse_authorization(header: str | None) -> tuple[str, str | tuple[str, str]]
     return "basic", (user.strip(), password)
 
 
-def _principal(user: User, app_password_id: str | None = None) -> Principal:
-    return Principal(user.id, user.email, user.account_id, app_password_id)
+def _principal(user: User, app_password_id: str | None = None, password_epoch: int = 0) -> Principal:
+    return Principal(user.id, user.email, user.account_id, app_password_id, password_epoch)
 
 
 class Authenticator:
@@ -258,7 +258,7 @@ class Authenticator:
             return self._fail(email, address, "bad_password", started)
         if state.user_failures and not state.known_good:
             self.throttle.record_known_good(user.id, address)
-        principal = _principal(user)
+        principal = _principal(user, password_epoch=state.password_epoch)
         stored = self._rehash_if_needed(user, stored, password)
         self.cache.put(self.cache.key(user.email, password, stored), principal)
         log.info(kv(event="login", user=user.email, ip=address, via="password", ms=_ms(started)))

@@ -93,6 +93,8 @@ class LoginState:
     address: str
     user: User | None
     password_hash: str | None
+    #: Which password ``password_hash`` is (users.password_epoch), read with it.
+    password_epoch: int
     #: Failures of the address in its window (at most ``limit``), and seconds until it may try again.
     address_failures: int
     retry_after: int
@@ -102,7 +104,7 @@ class LoginState:
 
 
 _LOGIN_STATE = """
-SELECT u.id, u.email, u.account_id, u.created_at, u.password_hash,
+SELECT u.id, u.email, u.account_id, u.created_at, u.password_hash, u.password_epoch,
        a.failures AS address_failures, a.oldest AS address_oldest, f.failures AS user_failures,
        s.seen_at AS known_at
 FROM (SELECT COUNT(*) AS failures, MIN(at) AS oldest
@@ -156,6 +158,7 @@ class LoginThrottle:
             address=key,
             user=user,
             password_hash=row["password_hash"],
+            password_epoch=int(row["password_epoch"] or 0),
             address_failures=failures,
             retry_after=self._retry_after(failures, row["address_oldest"], now),
             user_failures=int(row["user_failures"]),

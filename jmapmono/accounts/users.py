@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from jmapmono.accounts.principal import Principal
 from jmapmono.clock import now_ms
 from jmapmono.config import Config
 from jmapmono.store import Database, Transaction
@@ -188,10 +189,33 @@ class Accounts:
         user = self.require(email)
         hashed = hash_password(password)  # outside the transaction: ~0.1 s of CPU
         with self.db.transaction() as tx:
-            if not tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hashed, user.id)):
+            changed = tx.execute(
+                "UPDATE users SET password_hash = ?, password_epoch = password_epoch + 1 WHERE id = ?",
+                (hashed, user.id),
+            )
+            if not changed:
                 raise UnknownUser(f"no such user: {email}")
             self.credentials_revoked(tx, Revocation(user.id, PASSWORD))
         log.info("event=password_changed user=%s", user.email)
+
+    def check_credential(self, principal: Principal) -> Revocation | None:
+        """None while the credential ``principal`` authenticated with is valid; else what ended it. For a
+        connection that may have missed the ``CredentialsRevoked`` event (one read, by primary keys)."""
+        with self.db.read() as tx:
+            row = tx.one(
+                "SELECT u.password_epoch, p.id AS app_password_id FROM users u "
+                "LEFT JOIN app_passwords p ON p.id = ? AND p.user_id = u.id WHERE u.id = ?",
+                (principal.app_password_id, principal.user_id),
+            )
+        if row is None:
+            return Revocation(principal.user_id, USER_DELETED)
+        if principal.app_password_id is not None:
+            if row["app_password_id"] is None:
+                return Revocation(principal.user_id, APP_PASSWORD, principal.app_password_id)
+            return None
+        if int(row["password_epoch"]) != principal.password_epoch:
+            return Revocation(principal.user_id, PASSWORD)
+        return None
 
     def login_record(self, email: str) -> tuple[User, str] | None:
         """The user and their stored password hash, for checking a login; None when unknown."""

@@ -10,6 +10,12 @@ Pending state changes coalesce — newest state per account and type wins — so
 client that stops reading costs a bounded amount of memory and delays nobody:
 the front end is only told "something is pending" (``notify``) and calls
 :meth:`take` when it can write. The front end never blocks the bus greenlet.
+
+A connection can miss a ``CredentialsRevoked``: it authenticated just before the revocation committed
+but listened just after, or its node was cut off from the broker when it was sent (the JMAP bus delivers
+at most once). So the channel checks its credential in the store (``Accounts.check_credential``) once
+right after it starts listening on the user's key, and again on every resync ``AccessChanged`` (null
+fields, sent after a broker reconnect); one no longer valid ends the connection as a revocation does.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from jmapmono.log import kv
 from jmapmono.mailbox.changes import TYPES, parse_token
 from jmapmono.push import push_state
 from jmapmono.push.jmap_bus_events import ACCESS_CHANGED, CredentialsRevoked, StateChange, user_key
+from jmapmono.store import StoreError
 
 if TYPE_CHECKING:
     from jmapmono.events.bus import Registration
@@ -65,6 +72,7 @@ class PushChannel:
         self._pending: dict[str, dict[str, str]] = {}
         self._rereading: gevent.Greenlet | None = None
         self._reread_wanted = False
+        self._check_wanted = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -84,10 +92,25 @@ class PushChannel:
 
     def watch(self) -> None:
         """Listen for the user's own key only (revocations, delegation changes) before push is enabled: a
-        connection that never enables push still ends when its credential is revoked."""
-        key = user_key(self.principal.user_id)
-        if not self.closed and key not in self._registrations:
-            self._registrations[key] = self.services.jmap_bus.register_key(key, self._on_user_event)
+        connection that never enables push still ends when its credential is revoked. Reads the store."""
+        if self._listen_to_user():
+            self.check_credential()
+
+    def check_credential(self) -> bool:
+        """Is the credential the connection was opened with still valid? When not, end the connection as a
+        revocation does. Reads the store: call it from the connection's greenlet or one of the channel's
+        own, never from a bus listener. A store error leaves the connection open (logged)."""
+        if self.closed or self.revocation is not None:
+            return False
+        try:
+            revocation = self.services.accounts.check_credential(self.principal)
+        except StoreError as e:
+            log.warning(kv(event="push_credential_check_failed", user=self.principal.email, error=str(e)))
+            return True
+        if revocation is None:
+            return True
+        self._on_credentials_revoked(CredentialsRevoked.of(revocation), via="check")
+        return False
 
     def disable(self) -> None:
         """Stop pushing; listeners stay until close so a later enable resumes cheaply."""
@@ -128,16 +151,31 @@ class PushChannel:
 
     # -- listening -------------------------------------------------------------------------------------------------
 
+    def _listen_to_user(self) -> bool:
+        """Listen on the user's own key; True when this call started listening (check the credential then:
+        a revocation that committed before has not been heard)."""
+        key = user_key(self.principal.user_id)
+        if self.closed or key in self._registrations:
+            return False
+        registration = self.services.jmap_bus.register_key(key, self._on_user_event)
+        if self.closed or key in self._registrations:  # closed, or registered by a concurrent re-read
+            registration.unregister()
+            return False
+        self._registrations[key] = registration
+        return True
+
     def _register(self) -> None:
-        """Listen for every account the user can see now, and for the user's own key."""
+        """Listen for the user's own key and every account the user can see now."""
         if self.closed:
             return
+        listening = self._listen_to_user()
         bus = self.services.jmap_bus
         accounts = set(self.services.accounts.accessible_accounts(self.principal.user_id))
         wanted = {*accounts, user_key(self.principal.user_id)}
         for key in wanted - set(self._registrations):
-            listener = self._on_user_event if key.startswith("user:") else self._on_state_change
-            registration = bus.register_key(key, listener)
+            if key.startswith("user:"):
+                continue  # _listen_to_user's to register: missing only when closed meanwhile
+            registration = bus.register_key(key, self._on_state_change)
             if self.closed or key in self._registrations:  # closed, or registered by a concurrent re-read
                 registration.unregister()
                 continue
@@ -151,6 +189,8 @@ class PushChannel:
         if added:
             self._seqs.update(push_state.current_seqs(self.services.db, added))
         self._registered = True
+        if listening:
+            self.check_credential()
 
     def _merge(self, account: str, states: dict[str, str]) -> None:
         if account not in self._accounts:
@@ -181,31 +221,41 @@ class PushChannel:
         else:
             self._on_access_changed(event)
 
-    def _on_credentials_revoked(self, revocation: CredentialsRevoked) -> None:
+    def _on_credentials_revoked(self, revocation: CredentialsRevoked, via: str = "event") -> None:
         """Stop pushing and tell the front end, which ends the connection and closes the channel (here, in a
-        bus greenlet, unregistering could wait on the broker)."""
+        bus greenlet, unregistering could wait on the broker). ``via``: the bus event, or a check."""
         if self.closed or self.revocation is not None or not revocation.ends(self.principal):
             return
         self.revocation = revocation
         self.enabled = False
-        log.info(kv(event="push_credentials_revoked", user=self.principal.email, what=revocation.what))
+        log.info(kv(event="push_credentials_revoked", user=self.principal.email, what=revocation.what, via=via))
         if self.revoked is not None:
             self.revoked(revocation)
 
     def _on_access_changed(self, event: Event) -> None:
-        """Re-read the user's accounts in a greenlet of the channel's own: that takes queries, and a key
-        listener must not block (events/bus.py). One re-read at a time; a change during it starts another."""
-        if self.closed or event.type != ACCESS_CHANGED or not self._registered:  # whatever it says: re-read
+        """Re-read the user's accounts (once push is enabled) in a greenlet of the channel's own: that takes
+        queries, and a key listener must not block (events/bus.py). A resync (null fields: this node may have
+        missed events, revocations too) also checks the credential there, push enabled or not. One re-read at
+        a time; a change during it starts another."""
+        if self.closed or event.type != ACCESS_CHANGED:
             return
-        self._reread_wanted = True
-        if self._rereading is None:
+        if event.payload.get("accountId") is None:  # a resync: a delegation change names its account
+            self._check_wanted = True
+        if self._registered:  # whatever it says: re-read
+            self._reread_wanted = True
+        if (self._check_wanted or self._reread_wanted) and self._rereading is None:
             self._rereading = gevent.spawn(self._reread_accounts)
 
     def _reread_accounts(self) -> None:
         try:
-            while self._reread_wanted and not self.closed:
-                self._reread_wanted = False
-                self._access_changed()
+            while (self._check_wanted or self._reread_wanted) and not self.closed:
+                if self._check_wanted:
+                    self._check_wanted = False
+                    if not self.check_credential():
+                        return
+                if self._reread_wanted:
+                    self._reread_wanted = False
+                    self._access_changed()
         except Exception as e:  # the next AccessChanged tries again; the client still has */changes
             error = f"{type(e).__name__}: {e}"
             log.warning(kv(event="push_access_changed_failed", user=self.principal.email, error=error))

@@ -26,7 +26,9 @@ fresher events, never a backlog. The channel is closed on every way a stream end
 disconnects (a greenlet waiting on the socket sees the EOF at once; failing writes end it too),
 closeafter, a write blocked longer than ``JMAPMONO_EVENTSOURCE_WRITE_TIMEOUT`` seconds (a client that
 stopped reading), the revocation of the credential the stream was opened with (password change,
-app-password revocation, user deletion: the response ends, and the browser's reconnect gets a 401), or
+app-password revocation, user deletion: the response ends, and the browser's reconnect gets a 401; a
+stream whose credential was revoked before it listened, or while its node was cut off from the broker,
+ends the same way: push/channel.py), or
 ``Streams.close_all`` at shutdown. One log line when a stream opens, one when it ends. Each stream holds
 one of its user's push slots (push/slots.py) from before it opens until it ends.
 """

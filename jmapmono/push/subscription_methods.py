@@ -2,8 +2,9 @@
 
 Subscriptions are not per account: neither method takes ``accountId`` (nor /set ``ifInState``), and
 they return no state. Each call sees only the subscriptions made with the same credentials as the
-request (§7.2.1 MUST): the same user AND the same app password (or the account password); see
-jmapmono/push/subscriptions_store.py. ``url`` and ``keys`` are never returned, and asking for them is
+request (§7.2.1 MUST): the same user AND the same app password (or the same account password: not one
+set since); see jmapmono/push/subscriptions_store.py. A creation whose credential is revoked while the
+call runs is refused (``forbidden``). ``url`` and ``keys`` are never returned, and asking for them is
 ``forbidden``. ``verificationCode`` reads null until the client has set the right one.
 
 On create the URL is checked (https://, and every address its host resolves to must be global unless
@@ -37,7 +38,14 @@ from jmapmono.jmap.submission import parse_utc_date, utc_date
 from jmapmono.log import kv
 from jmapmono.push import subscriptions_store, webpush, webpush_http
 from jmapmono.push.context import push_services
-from jmapmono.push.subscriptions_store import OverQuota, PushSubscriptions, Subscription, new_id
+from jmapmono.push.subscriptions_store import (
+    CredentialRevoked,
+    OverQuota,
+    PushSubscriptions,
+    Subscription,
+    credential_of,
+    new_id,
+)
 from jmapmono.push.webpush_http import Target, TargetRefused
 
 log = logging.getLogger(__name__)
@@ -91,7 +99,7 @@ def push_subscription_get(inv: Invocation) -> dict[str, Any]:
     ids = std.arg_id_list(inv, "ids", None)
     if ids is not None:
         std.check_max_objects_in_get(inv, len(ids))
-    found = {s.id: to_json(s) for s in _store(inv).list(inv.principal.user_id, inv.principal.app_password_id)}
+    found = {s.id: to_json(s) for s in _store(inv).list(inv.principal)}
     if ids is None:
         std.check_max_objects_in_get(inv, len(found))
         records, not_found = list(found.values()), []
@@ -164,7 +172,6 @@ def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, 
     sub = Subscription(
         id=new_id(),
         user_id=inv.principal.user_id,
-        app_password_id=inv.principal.app_password_id,
         device_client_id=device,
         url=url,
         p256dh=p256dh,
@@ -174,6 +181,7 @@ def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, 
         expires_at=expires,
         types=types,
         created_at=now_ms(),
+        **credential_of(inv.principal),
     )
     created: dict[str, Any] = {"id": sub.id}
     if changed or "expires" not in obj:
@@ -273,7 +281,7 @@ def _set_args(inv: Invocation) -> tuple[dict[str, dict], dict[str, Any], list[An
 def push_subscription_set(inv: Invocation) -> dict[str, Any]:
     """Standard /set without accountId, ifInState or states: create (then verify), update, destroy."""
     create, update, destroy = _set_args(inv)
-    user, credential = inv.principal.user_id, inv.principal.app_password_id
+    principal = inv.principal
     store, db = _store(inv), inv.services.db
     not_created: dict[str, SetError] = {}
     not_updated: dict[str, SetError] = {}
@@ -289,13 +297,16 @@ def push_subscription_set(inv: Invocation) -> dict[str, Any]:
                 except OverQuota as e:
                     not_created[cid] = SetError("overQuota", str(e))
                     continue
+                except CredentialRevoked as e:
+                    not_created[cid] = SetError("forbidden", str(e))
+                    continue
                 created[cid] = echo
                 inv.created_ids[cid] = sub.id
                 tx.after_commit(partial(sender.send_verification, sub))
 
     updated: dict[str, Any] = {}
     if update:
-        current = {s.id: s for s in store.list(user, credential)}
+        current = {s.id: s for s in store.list(principal)}
         changes: list[tuple[str, Subscription, dict[str, Any] | None]] = []
         for key, patch in update.items():
             sub_id = _resolve(inv, key, not_updated)
@@ -323,7 +334,7 @@ def push_subscription_set(inv: Invocation) -> dict[str, Any]:
                 sub_id = _resolve(inv, value, not_destroyed)
                 if sub_id is None:
                     continue
-                if store.destroy(tx, user, credential, sub_id):
+                if store.destroy(tx, principal, sub_id):
                     destroyed.append(sub_id)
                 else:
                     not_destroyed[sub_id] = SetError("notFound", f"no push subscription {sub_id}")

@@ -2,9 +2,12 @@
 
 A subscription belongs to a user AND to the credential that created it (RFC 8620 §7.2: "tied to the
 credentials used to authenticate the API request that created it"; /get returns only those of the
-same credentials): the app password's id, or None for the account password. Revoking the app
-password or deleting the user destroys it (foreign keys, cascade). Expired subscriptions are treated
-as gone everywhere (never listed, updated or pushed to) and deleted by :meth:`prune_expired`.
+same credentials): the app password's id, or the account password of one epoch (``users.password_epoch``,
+counted up by every password change). When the credential is revoked, the subscriptions made with it are
+destroyed in the revoking transaction (:func:`revoke`, wired by the runtime; an app password's and a
+user's also go by cascade). A subscription whose password was replaced all the same (its creation raced
+the change) is treated as gone everywhere, as an expired one is: never listed, updated or pushed to; both
+are deleted by :meth:`PushSubscriptions.prune_expired`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from jmapmono.accounts.principal import Principal
+from jmapmono.accounts.users import APP_PASSWORD, PASSWORD, Revocation
 from jmapmono.clock import now_ms
 from jmapmono.ids import OrderedIds
 from jmapmono.store import Database, Transaction
@@ -23,7 +28,13 @@ MAX_PER_USER = 50
 
 _COLUMNS = (
     "id, user_id, app_password_id, device_client_id, url, p256dh, auth, verification_code, verified, "
-    "expires_at, types_json, created_at"
+    "expires_at, types_json, created_at, password_epoch"
+)
+#: The row's credential is still the one in force: an app password (revoking it deletes the row), or the
+#: user's current account password.
+_CURRENT = (
+    "(app_password_id IS NOT NULL OR password_epoch = "
+    "(SELECT w.password_epoch FROM users w WHERE w.id = push_subscriptions.user_id))"
 )
 
 
@@ -51,6 +62,8 @@ class Subscription:
     expires_at: int
     types: tuple[str, ...] | None
     created_at: int
+    #: The account password's epoch it was made with; None when made with an app password.
+    password_epoch: int | None = None
 
     def wants(self, type: str) -> bool:
         return self.types is None or type in self.types
@@ -71,6 +84,7 @@ def _row(r: dict[str, Any]) -> Subscription:
         expires_at=int(r["expires_at"]),
         types=None if types is None else tuple(json.loads(types)),
         created_at=int(r["created_at"]),
+        password_epoch=None if r["password_epoch"] is None else int(r["password_epoch"]),
     )
 
 
@@ -78,15 +92,39 @@ def _types_json(types: tuple[str, ...] | list[str] | None) -> str | None:
     return None if types is None else json.dumps(list(types))
 
 
-def _credential(app_password_id: str | None) -> tuple[str, tuple[Any, ...]]:
-    """The SQL condition (and its parameter) matching one credential (``= NULL`` never matches)."""
-    if app_password_id is None:
-        return "app_password_id IS NULL", ()
-    return "app_password_id = ?", (app_password_id,)
+def _credential(principal: Principal) -> tuple[str, tuple[Any, ...]]:
+    """The SQL condition (and its parameters) matching the credential ``principal`` authenticated with."""
+    if principal.app_password_id is None:
+        return "app_password_id IS NULL AND password_epoch = ?", (principal.password_epoch,)
+    return "app_password_id = ?", (principal.app_password_id,)
+
+
+def credential_of(principal: Principal) -> dict[str, Any]:
+    """The credential fields of a subscription made by ``principal``."""
+    if principal.app_password_id is None:
+        return {"app_password_id": None, "password_epoch": principal.password_epoch}
+    return {"app_password_id": principal.app_password_id, "password_epoch": None}
+
+
+def revoke(tx: Transaction, revocation: Revocation) -> int:
+    """Inside the revoking transaction, destroy the subscriptions made with the revoked credential (url and
+    keys go with the rows); how many."""
+    params: tuple[Any, ...]
+    if revocation.what == PASSWORD:
+        sql, params = "user_id = ? AND app_password_id IS NULL", (revocation.user_id,)
+    elif revocation.what == APP_PASSWORD:
+        sql, params = "user_id = ? AND app_password_id = ?", (revocation.user_id, revocation.app_password_id)
+    else:
+        sql, params = "user_id = ?", (revocation.user_id,)
+    return tx.execute(f"DELETE FROM push_subscriptions WHERE {sql}", params)
 
 
 class OverQuota(Exception):
     """The user already holds :data:`MAX_PER_USER` subscriptions."""
+
+
+class CredentialRevoked(Exception):
+    """The credential of the creating request was revoked while the request ran."""
 
 
 class PushSubscriptions:
@@ -97,14 +135,14 @@ class PushSubscriptions:
 
     # -- the client's view (one user, one credential) ----------------------------------------------
 
-    def list(self, user_id: int, app_password_id: str | None) -> list[Subscription]:
-        """The credential's unexpired subscriptions, oldest first."""
-        cond, params = _credential(app_password_id)
+    def list(self, principal: Principal) -> list[Subscription]:
+        """The unexpired subscriptions of the credential ``principal`` authenticated with, oldest first."""
+        cond, params = _credential(principal)
         with self.db.read() as tx:
             rows = tx.query(
                 f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = ? AND {cond} AND expires_at > ? "
                 "ORDER BY created_at, id",
-                (user_id, *params, now_ms()),
+                (principal.user_id, *params, now_ms()),
             )
         return [_row(r) for r in rows]
 
@@ -117,14 +155,23 @@ class PushSubscriptions:
         return max(0, MAX_PER_USER - int(count or 0))
 
     def create(self, tx: Transaction, sub: Subscription) -> None:
-        """Insert ``sub`` in the caller's transaction; OverQuota when the user holds too many."""
+        """Insert ``sub`` in the caller's transaction; OverQuota when the user holds too many, CredentialRevoked
+        when its credential is no longer the one in force (changed while the request ran)."""
+        if sub.app_password_id is None:
+            valid = tx.one("SELECT 1 FROM users WHERE id = ? AND password_epoch = ?", (sub.user_id, sub.password_epoch))
+        else:
+            valid = tx.one(
+                "SELECT 1 FROM app_passwords WHERE id = ? AND user_id = ?", (sub.app_password_id, sub.user_id)
+            )
+        if valid is None:
+            raise CredentialRevoked("the credentials of this request were revoked")
         count = tx.value(
             "SELECT COUNT(*) FROM push_subscriptions WHERE user_id = ? AND expires_at > ?", (sub.user_id, now_ms())
         )
         if int(count or 0) >= MAX_PER_USER:
             raise OverQuota(f"at most {MAX_PER_USER} push subscriptions per user")
         tx.execute(
-            f"INSERT INTO push_subscriptions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO push_subscriptions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 sub.id,
                 sub.user_id,
@@ -138,6 +185,7 @@ class PushSubscriptions:
                 sub.expires_at,
                 _types_json(sub.types),
                 sub.created_at,
+                sub.password_epoch,
             ),
         )
 
@@ -149,28 +197,31 @@ class PushSubscriptions:
         )
         return bool(changed)
 
-    def destroy(self, tx: Transaction, user_id: int, app_password_id: str | None, sub_id: str) -> bool:
+    def destroy(self, tx: Transaction, principal: Principal, sub_id: str) -> bool:
         """Delete one of the credential's subscriptions (url and keys go with the row); False if none."""
-        cond, params = _credential(app_password_id)
+        cond, params = _credential(principal)
         return bool(
             tx.execute(
-                f"DELETE FROM push_subscriptions WHERE id = ? AND user_id = ? AND {cond}", (sub_id, user_id, *params)
+                f"DELETE FROM push_subscriptions WHERE id = ? AND user_id = ? AND {cond}",
+                (sub_id, principal.user_id, *params),
             )
         )
 
     # -- the sender's view -------------------------------------------------------------------------
 
     def by_id(self, sub_id: str) -> Subscription | None:
-        """One subscription whatever its state (the sender re-reads it before every attempt)."""
+        """One subscription, verified or not, expired or not, while its credential is in force (the sender
+        re-reads it before every attempt)."""
         with self.db.read() as tx:
-            row = tx.one(f"SELECT {_COLUMNS} FROM push_subscriptions WHERE id = ?", (sub_id,))
+            row = tx.one(f"SELECT {_COLUMNS} FROM push_subscriptions WHERE id = ? AND {_CURRENT}", (sub_id,))
         return None if row is None else _row(row)
 
     def targets(self, account_id: str) -> builtins.list[Subscription]:
-        """Verified, unexpired subscriptions of every user who can see ``account_id`` (owner, delegates)."""
+        """Verified, unexpired subscriptions in force of every user who can see ``account_id`` (owner, delegates)."""
         with self.db.read() as tx:
             rows = tx.query(
-                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE verified = 1 AND expires_at > ? AND user_id IN ("
+                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE verified = 1 AND expires_at > ? AND {_CURRENT} "
+                "AND user_id IN ("
                 "SELECT u.id FROM users u WHERE u.account_id = ? "
                 "UNION SELECT d.delegate_id FROM delegations d JOIN users o ON o.id = d.owner_id "
                 "WHERE o.account_id = ?) ORDER BY id",
@@ -184,6 +235,6 @@ class PushSubscriptions:
             return bool(tx.execute("DELETE FROM push_subscriptions WHERE id = ?", (sub_id,)))
 
     def prune_expired(self) -> int:
-        """Delete every expired subscription (their url and keys with them); how many."""
+        """Delete every expired subscription, and those of a replaced password (url and keys with them); how many."""
         with self.db.transaction() as tx:
-            return tx.execute("DELETE FROM push_subscriptions WHERE expires_at <= ?", (now_ms(),))
+            return tx.execute(f"DELETE FROM push_subscriptions WHERE expires_at <= ? OR NOT {_CURRENT}", (now_ms(),))

@@ -15,8 +15,9 @@ Pushes come from a :class:`~jmapmono.push.channel.PushChannel`, which coalesces 
 writer pulls one when it can write, so a slow reader gets fewer, fresher StateChanges, never a backlog.
 
 A socket whose credential is revoked (password change, app-password revocation, user deletion: a
-``CredentialsRevoked`` on the user's bus key, push/channel.py) is closed with 1008 (policy violation);
-the client must authenticate again.
+``CredentialsRevoked`` on the user's bus key, or the channel's own check of the credential when it starts
+listening and after a broker reconnect: push/channel.py) is closed with 1008 (policy violation); the
+client must authenticate again.
 
 :class:`Hub` knows every open socket of a process (per PushServices): one greenlet pings them all and
 closes silent peers; :meth:`Hub.close_all` ends them with 1001 at shutdown. Its ``slots`` (push/slots.py)

@@ -6,7 +6,8 @@ database, hashed (SHA-256: it is high-entropy, no KDF needed), so any worker or 
 another issued, and a database leak reveals no usable ticket. Redeeming is one ``DELETE … RETURNING``:
 two upgrades racing with the same ticket cannot both win, on SQLite or Postgres. A ticket issued
 with an app password carries its id and dies with it (foreign key, cascade); one issued with the account
-password dies when the password changes (:func:`revoke`, in the same transaction).
+password dies when the password changes (:func:`revoke`, in the same transaction) and records which
+password it was (its epoch), so that the socket it opens is tied to that password, not to a newer one.
 """
 
 from __future__ import annotations
@@ -61,8 +62,15 @@ def issue(services: PushServices, principal: Principal) -> tuple[str, int]:
     now = now_ms()
     with services.db.transaction() as tx:
         tx.execute(
-            "INSERT INTO ws_tickets (ticket_hash, user_id, app_password_id, expires_at) VALUES (?, ?, ?, ?)",
-            (_hash(ticket), principal.user_id, principal.app_password_id, now + lifetime * 1000),
+            "INSERT INTO ws_tickets (ticket_hash, user_id, app_password_id, password_epoch, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                _hash(ticket),
+                principal.user_id,
+                principal.app_password_id,
+                None if principal.app_password_id else principal.password_epoch,
+                now + lifetime * 1000,
+            ),
         )
     log.info(kv(event="ws_ticket_issued", user=principal.email, seconds=lifetime))
     return ticket, lifetime
@@ -74,7 +82,8 @@ def redeem(services: PushServices, ticket: str) -> Principal | None:
         return None
     with services.db.transaction() as tx:
         row = tx.one(
-            "DELETE FROM ws_tickets WHERE ticket_hash = ? RETURNING user_id, app_password_id, expires_at",
+            "DELETE FROM ws_tickets WHERE ticket_hash = ? "
+            "RETURNING user_id, app_password_id, password_epoch, expires_at",
             (_hash(ticket),),
         )
     if row is None or int(row["expires_at"]) <= now_ms():
@@ -82,4 +91,4 @@ def redeem(services: PushServices, ticket: str) -> Principal | None:
     user = services.accounts.by_id(int(row["user_id"]))
     if user is None:
         return None
-    return Principal(user.id, user.email, user.account_id, row["app_password_id"])
+    return Principal(user.id, user.email, user.account_id, row["app_password_id"], int(row["password_epoch"] or 0))

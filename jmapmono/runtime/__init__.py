@@ -91,7 +91,8 @@ class Runtime:
         # Delegation changes reach push through the mailbox outbox (push re-reads the delegate's accounts).
         accounts.on_access_changed.append(_write_access_changed)
         # Revoked credentials (password change, app-password revocation, user deletion) reach every node's
-        # push connections and credential caches through the same outbox; unused tickets made with them go.
+        # push connections and credential caches through the same outbox; unused tickets and push
+        # subscriptions made with them go, in the revoking transaction (RFC 8620 §7.2: "MUST be destroyed").
         accounts.on_credentials_revoked.append(_write_credentials_revoked)
         return accounts
 
@@ -278,10 +279,16 @@ def _write_access_changed(tx: store.Transaction, owner: User, delegate_id: int, 
 def _write_credentials_revoked(tx: store.Transaction, revocation: Revocation) -> None:
     from jmapmono.events import outbox
     from jmapmono.mailbox.events import MAILBOX_BUS
-    from jmapmono.push import ws_tickets
+    from jmapmono.push import subscriptions_store, ws_tickets
     from jmapmono.push.jmap_bus_events import CredentialsRevoked
 
     ws_tickets.revoke(tx, revocation)
+    destroyed = subscriptions_store.revoke(tx, revocation)
+    if destroyed:
+        line = kv(
+            event="push_subscriptions_destroyed", user_id=revocation.user_id, what=revocation.what, count=destroyed
+        )
+        tx.after_commit(lambda: log.info(line))
     outbox.write(tx, CredentialsRevoked.of(revocation), MAILBOX_BUS)
 
 

@@ -14,8 +14,10 @@ Catching up after a broker reconnect (amqp:// only): key copies published while 
 consumer was away are lost (at most once). So each time the JMAP bus reconnects, the flow tells this
 process's key listeners the CURRENT state of every account they listen to (one StateChange per
 account, delivered locally only: no broker, no group listener) and sends every ``user:<id>`` key an
-``AccessChanged`` with null fields ("re-read your accounts"). A client thus always ends up knowing
-the latest states, even across a broker restart; unchanged states cost it nothing.
+``AccessChanged`` with null fields ("re-read your accounts, and check your credential": a
+``CredentialsRevoked`` may have been lost too, push/channel.py). A client thus always ends up knowing
+the latest states, even across a broker restart; unchanged states cost it nothing; a connection whose
+credential was revoked meanwhile ends.
 
 Revocations: the flow listens to ``credentials:revoked`` (every ``CredentialsRevoked``, whoever it
 concerns) and drops the user's entries from this process's credential cache, so no node answers a new

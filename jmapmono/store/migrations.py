@@ -71,9 +71,10 @@ def load_migrations(dialect: str, path: Path = SCHEMA_PATH) -> list[Migration]:
     return migrations
 
 
-def migrate(db: Database) -> int:
-    """Apply every pending migration; return the schema version now in force."""
-    migrations = load_migrations(db.dialect)
+def migrate(db: Database, target: int | None = None) -> int:
+    """Apply every pending migration (up to version ``target``, e.g. to make a database as an older release
+    left it); return the schema version now in force."""
+    migrations = [m for m in load_migrations(db.dialect) if target is None or m.version <= target]
     with db.transaction() as tx:
         tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"

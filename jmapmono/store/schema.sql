@@ -446,3 +446,20 @@ CREATE TABLE login_sources (
     PRIMARY KEY (user_id, address)
 );
 CREATE INDEX login_sources_seen ON login_sources(seen_at);
+
+-- version: 4
+-- Which account password is in force: counted up by every password change (Accounts.set_password), kept
+-- by a rehash. A connection, a WebSocket ticket or a push subscription made with the password records
+-- it, so that what was made with a replaced password is known as such even if the CredentialsRevoked
+-- event never reached it (jmapmono/push/channel.py checks on resync).
+ALTER TABLE users ADD COLUMN password_epoch INTEGER NOT NULL DEFAULT 0;
+
+-- The credential a push subscription or a ticket was made with (RFC 8620 §7.2: a subscription is "tied
+-- to the credentials used to authenticate the API request that created it"): app_password_id, or, when
+-- that is NULL, the account password of this epoch. Rows made before this version with the account
+-- password are taken as made with the password in force now (epoch 0, every user's epoch here); rows
+-- of an app password keep password_epoch NULL.
+ALTER TABLE push_subscriptions ADD COLUMN password_epoch INTEGER;
+UPDATE push_subscriptions SET password_epoch = 0 WHERE app_password_id IS NULL;
+ALTER TABLE ws_tickets ADD COLUMN password_epoch INTEGER;
+UPDATE ws_tickets SET password_epoch = 0 WHERE app_password_id IS NULL;

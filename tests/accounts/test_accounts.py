@@ -13,7 +13,16 @@ from jmapmono.accounts import passwords
 from jmapmono.accounts.app_passwords import AppPasswordError, AppPasswords, parse_token
 from jmapmono.accounts.authn import CredentialCache
 from jmapmono.accounts.principal import Principal
-from jmapmono.accounts.users import AccountError, InvalidEmail, UnknownUser, UserExists
+from jmapmono.accounts.users import (
+    APP_PASSWORD,
+    PASSWORD,
+    USER_DELETED,
+    AccountError,
+    InvalidEmail,
+    Revocation,
+    UnknownUser,
+    UserExists,
+)
 from tests.support.clock import one_millisecond
 
 
@@ -112,6 +121,35 @@ def test_outdated_hash_is_upgraded_on_login(services, db):
         upgraded = tx.value("SELECT password_hash FROM users WHERE id = ?", (user.id,))
     assert upgraded != old and not passwords.needs_rehash(upgraded)
     assert services.authenticator.authenticate(basic("alice@example.org", "pw"), "192.0.2.1").user_id == user.id
+
+
+def test_a_credential_stays_valid_until_revoked_and_a_rehash_revokes_nothing(services, tokens, db):
+    """What a connection that may have missed a revocation asks: the password it authenticated with is still
+    the user's (a rehash with new parameters keeps it), its app password still exists, its user too."""
+    alice, _ = services.accounts.create_user("alice@example.org", "pw")
+    by_password = services.authenticator.authenticate(basic("alice@example.org", "pw"), "192.0.2.1")
+    phone, laptop = tokens.create(alice, "phone")[0], tokens.create(alice, "laptop")[0]
+    by_phone = Principal(alice.id, alice.email, alice.account_id, phone.id)
+    by_laptop = Principal(alice.id, alice.email, alice.account_id, laptop.id)
+    accounts = services.accounts
+    assert [accounts.check_credential(p) for p in (by_password, by_phone, by_laptop)] == [None, None, None]
+
+    with db.read() as tx:
+        stored = tx.value("SELECT password_hash FROM users WHERE id = ?", (alice.id,))
+    assert accounts.upgrade_hash(alice.id, stored, PasswordHasher(time_cost=2, memory_cost=2048).hash("pw"))
+    assert accounts.check_credential(by_password) is None
+
+    accounts.set_password("alice@example.org", "pw2")
+    assert accounts.check_credential(by_password) == Revocation(alice.id, PASSWORD)
+    again = services.authenticator.authenticate(basic("alice@example.org", "pw2"), "192.0.2.1")
+    assert accounts.check_credential(again) is None and accounts.check_credential(by_phone) is None
+
+    assert tokens.revoke(alice.id, phone.id)
+    assert accounts.check_credential(by_phone) == Revocation(alice.id, APP_PASSWORD, phone.id)
+    assert accounts.check_credential(by_laptop) is None
+
+    accounts.delete("alice@example.org")
+    assert {accounts.check_credential(p) for p in (again, by_laptop)} == {Revocation(alice.id, USER_DELETED)}
 
 
 # --- app passwords ---------------------------------------------------------------------------------

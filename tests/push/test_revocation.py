@@ -2,14 +2,20 @@
 app-password revocation and a user deletion close WebSockets with 1008 and end EventSource streams (push
 enabled or not); a password change leaves the sessions of app passwords (credentials of their own) open;
 an undelegation takes the owner's account off the delegate's open socket, which stays open; tickets and
-cached password checks made with a revoked credential are gone at once."""
+cached password checks made with a revoked credential are gone at once. A connection that missed the
+revocation's event (it listened just after the revocation committed, or its node was cut off from the
+broker) ends all the same: it checks its credential when it starts listening and at every resync."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import gevent.event
 import pytest
 import requests
 
 from jmapmono.accounts.app_passwords import AppPasswords
+from jmapmono.push.jmap_bus_events import REVOCATIONS_KEY, user_key
 from jmapmono.runtime import Runtime
 from jmapmono.store import open_database
 from tests.support.eventsource_client import ALL, Stream
@@ -184,3 +190,63 @@ def test_revocation_empties_the_users_cached_password_checks(server):
 
     wait_until(lambda: len(cache) == 1, message="alice's cached check to go")
     assert requests.get(f"{server.url}/jmap/session", headers=basic_auth(ALICE), timeout=10).status_code == 401
+
+
+def revoke_before_listening(server, monkeypatch, revoke: Callable[[], object]) -> None:
+    """The seam between a connection's authentication and its first listener on its user's key (the JMAP
+    bus's ``register_key``): there, ``revoke`` commits and its CredentialsRevoked is dispatched to every
+    listener of the key (none of that connection yet) before the registration goes on."""
+    bus = server.services.jmap_bus
+    dispatched = gevent.event.Event()
+    bus.register_key(REVOCATIONS_KEY, lambda event: dispatched.set())  # called after the user's key
+    register = bus.register_key
+    key = user_key(server.services.accounts.require(ALICE).id)
+
+    def register_key(registered: str, listener):
+        if registered == key and not dispatched.is_set():
+            revoke()
+            assert dispatched.wait(10), "the revocation was never dispatched"
+        return register(registered, listener)
+
+    monkeypatch.setattr(bus, "register_key", register_key)
+
+
+@pytest.mark.parametrize("front", ["websocket", "eventsource"])
+def test_a_revocation_committed_between_authentication_and_listening_still_ends_the_connection(
+    server, monkeypatch, front
+):
+    revoke_before_listening(server, monkeypatch, lambda: server.services.accounts.set_password(ALICE, "a new one"))
+    if front == "websocket":
+        assert WsClient(server.port, basic(ALICE)).wait_closed() == POLICY_VIOLATION
+    else:
+        assert ended(stream(server, basic(ALICE)))
+    handled(server)
+    socket(server, basic(ALICE, "a new one"), push=True).barrier()  # the new password's connections stay
+
+
+def test_a_revocation_missed_while_cut_off_from_the_broker_ends_the_connections_at_the_resync(server, monkeypatch):
+    phone, phone_token = app_password(server, ALICE, "phone")
+    _, laptop_token = app_password(server, ALICE, "laptop")
+    revoked = [
+        socket(server, basic(ALICE), push=True),
+        socket(server, basic(ALICE)),
+        socket(server, bearer(phone_token)),
+    ]
+    events = stream(server, basic(ALICE))
+    laptop, bob = socket(server, bearer(laptop_token), push=True), socket(server, basic(BOB), push=True)
+    accounts = server.services.accounts
+    # The revocations commit, but their CredentialsRevoked never reach this node (as when it is cut off from
+    # the broker while they are sent): nothing ends yet.
+    monkeypatch.setattr(accounts, "on_credentials_revoked", [])
+    accounts.set_password(ALICE, "a new password")
+    assert AppPasswords(server.services.db, accounts).revoke(accounts.require(ALICE).id, phone)
+    revoked[0].barrier()
+
+    server.flow.resync()  # what the event flow runs once the JMAP bus has reconnected to the broker
+
+    assert [s.wait_closed() for s in revoked] == [POLICY_VIOLATION] * 3
+    assert ended(events)
+    handled(server)
+    laptop.barrier()
+    bob.barrier()
+    wait_until(lambda: len(server.services.websockets.sockets) == 2, message="the revoked sockets to end")

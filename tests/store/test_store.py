@@ -2,6 +2,7 @@
 
 import pytest
 
+from jmapmono.accounts.principal import Principal
 from jmapmono.store.migrations import load_migrations, migrate, to_postgres
 
 
@@ -132,3 +133,54 @@ def test_a_version_2_database_migrates_to_the_login_throttle_tables(backend, tmp
         assert throttle.login_state("a@example.org", "192.0.2.1").known_good
     finally:
         db.close()
+
+
+def test_a_version_3_database_migrates_with_its_push_subscriptions_tied_to_the_account_password(
+    backend, tmp_path, request, config
+):
+    """A database the previous release left (schema version 3), with a subscription made with the account
+    password and one made with an app password: after the migration each is its credential's, and a
+    password change destroys the first only."""
+    from jmapmono.push.subscriptions_store import PushSubscriptions
+    from jmapmono.runtime import Runtime
+    from jmapmono.store import open_database
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'v3.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_server").new_database()
+    db = open_database(url)
+    runtime = Runtime(config, db)
+    try:
+        assert migrate(db, target=3) == 3
+        with db.transaction() as tx:
+            user_id = tx.value(
+                "INSERT INTO users (email, account_id, password_hash, created_at) "
+                "VALUES ('alice@example.org', 'a1', 'h', 0) RETURNING id"
+            )
+            tx.execute(
+                "INSERT INTO app_passwords (id, user_id, secret_hash, created_at) VALUES ('pphone', ?, 's', 0)",
+                (user_id,),
+            )
+            for sub_id, app_password_id in (("Sdesk", None), ("Sphone", "pphone")):
+                tx.execute(
+                    "INSERT INTO push_subscriptions (id, user_id, app_password_id, device_client_id, url, "
+                    "verification_code, verified, expires_at, created_at) "
+                    "VALUES (?, ?, ?, 'd', 'https://x/', 'c', 1, ?, 0)",
+                    (sub_id, user_id, app_password_id, 2**62),
+                )
+
+        assert migrate(db) == load_migrations(db.dialect)[-1].version >= 4
+        store, user = PushSubscriptions(db), runtime.accounts.require("alice@example.org")
+        by_password = Principal(user.id, user.email, user.account_id)
+        by_phone = Principal(user.id, user.email, user.account_id, "pphone")
+        assert [s.id for s in store.list(by_password)] == ["Sdesk"]
+        assert [s.id for s in store.list(by_phone)] == ["Sphone"]
+        assert {s.id for s in store.targets("a1")} == {"Sdesk", "Sphone"}
+        assert runtime.accounts.check_credential(by_password) is None
+
+        runtime.accounts.set_password("alice@example.org", "a new password")
+        assert [s.id for s in store.targets("a1")] == ["Sphone"]
+        assert runtime.accounts.check_credential(by_password) is not None
+    finally:
+        runtime.close()
