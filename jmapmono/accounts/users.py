@@ -217,16 +217,6 @@ class Accounts:
             return Revocation(principal.user_id, PASSWORD)
         return None
 
-    def login_record(self, email: str) -> tuple[User, str] | None:
-        """The user and their stored password hash, for checking a login; None when unknown."""
-        try:
-            email = normalize_email(email)
-        except AccountError:
-            return None
-        with self.db.read() as tx:
-            row = tx.one("SELECT id, email, account_id, created_at, password_hash FROM users WHERE email = ?", (email,))
-        return (_user(row), row["password_hash"]) if row else None
-
     def upgrade_hash(self, user_id: int, old_hash: str, new_hash: str) -> bool:
         """Replace ``old_hash`` by ``new_hash`` unless the password changed meanwhile."""
         with self.db.transaction() as tx:
