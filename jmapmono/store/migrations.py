@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jmapmono.store.base import Database
+from jmapmono.store.base import Database, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +71,32 @@ def load_migrations(dialect: str, path: Path = SCHEMA_PATH) -> list[Migration]:
     return migrations
 
 
+#: The Postgres advisory lock key that serialises migrations between processes starting at once.
+MIGRATION_LOCK = 7461
+
+
+def _exclusive(db: Database, tx: Transaction) -> None:
+    """Make ``tx`` the only migrating transaction on the database until it ends. SQLite's write transactions
+    (``BEGIN IMMEDIATE``) already are; Postgres takes a transaction-scoped advisory lock."""
+    if db.dialect == "postgres":
+        tx.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+
+
 def migrate(db: Database, target: int | None = None) -> int:
     """Apply every pending migration (up to version ``target``, e.g. to make a database as an older release
-    left it); return the schema version now in force."""
+    left it); return the schema version now in force. Safe with several processes
+    starting at once on one database: each step runs under the migration lock, so one applies it and the
+    others find it done (creating ``schema_migrations`` too: concurrent ``CREATE TABLE IF NOT EXISTS``
+    can fail on Postgres)."""
     migrations = [m for m in load_migrations(db.dialect) if target is None or m.version <= target]
     with db.transaction() as tx:
+        _exclusive(db, tx)
         tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
         )
     for migration in migrations:
         with db.transaction() as tx:
-            if db.dialect == "postgres":  # several nodes may start at once
-                tx.execute("SELECT pg_advisory_xact_lock(7461)")
+            _exclusive(db, tx)
             if tx.one("SELECT version FROM schema_migrations WHERE version = ?", (migration.version,)):
                 continue
             started = time.monotonic()

@@ -2,7 +2,8 @@
 
 - Real Postgres and RabbitMQ for the run (``PostgresServer``, ``RabbitMQServer``: tests/conftest.py, bench/).
 - jmapmono itself as a deployment runs it: ``start_serve`` (``python -m jmapmono serve``, its LMTP child
-  included), ``start_lmtp`` (``python -m jmapmono lmtp``), ``start_gunicorn`` (a gevent worker on wsgi:app).
+  included), ``start_lmtp`` (``python -m jmapmono lmtp``), ``start_gunicorn`` (the Procfile's ``web`` command:
+  gunicorn with conf/gunicorn.conf.py).
 - In this process: ``start_app`` (the app on the HTTP server ``serve`` builds, the event flow running),
   ``start_http`` (any WSGI app, e.g. a fake receiver, on gevent's plain WSGI server).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -359,7 +361,7 @@ def start_lmtp(database_url: str, tmp_path: Path, **env: str) -> LmtpProcess:
 
 @dataclass
 class GunicornProcess:
-    """gunicorn (the Procfile's worker class) serving ``wsgi:app`` (its own process group); its log in ``log_path``."""
+    """gunicorn as the Procfile's ``web`` line runs it (its own process group); its log in ``log_path``."""
 
     proc: subprocess.Popen
     port: int
@@ -380,14 +382,32 @@ class GunicornProcess:
         return _stop_process(self.proc, signum, timeout, group=True)
 
 
-def procfile_worker_class() -> str:
-    """The gunicorn worker class (``-k``) of the Procfile's ``web`` line: tests run what deployments run."""
+def procfile_command(process: str) -> str:
+    """The command of the Procfile's ``process`` line (``web``, ``lmtp``)."""
     for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            match = re.search(r"(?:-k|--worker-class)[ =](\S+)", line)
-            if match:
-                return match.group(1)
-    raise AssertionError("the Procfile's web line names no gunicorn worker class (-k)")
+        if line.startswith(f"{process}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"the Procfile has no {process} line")
+
+
+def procfile_web_argv(port: int) -> list[str]:
+    """The Procfile's ``web`` command as a platform runs it with ``PORT=port``: gunicorn and its config file."""
+    argv = shlex.split(procfile_command("web").replace("$PORT", str(port)).replace("${PORT}", str(port)))
+    assert argv[0] == "gunicorn" and "-c" in argv, f"the Procfile's web line is not gunicorn -c <config>: {argv}"
+    return argv
+
+
+def procfile_worker_class() -> str:
+    """The gunicorn worker class the Procfile's ``web`` line runs (its ``-k``, else its config file's)."""
+    argv = procfile_web_argv(0)
+    match = re.search(r"(?:-k|--worker-class)[ =](\S+)", " ".join(argv))
+    if match:
+        return match.group(1)
+    config = (ROOT / argv[argv.index("-c") + 1]).read_text()
+    match = re.search(r"^worker_class = \"(\S+)\"$", config, re.M)
+    if match:
+        return match.group(1)
+    raise AssertionError("the Procfile's web line names no gunicorn worker class (-k or its config file)")
 
 
 def start_gunicorn(
@@ -398,13 +418,14 @@ def start_gunicorn(
     workers: int = 1,
     **env: str,
 ) -> GunicornProcess:
-    """gunicorn as the Procfile runs it (its worker class, one worker by default; LMTP off), on a free port."""
+    """The Procfile's ``web`` command (gunicorn, its config file), on a free loopback port, ``workers`` workers
+    (one by default), LMTP off. Options given here go on its command line, where they win over the config."""
     port = free_port()
-    argv = [str(Path(sys.executable).parent / "gunicorn"), "-k", procfile_worker_class(), "-w", str(workers)]
-    argv += ["--no-control-socket"]
+    argv = procfile_web_argv(port)
+    overrides = ["-w", str(workers), "--bind", f"127.0.0.1:{port}"]
     if graceful_timeout is not None:
-        argv += ["--graceful-timeout", str(graceful_timeout)]
-    argv += ["--bind", f"127.0.0.1:{port}", "wsgi:app"]
+        overrides += ["--graceful-timeout", str(graceful_timeout)]
+    argv = [str(Path(sys.executable).parent / "gunicorn"), *argv[1:-1], *overrides, argv[-1]]
     environ = jmapmono_env(
         database_url, data_dir, PORT=str(port), JMAPMONO_BASE_URL=f"http://127.0.0.1:{port}", JMAPMONO_LMTP_LISTEN="off"
     )

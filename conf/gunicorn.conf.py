@@ -1,0 +1,29 @@
+"""gunicorn's settings for the Procfile's ``web`` process: ``gunicorn -c conf/gunicorn.conf.py wsgi:app``.
+
+Read by gunicorn itself (a plain Python file, not part of the package). What a platform sets goes through the
+environment: ``PORT`` (the bind port) and ``WEB_CONCURRENCY`` (the number of workers, also gunicorn's own default).
+Options given on the command line win over the ones here.
+"""
+
+import os
+
+# One strict HTTP/1.1 front and push connections on gevent: the worker class ``serve`` also uses for its HTTP.
+worker_class = "jmapmono.web.gunicorn_worker.StrictGeventWorker"
+bind = [f"0.0.0.0:{os.environ.get('PORT', '8080')}"]
+# Unset WEB_CONCURRENCY: two workers on a shared broker (events reach the worker holding a client's socket);
+# one on the in-process bus (memory://), whose events reach no other process's sockets.
+_shared_broker = os.environ.get("BROKER_URL", "memory://").split(":", 1)[0] in ("amqp", "amqps", "pyamqp")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2" if _shared_broker else "1"))
+# At SIGTERM a worker closes WebSockets (1001), ends EventSource streams and finishes the requests in flight;
+# gunicorn kills what is still running after this many seconds.
+graceful_timeout = 10
+# The worker's heartbeat: a worker that stops notifying the arbiter this long (a blocked hub) is killed.
+timeout = 30
+# A platform restarts the process; no control socket file is left in a working directory it may not own.
+control_socket_disable = True
+# Access lines come from the app's own log (one key=value line per request); errors to stderr.
+errorlog = "-"
+
+# -- server hooks ----------------------------------------------------------------------------------------------------
+# gunicorn calls functions with these names (on_starting, post_fork, child_exit, worker_exit, ...) when defined
+# here; add them below.
