@@ -260,13 +260,14 @@ class Serve:
                 self.proc.wait()
 
 
-def start_serve(env: dict, work: Path, lmtp: bool = True, name: str = "serve") -> Serve:
-    """Start ``serve`` on free loopback ports and wait until HTTP (and LMTP) answer."""
+def start_serve(env: dict, work: Path, lmtp: bool = True, name: str = "serve", workers: int = 1) -> Serve:
+    """Start ``serve`` (``workers`` HTTP processes; 1 by default, so figures compare across versions) on free
+    loopback ports and wait until HTTP (and LMTP) answer and every worker's event flow runs."""
     http_port = free_port()
     lmtp_port = free_port() if lmtp else None
     log_path = work / f"{name}-{http_port}.log"
     argv = [sys.executable, "-m", "jmapmono", "serve", "--host", "127.0.0.1", "--port", str(http_port)]
-    argv += ["--lmtp", f"127.0.0.1:{lmtp_port}" if lmtp_port else "off"]
+    argv += ["--lmtp", f"127.0.0.1:{lmtp_port}" if lmtp_port else "off", "--workers", str(workers)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     server = Serve(proc, http_port, lmtp_port, log_path)
@@ -274,7 +275,7 @@ def start_serve(env: dict, work: Path, lmtp: bool = True, name: str = "serve") -
         wait_for_port(http_port, 30, proc)
         if lmtp_port:
             wait_for_port(lmtp_port, 30, proc)
-        wait_until(lambda: "event=relay_started" in server.log(), 30, "the event flow to start")
+        wait_until(lambda: server.log().count("event=relay_started") >= workers, 30, "the event flow to start")
     except Exception:
         server.stop()
         raise RuntimeError(f"serve did not start (exit {server.proc.returncode}):\n{server.log()[-3000:]}") from None
@@ -282,8 +283,8 @@ def start_serve(env: dict, work: Path, lmtp: bool = True, name: str = "serve") -
 
 
 @contextmanager
-def serving(env: dict, work: Path, lmtp: bool = True, name: str = "serve") -> Iterator[Serve]:
-    server = start_serve(env, work, lmtp, name)
+def serving(env: dict, work: Path, lmtp: bool = True, name: str = "serve", workers: int = 1) -> Iterator[Serve]:
+    server = start_serve(env, work, lmtp, name, workers)
     try:
         yield server
     except BaseException:

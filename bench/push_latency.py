@@ -8,11 +8,12 @@ user; then the next message. The clock starts when the last byte of the message 
 sent. Also shown: the LMTP ``250`` reply (stored and committed) on the same clock.
 
 - embedded: SQLite + memory://, one ``serve`` (its LMTP child is another process: the commit reaches the
-  serving process through the SQLite doorbell);
+  serving process through the SQLite doorbell), with one worker and with one per CPU (``--workers``): the
+  WebSocket and the stream land on any worker, which learns of the delivery by tailing the outbox;
 - cluster: Postgres + RabbitMQ, two ``serve`` processes: delivered through node A's LMTP, the WebSocket
   and the EventSource stream on node B.
 
-    .venv/bin/python bench/push_latency.py [--samples 200]
+    .venv/bin/python bench/push_latency.py [--samples 200] [--workers N] [--cluster 0]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gevent import monkey
 monkey.patch_all()  # before requests, kombu, psycopg are imported
 
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -163,12 +165,13 @@ def measure(figures: common.Figures, label: str, lmtp_port: int, push_port: int,
         figures.latency(f"{label}: {what}", results[name], rate=rate)
 
 
-def embedded(figures: common.Figures, samples: int) -> None:
+def embedded(figures: common.Figures, samples: int, workers: int = 1) -> None:
     with common.temp_dir() as work:
         env = common.jmapmono_env(f"sqlite:///{work / 'jmapmono.sqlite3'}", work / "data")
         common.add_user(env, USER)
-        with common.serving(env, work) as server:
-            measure(figures, "embedded", server.lmtp_port, server.http_port, samples)
+        with common.serving(env, work, workers=workers) as server:
+            label = "embedded" if workers == 1 else f"embedded, {workers} workers"
+            measure(figures, label, server.lmtp_port, server.http_port, samples)
 
 
 def cluster(figures: common.Figures, samples: int) -> None:
@@ -186,7 +189,11 @@ def main(argv: list[str]) -> None:
     common.banner(f"push latency, {samples} deliveries one at a time (~2 KB)")
     figures = common.Figures("push_latency")
     embedded(figures, samples)
-    cluster(figures, samples)
+    workers = common.arg_int(argv, "workers", os.cpu_count() or 1)
+    if workers > 1:
+        embedded(figures, samples, workers)
+    if common.arg_int(argv, "cluster", 1):
+        cluster(figures, samples)
 
 
 if __name__ == "__main__":

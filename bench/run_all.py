@@ -33,6 +33,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("push_latency.py", ["--samples", "200"]),
     ("push_fanout.py", ["--rounds", "2"]),
     ("api_throughput.py", ["--seconds", "1"]),
+    ("api_cores.py", ["--seconds", "2"]),
     ("bus_latency.py", ["--samples", "200", "--burst", "2000"]),
     ("wakeup_latency.py", ["--samples", "200"]),
     ("delivery_throughput.py", ["--seconds", "2"]),

@@ -110,6 +110,8 @@ class Config:
     http_idle_timeout: int = 60
     #: Blob downloads one user may have in progress at once in this process (429 with Retry-After beyond).
     max_concurrent_downloads: int = 8
+    #: ``serve``: HTTP and push worker processes sharing one listening socket (1: one process, as before).
+    workers: int = 1
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -316,5 +318,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         max_push_connections_per_user=_int(env, "JMAPMONO_MAX_PUSH_CONNECTIONS_PER_USER", 100, 1),
         http_idle_timeout=_int(env, "JMAPMONO_HTTP_IDLE_TIMEOUT", 60, 1),
         max_concurrent_downloads=_int(env, "JMAPMONO_MAX_CONCURRENT_DOWNLOADS", 8, 1),
+        workers=_int(env, "JMAPMONO_WORKERS", os.cpu_count() or 1, 1),
         limits=limits,
     )

@@ -1,7 +1,14 @@
 """``serve``: the single-box server.
 
-One process under gevent runs its :class:`~jmapmono.runtime.Runtime` (event flow, housekeeping) and
-serves HTTP (the Flask app on gevent's WSGI server); the LMTP listener (asyncio, which must not run
+With one worker (``--workers 1``), one process under gevent runs its :class:`~jmapmono.runtime.Runtime`
+(event flow, housekeeping) and serves HTTP (the Flask app on gevent's WSGI server). With N workers
+(default: one per CPU, ``JMAPMONO_WORKERS``), this process binds the HTTP socket, migrates the database
+and creates the first user, then runs N supervised ``python -m jmapmono serve --worker-fd FD`` children
+that inherit the socket and each build their own Runtime (a fresh interpreter: no gevent hub, SQLite
+connection or lock crosses a fork); the kernel hands each connection to whichever accepts it. A worker
+that dies is restarted with back-off; the socket stays open meanwhile, so connections wait in its
+backlog. Each worker's flow tails the outbox on memory:// (jmapmono/events/outbox_tail.py), so every
+StateChange reaches the sockets of whichever worker holds them. The LMTP listener (asyncio, which must not run
 under gevent) is a supervised child process, ``python -m jmapmono lmtp`` (jmapmono/cli/supervisor.py),
 restarted with back-off if it dies and stopped on shutdown. SIGTERM or SIGINT stops accepting, closes
 WebSockets (1001) and EventSource streams, waits for requests in progress, stops the child and exits 0.
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +52,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="HTTP listen address (default JMAPMONO_HOST, 127.0.0.1)")
     p.add_argument("--port", type=_port_arg, help="HTTP port (default PORT, 8080)")
     p.add_argument("--lmtp", metavar="HOST:PORT|off", type=_lmtp_arg, help="LMTP address (default 127.0.0.1:8024)")
+    p.add_argument(
+        "--workers", type=_workers_arg, help="HTTP and push worker processes (default JMAPMONO_WORKERS, one per CPU)"
+    )
+    p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # a worker: serve on this inherited socket
     p.set_defaults(handler=_serve)
 
 
 def _port_arg(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
+    return int(value)
+
+
+def _workers_arg(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers (1-256)")
     return int(value)
 
 
@@ -63,13 +81,16 @@ def _lmtp_arg(value: str) -> str:
     return value
 
 
-def make_http_server(app: Any, host: str, port: int, idle_timeout: float | None = None) -> WSGIServer:
-    """The HTTP server for ``app``: every listener of this process is built here, on the strict HTTP/1.1
-    front the gunicorn worker runs too (jmapmono/web/http_front.py)."""
+def make_http_server(
+    app: Any, host: str, port: int, idle_timeout: float | None = None, listener: socket.socket | None = None
+) -> WSGIServer:
+    """The HTTP server for ``app`` (on ``listener`` when given, a bound and listening socket): every listener
+    of this process is built here, on the strict HTTP/1.1 front the gunicorn worker runs too
+    (jmapmono/web/http_front.py)."""
     from jmapmono.web.http_front import DEFAULT_IDLE_TIMEOUT, StrictWSGIServer
 
     timeout = DEFAULT_IDLE_TIMEOUT if idle_timeout is None else idle_timeout
-    return StrictWSGIServer((host, port), app, idle_timeout=timeout)
+    return StrictWSGIServer(listener if listener is not None else (host, port), app, idle_timeout=timeout)
 
 
 def ensure_first_user(services: Runtime, email: str | None = None) -> tuple[str, str] | None:
@@ -129,7 +150,15 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.lmtp:
         overrides["lmtp_listen"] = None if args.lmtp == "off" else args.lmtp
+    if args.workers:
+        overrides["workers"] = args.workers
     config = config.with_overrides(**overrides)
+    if args.worker_fd is not None:
+        return _serve_worker(config, args.worker_fd)
+    if config.workers > 1:
+        from jmapmono.cli.serve_workers import serve_workers
+
+        return serve_workers(config, _announce, ensure_first_user)
 
     runtime = Runtime(config)  # opens and migrates the database before any child shares it
     server = make_http_server(create_app(runtime), config.host, config.port, config.http_idle_timeout)
@@ -175,3 +204,52 @@ def _serve(args: argparse.Namespace) -> int:
     runtime.stop()
     log.info(kv(event="serve_stopped", connections=ended, ms=f"{(time.monotonic() - started) * 1000:.1f}"))
     return 0
+
+
+def _serve_worker(config: Config, fd: int) -> int:
+    """One worker of a multi-process ``serve``: its own Runtime, serving on the socket its parent bound."""
+    import signal
+
+    import gevent
+    from gevent.event import Event
+
+    from jmapmono.runtime import Runtime
+    from jmapmono.web.app import create_app
+
+    listener = socket.socket(fileno=fd)
+    runtime = Runtime(config)
+    server = make_http_server(create_app(runtime), config.host, config.port, config.http_idle_timeout, listener)
+    stopping = Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, stopping.set)
+    gevent.spawn(_watch_parent, os.getppid(), stopping)
+    runtime.start()
+    server.start()
+    log.info(kv(event="serve_worker_started", http=f"{config.host}:{config.port}", pid=os.getpid()))
+    stopping.wait()
+    started = time.monotonic()
+    server.close()
+    ended = runtime.end_connections(timeout=HTTP_STOP_TIMEOUT / 2)
+    server.stop(timeout=HTTP_STOP_TIMEOUT)
+    runtime.stop()
+    log.info(
+        kv(
+            event="serve_worker_stopped",
+            pid=os.getpid(),
+            connections=ended,
+            ms=f"{(time.monotonic() - started) * 1000:.1f}",
+        )
+    )
+    return 0
+
+
+def _watch_parent(ppid: int, stopping: Any) -> None:
+    """Stop when the supervising ``serve`` is gone (re-parented): no orphan worker keeps serving."""
+    import gevent
+
+    while not stopping.is_set():
+        if os.getppid() != ppid:
+            log.warning(kv(event="serve_worker_parent_gone", parent=ppid, pid=os.getpid()))
+            stopping.set()
+            return
+        gevent.sleep(1.0)

@@ -30,12 +30,16 @@ class ChildSupervisor:
     HEALTHY_SECONDS = 10.0
     MAX_DELAY = 30.0
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+    ) -> None:
         from gevent.event import Event
 
         self.name = name
         self.argv = argv
         self.env = env
+        #: File descriptors the child inherits (a ``serve`` worker's listening socket).
+        self.pass_fds = pass_fds
         self.proc: Any = None
         self._stopping = Event()
         self._greenlet: Any = None
@@ -52,7 +56,7 @@ class ChildSupervisor:
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
-                self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+                self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True, pass_fds=self.pass_fds)
             except OSError as e:
                 log.error(kv(event="child_start_failed", child=self.name, error=str(e)))
             else:
@@ -113,12 +117,18 @@ def child_python_path(environ: Mapping[str, str] = os.environ) -> str:
     return os.pathsep.join(p for p in (None if installed else str(holder), environ.get("PYTHONPATH")) if p)
 
 
-def lmtp_child(config: Config, listen: str) -> ChildSupervisor:
-    """The supervisor of the LMTP listener child, on this process's database."""
-    env = dict(os.environ, DATABASE_URL=config.database_url, JMAPMONO_LMTP_LISTEN=listen)
+def child_env(config: Config, **extra: str) -> dict[str, str]:
+    """The environment of a ``python -m jmapmono`` child on this process's database and code."""
+    env = dict(os.environ, DATABASE_URL=config.database_url, **extra)
     env.pop("PYTHONPATH", None)
     python_path = child_python_path()
     if python_path:
         env["PYTHONPATH"] = python_path
+    return env
+
+
+def lmtp_child(config: Config, listen: str) -> ChildSupervisor:
+    """The supervisor of the LMTP listener child, on this process's database."""
+    env = child_env(config, JMAPMONO_LMTP_LISTEN=listen)
     argv = [sys.executable, "-m", "jmapmono", "lmtp", "--listen", listen, "--exit-with-parent"]
     return ChildSupervisor("lmtp", argv, env)

@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
@@ -83,6 +83,8 @@ class OutboxRelay:
         #: published, batches, publish_failures, store_failures, malformed, pruned, wakeups
         self.stats: Counter[str] = Counter()
         self._wake = gevent.event.Event()
+        #: Also called at every wake-up (commit here, doorbell, not the poll): the outbox tail reads then.
+        self.on_wake: list[Callable[[], None]] = []
         self._greenlet: gevent.Greenlet | None = None
         self._unsubscribe: Any = None
         self._doorbell: Any = None
@@ -128,6 +130,8 @@ class OutboxRelay:
         """Look at the outbox now (thread-unsafe: call from the relay's own process and thread)."""
         self.stats["wakeups"] += 1
         self._wake.set()
+        for also in self.on_wake:
+            also()
 
     # -- the loop ----------------------------------------------------------------------------------
 

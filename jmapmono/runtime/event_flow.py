@@ -19,6 +19,14 @@ account, delivered locally only: no broker, no group listener) and sends every `
 the latest states, even across a broker restart; unchanged states cost it nothing; a connection whose
 credential was revoked meanwhile ends.
 
+Several processes on memory:// (``serve --workers N``, gunicorn workers, two ``serve`` on one
+database): each bus is its own process's, so a mailbox event reaches the group listeners of the process
+whose relay claimed it (once per cluster) but the key listeners of that process only. So on memory://
+the flow also tails the outbox (events/outbox_tail.py): every process turns every mailbox event into its
+JMAP event (``to_jmap``, a pure function of the event) and tells its own key listeners; the copy the
+claiming process also delivers has the same event id and is absorbed by the bus. On amqp:// the broker
+routes key copies to every process that listens, and there is no tail.
+
 Revocations: the flow listens to ``credentials:revoked`` (every ``CredentialsRevoked``, whoever it
 concerns) and drops the user's entries from this process's credential cache, so no node answers a new
 request from a cached check of a revoked credential. The connections opened with it end through their
@@ -35,9 +43,10 @@ import gevent
 
 from jmapmono.events.bus import Event, Registration
 from jmapmono.events.outbox_relay import OutboxRelay
+from jmapmono.events.outbox_tail import OutboxTail
 from jmapmono.log import kv
 from jmapmono.mailbox.events import MAILBOX_BUS
-from jmapmono.push.change_listener import MailboxChangeListener
+from jmapmono.push.change_listener import MailboxChangeListener, to_jmap
 from jmapmono.push.jmap_bus_events import REVOCATIONS_KEY, AccessChanged, CredentialsRevoked, StateChange
 
 if TYPE_CHECKING:
@@ -59,6 +68,10 @@ class EventFlow:
         self.listener = MailboxChangeListener(self.jmap_bus)
         self.relay = OutboxRelay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
         self.webpush = services.webpush  # a group listener on the JMAP bus (push subscriptions)
+        self.tail: OutboxTail | None = None
+        if services.config.broker_url.startswith("memory:"):
+            self.tail = OutboxTail(services.db, MAILBOX_BUS, self._deliver_locally)
+            self.relay.on_wake.append(self.tail.wake)  # the relay's wake-ups: commits here and the doorbell
         self._watcher: gevent.Greenlet | None = None
         self._revocations: Registration | None = None
         self._stopped = False
@@ -70,6 +83,8 @@ class EventFlow:
         self._revocations = self.jmap_bus.register_key(REVOCATIONS_KEY, self._on_revoked)
         self.jmap_bus.start()  # first: the listener dispatches on it
         self.mailbox_bus.start()
+        if self.tail is not None:
+            self.tail.start()  # before the relay, which wakes it
         self.relay.start()  # last: publishes whatever piled up while nothing ran
         if not self.services.config.broker_url.startswith("memory:"):
             self._watcher = gevent.spawn(self._watch_reconnects)
@@ -86,7 +101,8 @@ class EventFlow:
             self._watcher.kill(block=True, timeout=1)
         if self._revocations is not None:
             self._revocations.unregister()
-        for part in (self.relay, self.mailbox_bus, self.jmap_bus, self.webpush):
+        parts: list[Any] = [self.relay, self.tail] if self.tail is not None else [self.relay]
+        for part in (*parts, self.mailbox_bus, self.jmap_bus, self.webpush):
             try:
                 part.stop()
             except Exception as e:  # one part failing to stop must not keep the others running
@@ -121,6 +137,13 @@ class EventFlow:
             self.jmap_bus.deliver_local(change.to_event(), [change.key])
         log.info(kv(event="push_resync", accounts=len(accounts), users=len(users), ms=_ms(started)))
         return len(accounts) + len(users)
+
+    def _deliver_locally(self, event: Event) -> None:
+        """A mailbox event read by the tail: its JMAP event, to this process's key listeners only."""
+        translated = to_jmap(event)
+        if translated is not None:
+            jmap_event, keys = translated
+            self.jmap_bus.deliver_local(jmap_event, keys)
 
     def _on_revoked(self, event: Event) -> None:
         """Forget this process's cached password checks of a user whose credentials were revoked."""

@@ -180,11 +180,12 @@ def test_a_failing_job_is_logged_and_does_not_stop_the_others(services, caplog):
 # -- every deployment form runs every job ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("form", ["serve", "gunicorn"])
+@pytest.mark.parametrize("form", ["serve", "serve-workers", "gunicorn"])
 def test_every_job_runs_under_serve_and_under_gunicorn(services, config, tmp_path, form):
     every = {"JMAPMONO_HOUSEKEEPING_SECONDS": "1"}
-    if form == "serve":
-        server = start_serve(config.database_url, tmp_path, lmtp=False, **every)
+    if form.startswith("serve"):
+        workers = 2 if form == "serve-workers" else 1
+        server = start_serve(config.database_url, tmp_path, lmtp=False, workers=workers, **every)
         output = server.stderr
     else:
         server = start_gunicorn(config.database_url, config.data_dir, tmp_path, workers=2, **every)

@@ -283,17 +283,21 @@ class ServeProcess:
     def child_pids(self) -> list[int]:
         return [int(p) for p in re.findall(r"event=child_started child=lmtp pid=(\d+)", self.stderr())]
 
+    def worker_pids(self) -> list[int]:
+        """Every worker process started so far (``workers`` > 1), restarts included, in start order."""
+        return [int(p) for p in re.findall(r"event=child_started child=worker pid=(\d+)", self.stderr())]
+
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
         return _stop_process(self.proc, signum, timeout)
 
 
-def run_serve(database_url: str, tmp_path: Path, lmtp: bool = True, **env: str) -> ServeProcess:
+def run_serve(database_url: str, tmp_path: Path, lmtp: bool = True, workers: int = 1, **env: str) -> ServeProcess:
     """Start ``serve`` on free ports (LMTP too, unless ``lmtp`` is False), without waiting for it."""
     http_port = free_port()
     lmtp_port = free_port() if lmtp else None
     out_path, err_path = tmp_path / f"serve-{http_port}.out", tmp_path / f"serve-{http_port}.err"
     argv = [sys.executable, "-m", "jmapmono", "serve", "--host", "127.0.0.1", "--port", str(http_port)]
-    argv += ["--lmtp", f"127.0.0.1:{lmtp_port}" if lmtp_port else "off"]
+    argv += ["--lmtp", f"127.0.0.1:{lmtp_port}" if lmtp_port else "off", "--workers", str(workers)]
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
             argv, cwd=ROOT, env=jmapmono_env(database_url, tmp_path / "data", **env), stdout=out, stderr=err
@@ -301,13 +305,21 @@ def run_serve(database_url: str, tmp_path: Path, lmtp: bool = True, **env: str) 
     return ServeProcess(proc, http_port, lmtp_port, out_path, err_path)
 
 
-def start_serve(database_url: str, tmp_path: Path, lmtp: bool = True, **env: str) -> ServeProcess:
-    """``serve`` listening on its HTTP port (and its LMTP port)."""
-    server = run_serve(database_url, tmp_path, lmtp, **env)
+def start_serve(database_url: str, tmp_path: Path, lmtp: bool = True, workers: int = 1, **env: str) -> ServeProcess:
+    """``serve`` listening on its HTTP port (and its LMTP port); with ``workers`` > 1, every worker serving."""
+    server = run_serve(database_url, tmp_path, lmtp, workers, **env)
     try:
         wait_for_port(server.http_port, 20, server.proc)
         if server.lmtp_port:
             wait_for_port(server.lmtp_port, 20, server.proc)
+        if workers > 1:
+            wait_until(
+                lambda: (
+                    server.stderr().count("event=serve_worker_started") >= workers or server.proc.poll() is not None
+                ),
+                timeout=30,
+                message="every serve worker to start",
+            )
     except Exception:
         server.stop()
         raise AssertionError(f"serve did not start:\n{server.stdout()}\n{server.stderr()}") from None
@@ -442,6 +454,35 @@ def start_gunicorn(
         server.stop(signal.SIGKILL)
         raise AssertionError(f"gunicorn did not start:\n{server.log()}") from None
     return server
+
+
+def socket_owner(server_port: int, client: socket.socket, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server side of ``client``'s loopback TCP connection to ``server_port``
+    (read from /proc: the kernel's own answer, whatever process accepted it)."""
+    client_port = client.getsockname()[1]
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                inodes.add(f"socket:[{inode}]")
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return pid
+            except OSError:
+                continue
+    return None
 
 
 # -- servers in this process ---------------------------------------------------------------------------------------
