@@ -110,6 +110,10 @@ class Config:
     http_idle_timeout: int = 60
     #: Blob downloads one user may have in progress at once in this process (429 with Retry-After beyond).
     max_concurrent_downloads: int = 8
+    #: GET /metrics answers clients (the address behind trusted proxies) in these networks; others get 404.
+    metrics_allowed_networks: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
+    #: GET /readyz fails ("relay": "stuck") when the oldest unpublished outbox row is older than this (seconds).
+    ready_outbox_max_age_seconds: int = 60
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -316,5 +320,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         max_push_connections_per_user=_int(env, "JMAPMONO_MAX_PUSH_CONNECTIONS_PER_USER", 100, 1),
         http_idle_timeout=_int(env, "JMAPMONO_HTTP_IDLE_TIMEOUT", 60, 1),
         max_concurrent_downloads=_int(env, "JMAPMONO_MAX_CONCURRENT_DOWNLOADS", 8, 1),
+        metrics_allowed_networks=_networks(env, "JMAPMONO_METRICS_ALLOWED_NETWORKS", LOOPBACK_NETWORKS),
+        ready_outbox_max_age_seconds=_int(env, "JMAPMONO_READY_OUTBOX_MAX_AGE", 60, 1),
         limits=limits,
     )
