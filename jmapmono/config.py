@@ -112,6 +112,10 @@ class Config:
     max_concurrent_downloads: int = 8
     #: ``serve``: HTTP and push worker processes sharing one listening socket (1: one process, as before).
     workers: int = 1
+    #: GET /metrics answers clients (the address behind trusted proxies) in these networks; others get 404.
+    metrics_allowed_networks: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
+    #: GET /readyz fails ("relay": "stuck") when the oldest unpublished outbox row is older than this (seconds).
+    ready_outbox_max_age_seconds: int = 60
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -319,5 +323,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         http_idle_timeout=_int(env, "JMAPMONO_HTTP_IDLE_TIMEOUT", 60, 1),
         max_concurrent_downloads=_int(env, "JMAPMONO_MAX_CONCURRENT_DOWNLOADS", 8, 1),
         workers=_int(env, "JMAPMONO_WORKERS", os.cpu_count() or 1, 1),
+        metrics_allowed_networks=_networks(env, "JMAPMONO_METRICS_ALLOWED_NETWORKS", LOOPBACK_NETWORKS),
+        ready_outbox_max_age_seconds=_int(env, "JMAPMONO_READY_OUTBOX_MAX_AGE", 60, 1),
         limits=limits,
     )

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import gevent
 
+from jmapmono import metrics
 from jmapmono.accounts import passwords
 from jmapmono.accounts.app_passwords import AppPasswords, TokenOwner, looks_like_token
 from jmapmono.accounts.principal import Principal
@@ -249,6 +250,7 @@ class Authenticator:
                         retry_after=0,
                     )
                 )
+                metrics.LOGINS_THROTTLED.labels("user_failures").inc()
                 self.sleep(delay)
         if state.user is None or state.password_hash is None:
             passwords.run_kdf(passwords.verify_password, passwords.dummy_hash(), password)
@@ -283,6 +285,7 @@ class Authenticator:
                 ms=_ms(started),
             )
         )
+        metrics.LOGINS_THROTTLED.labels(reason).inc()
         raise RateLimited(retry_after)
 
     def _rehash_if_needed(self, user: User, stored: str, password: str) -> str:

@@ -43,6 +43,7 @@ import gevent.event
 import gevent.pool
 from gevent.hub import get_hub
 
+from jmapmono import metrics
 from jmapmono.events.event import BusUnavailable, Event
 from jmapmono.events.groups import GroupRunner, GroupSpec
 from jmapmono.events.transport import Transport
@@ -169,6 +170,7 @@ class EventBus:
         self._stopped = True
         self.runner.stopping = True
         self._ready.clear()
+        metrics.BUS_GROUP_LISTENERS.labels(self.name).dec(len(self.groups))
         started = time.monotonic()
         self.transport.stop()
         self._background.kill(block=True, timeout=1)
@@ -273,6 +275,7 @@ class EventBus:
             raise ValueError("retries and backoff must be 0 or more, concurrency at least 1")
         self.groups[group] = spec
         self.transport.add_group(spec)
+        metrics.BUS_GROUP_LISTENERS.labels(self.name).inc()
 
     def run_group(self, spec: GroupSpec, event: Event, dead_letter_id: int | None = None) -> None:
         self.runner.handle(spec, event, dead_letter_id)
@@ -303,6 +306,7 @@ class EventBus:
             token = self._next_token
             listeners = self._keys.setdefault(key, {})
             listeners[token] = listener
+            metrics.BUS_KEY_LISTENERS.labels(self.name).inc()
             if len(listeners) == 1:
                 self.transport.bind_key(key)
         return Registration(self, key, token)
@@ -312,6 +316,7 @@ class EventBus:
             listeners = self._keys.get(key)
             if listeners is None or listeners.pop(token, None) is None:
                 return
+            metrics.BUS_KEY_LISTENERS.labels(self.name).dec()
             if not listeners:
                 del self._keys[key]
                 self.transport.unbind_key(key)

@@ -26,6 +26,7 @@ import gevent
 import gevent.event
 import gevent.pool
 
+from jmapmono import metrics
 from jmapmono.events.deadletters import Claim, DeadLetterStore, ProcessedIds
 from jmapmono.events.event import Event
 from jmapmono.log import kv
@@ -139,6 +140,7 @@ class GroupRunner:
                 except Exception:
                     log.debug("event=bus_release_failed", exc_info=True)
         self.stats["dead_lettered"] += 1
+        metrics.DEAD_LETTERED.labels(self.bus).inc()
         ms = round((time.monotonic() - started) * 1000, 1)
         if dead_letter_id is not None:
             self._log_redelivery(spec, event, dead_letter_id, "failed", attempts, started, error)

@@ -33,6 +33,7 @@ from typing import Any
 import gevent
 import gevent.event
 
+from jmapmono import metrics
 from jmapmono.clock import now_ms
 from jmapmono.events import doorbell, outbox
 from jmapmono.events.bus import BusUnavailable, Event, EventBus
@@ -212,7 +213,7 @@ class OutboxRelay:
         started = time.monotonic()
         done: list[int] = []
         try:
-            for row_id, bus, body, _created in claimed:
+            for row_id, bus, body, created in claimed:
                 try:
                     event = to_event(row_id, body)
                 except ValueError as e:  # can never be published: logged with its row id, not retried
@@ -222,6 +223,7 @@ class OutboxRelay:
                     continue
                 self.buses[bus].dispatch(event)
                 done.append(row_id)
+                metrics.RELAY_LAG.observe(max(0, now_ms() - created) / 1000)
         finally:
             self._settle(claimed, done)
         self.stats["published"] += len(done)

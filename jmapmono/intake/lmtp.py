@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
+from jmapmono import metrics
 from jmapmono.accounts.users import AccountError
 from jmapmono.config import Config, IPNetwork
 from jmapmono.log import kv
@@ -236,6 +237,7 @@ class DeliveryHandler:
             error = f"{type(e).__name__}: {e}"
             log.exception(kv(event="lmtp_delivery_failed", rcpt=rcpt, error=type(e).__name__))
             reply = f"451 4.3.0 <{rcpt}> temporary server error, try again later"
+        metrics.delivery(reply, time.monotonic() - started)
         log.info(
             kv(
                 event="lmtp_delivery",
@@ -408,6 +410,7 @@ class JmapLMTP(LMTP):
             )
             log.info(kv(event="lmtp_rejected", reason=reason, size=size, rcpts=len(rcpts), peer=peer))
             for _ in rcpts:
+                metrics.delivery(reply, 0.0)
                 await self.push(reply)
             return
         raw = (

@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from werkzeug.http import parse_options_header
 
+from jmapmono import metrics
 from jmapmono.jmap import registry
 from jmapmono.jmap.errors import MethodError, RequestError
 from jmapmono.jmap.registry import Invocation, MethodSpec
@@ -311,6 +312,7 @@ class _Run:
         self.errors = 0
 
     def call(self, name: str, args: dict[str, Any], call_id: str) -> None:
+        started = time.monotonic()
         try:
             self.responses.extend(self._call(name, args, call_id))
             return
@@ -323,6 +325,10 @@ class _Run:
             ref = uuid.uuid4().hex[:12]
             log.exception(kv(event="method_failed", user=self.principal.email, method=name, call=call_id, ref=ref))
             error = {"type": "serverFail", "description": f"unexpected server error (reference {ref})"}
+        finally:  # names are bounded: a registered method's, else "unknown"
+            metrics.API_METHOD_DURATION.labels(name if name in registry.METHODS else "unknown").observe(
+                time.monotonic() - started
+            )
         self.errors += 1
         self.responses.append(["error", error, call_id])
 

@@ -21,7 +21,8 @@ jmap_bus_events.py, which both sides build and read them with):
     one account and type a larger number is newer. StateChanges of one account may be handled
     concurrently (several group workers or nodes), so a listener can see an older state after a newer
     one; it may drop it (compare per type) or forward it (a client that asks for changes since its
-    newer state simply gets none).
+    newer state simply gets none). The payload's ``at`` is the mutation's time in ms (push latency is
+    measured from it; absent from events of older senders).
 
 ``AccessChanged`` — registration key: ``user:<user id>`` of the user whose access changed.
     ``payload = {"userId": <user id>, "accountId": "<account id>", "ownerUserId": <owner's user id>,
@@ -100,7 +101,10 @@ def to_jmap(event: Event) -> tuple[Event, list[str]] | None:
     if not changed:
         return None
     change = StateChange(account, changed)
-    return change.to_event(event.id), [change.key]
+    jmap_event = change.to_event(event.id)
+    if isinstance(data.get("at"), int):  # the mutation's time (ms): push latency is measured from it
+        jmap_event.payload["at"] = data["at"]
+    return jmap_event, [change.key]
 
 
 class MailboxChangeListener:

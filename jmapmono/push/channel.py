@@ -70,6 +70,8 @@ class PushChannel:
         self._accounts: set[str] = set()
         self._seqs: dict[str, int] = {}
         self._pending: dict[str, dict[str, str]] = {}
+        #: The mutation time (ms) of the oldest change waiting, for the push latency metric.
+        self.pending_since: object = None
         self._rereading: gevent.Greenlet | None = None
         self._reread_wanted = False
         self._check_wanted = False
@@ -137,6 +139,7 @@ class PushChannel:
         """The coalesced StateChange to send now (``changed`` + ``pushState``), or None."""
         changed = self._pending_for_types()
         self._pending.clear()
+        self.pending_since = None
         if not changed or not self.enabled:
             return None
         return {"@type": "StateChange", "changed": changed, "pushState": self.push_state()}
@@ -211,6 +214,7 @@ class PushChannel:
         if not states:
             return
         self._merge(change.account_id, states)
+        self.pending_since = self.pending_since or event.payload.get("at")
         if self.enabled and self._pending_for_types():
             self.notify()
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.event
 
+from jmapmono import metrics
 from jmapmono.accounts.principal import Principal
 from jmapmono.log import kv
 from jmapmono.push.channel import PUSH_TYPES, PushChannel
@@ -241,9 +242,11 @@ class EventStream:
                 self._wake.clear()
                 if self._stopping:
                     break
+                since = self.channel.pending_since
                 change = self.channel.take()
                 if change is not None:
                     yield from self._write(state_event(change))
+                    metrics.since_ms(since, "eventsource")
                     self.state_events += 1
                     last_sent = time.monotonic()
                     if self.params.close_after_state:
@@ -345,6 +348,7 @@ class Streams:
         return len(self.streams)
 
     def add(self, stream: EventStream) -> None:
+        metrics.EVENTSOURCE_OPEN.inc()
         self.streams.add(stream)
         if self._ticker is None:
             self._ticker = gevent.spawn(self._tick)
@@ -358,6 +362,8 @@ class Streams:
 
     def discard(self, stream: EventStream) -> None:
         """Forget an ended stream and free its slot."""
+        if stream in self.streams:
+            metrics.EVENTSOURCE_OPEN.dec()
         self.streams.discard(stream)
         if stream in self._holding:
             self._holding.discard(stream)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.pool
 
+from jmapmono import metrics
 from jmapmono.accounts.principal import Principal
 from jmapmono.jmap.api import dump_response, execute, parse_json, validate_request
 from jmapmono.jmap.errors import RequestError
@@ -81,6 +82,7 @@ class JmapSocket:
 
     def run(self) -> None:
         """Serve the socket until it ends; the push channel is closed however that happens."""
+        metrics.WEBSOCKETS_OPEN.inc()
         try:
             self.channel.watch()
             for message in self.ws.messages():
@@ -98,6 +100,7 @@ class JmapSocket:
                     assert isinstance(message, str)
                     self._handle(message)
         finally:
+            metrics.WEBSOCKETS_OPEN.dec()
             self.channel.close()
             self.ws.finish()
 
@@ -184,10 +187,12 @@ class JmapSocket:
             self.ws.send_text(_dumps(_unavailable()))
 
     def _take_push(self) -> str | None:
+        since = self.channel.pending_since
         change = self.channel.take()
         if change is None:
             return None
         self.pushes += 1
+        metrics.since_ms(since, "websocket")
         return _dumps(change)
 
     def _revoked(self, revocation: CredentialsRevoked) -> None:

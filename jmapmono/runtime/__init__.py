@@ -229,6 +229,12 @@ class Runtime:
         self.housekeeping.start()
         return self
 
+    def buses_ready(self) -> bool | None:
+        """Are both buses consuming (broker connected)? None when this process runs no event flow."""
+        if self.flow is None:
+            return None
+        return self.mailbox_bus.ready and self.jmap_bus.ready
+
     def end_connections(self, timeout: float = END_CONNECTIONS_TIMEOUT) -> int:
         """Close every WebSocket with 1001 and end every EventSource stream (clients reconnect elsewhere at
         once); new ones are refused from now on. Returns how many there were."""

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from jmapmono.jmap import registry
 from jmapmono.log import kv
 from jmapmono.push import subscription_methods
+from jmapmono.web import health
 from jmapmono.web.context import WebServices
 from jmapmono.web.proxy import ClientAddress
 
@@ -31,6 +32,7 @@ def create_app(services: WebServices) -> Flask:
 
     for blueprint in routes.BLUEPRINTS:
         app.register_blueprint(blueprint)
+    app.register_blueprint(health.bp)
 
     @app.before_request
     def _start_timer() -> None:
@@ -39,7 +41,9 @@ def create_app(services: WebServices) -> Flask:
     @app.after_request
     def _log_request(response: Response) -> Response:
         principal = g.get("principal")
-        log.info(
+        probe = request.path in health.PROBE_PATHS  # readiness changes are logged by health.py
+        log.log(
+            logging.DEBUG if probe else logging.INFO,
             kv(
                 event="http",
                 method=request.method,
@@ -48,7 +52,7 @@ def create_app(services: WebServices) -> Flask:
                 user=principal.email if principal else None,
                 ip=request.remote_addr,
                 ms=f"{(time.monotonic() - g.get('started', time.monotonic())) * 1000:.1f}",
-            )
+            ),
         )
         return response
 

@@ -18,6 +18,8 @@ class WebServices(PushServices, Protocol):
     @property
     def authenticator(self) -> Authenticator: ...
 
+    def buses_ready(self) -> bool | None: ...
+
 
 def current_services() -> WebServices:
     """The services of the app serving the current request (``create_app`` put them there)."""

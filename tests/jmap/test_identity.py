@@ -72,7 +72,7 @@ def test_create_then_get_changes_and_push_event(alice, services):
 
     push, keys = to_jmap(to_event(1, json.dumps(event)))
     assert keys == [alice.account_id]
-    assert push.payload == {"accountId": alice.account_id, "changed": {"Identity": out["newState"]}}
+    assert push.payload == {"accountId": alice.account_id, "changed": {"Identity": out["newState"]}, "at": event["at"]}
 
 
 def test_defaults_are_reported_in_created(alice):
