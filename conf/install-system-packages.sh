@@ -9,6 +9,10 @@ done
 if [ "$(id -u)" = 0 ]; then
     echo "Installing Debian packages:$missing"
     export DEBIAN_FRONTEND=noninteractive
+    # Postfix as a package only: no main.cf, no system MTA on port 25 (tests run their own instance).
+    case "$missing" in *" postfix"*)
+        echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections ;;
+    esac
     apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null || {
         echo "apt-get install$missing failed" >&2; exit 1; }
     # The packages' own services are not needed: tests start their own servers.

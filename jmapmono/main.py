@@ -14,11 +14,21 @@ from collections.abc import Sequence
 
 #: Sub-commands that run in a plain (not gevent-patched) process.
 UNPATCHED_COMMANDS = frozenset({"lmtp", "deliver"})
+#: Options before the sub-command that take a separate value (``--env-file PATH``).
+_GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--env-file"})
 
 
 def command_of(argv: Sequence[str]) -> str | None:
-    """The sub-command named in ``argv`` (the first word that is not an option), if any."""
-    return next((arg for arg in argv if not arg.startswith("-")), None)
+    """The sub-command named in ``argv`` (the first word that is neither an option nor its value), if any."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def needs_gevent(argv: Sequence[str]) -> bool:

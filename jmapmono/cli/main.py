@@ -8,10 +8,13 @@ module only assembles them and maps failures to sysexits-style exit codes.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
+from jmapmono.cli.envfile import load_env_file
 from jmapmono.config import ConfigError, load_config
 from jmapmono.exits import EX_CONFIG, EX_OK, EX_TEMPFAIL, EX_USAGE, CommandError
 from jmapmono.log import setup_logging
@@ -19,9 +22,9 @@ from jmapmono.store import StoreError
 
 
 def _command_modules() -> list:
-    from jmapmono.cli import events, mail, serve, users
+    from jmapmono.cli import backup, events, mail, serve, users
 
-    return [serve, users, mail, events]
+    return [serve, users, mail, events, backup]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +36,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jmapmono", description="jmapmono JMAP mail server")
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="read settings (KEY=VALUE lines, systemd's EnvironmentFile format) from PATH first; "
+        "variables already set win (default: JMAPMONO_ENV_FILE)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in _command_modules():
@@ -46,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        env_file = args.env_file or os.environ.get("JMAPMONO_ENV_FILE")
+        if env_file:
+            load_env_file(Path(env_file))
         config = load_config()
         setup_logging(config.log_level)
         return handler(args) or EX_OK

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from jmapmono.accounts.app_passwords import AppPasswordError, AppPasswords
 from jmapmono.accounts.users import AccountError, InvalidEmail, UnknownUser, UserExists, normalize_email
+from jmapmono.cli.backup import describe_database
 from jmapmono.exits import EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
 from jmapmono.runtime import Runtime, runtime_from_environment
 
@@ -100,14 +101,17 @@ def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
 def cmd_add(args: argparse.Namespace, services: Runtime) -> None:
     user, password = services.accounts.create_user(args.email, args.password)
-    _say(f"created user {user.email} (account {user.account_id})")
+    _say(f"created user {user.email} (account {user.account_id}) in {describe_database(services.config.database_url)}")
     if args.password is None:
         print(password)
 
 
 def cmd_list(args: argparse.Namespace, services: Runtime) -> None:
-    for user in services.accounts.list():
+    users = services.accounts.list()
+    for user in users:
         print(f"{user.email}\t{user.account_id}")
+    if not users:
+        _say(f"no users in {describe_database(services.config.database_url)}")
 
 
 def _read_new_password() -> str:
