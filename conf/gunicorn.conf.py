@@ -27,3 +27,17 @@ errorlog = "-"
 # -- server hooks ----------------------------------------------------------------------------------------------------
 # gunicorn calls functions with these names (on_starting, post_fork, child_exit, worker_exit, ...) when defined
 # here; add them below.
+
+
+def on_starting(server: object) -> None:
+    """Metrics of every worker in one shared directory (prometheus multiprocess mode), emptied at start."""
+    from jmapmono.metrics_dir import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir()
+
+
+def child_exit(server: object, worker: object) -> None:
+    """An exited worker's live gauges (open connections) go with it."""
+    from jmapmono.metrics_dir import mark_process_dead
+
+    mark_process_dead(worker.pid)  # type: ignore[attr-defined]

@@ -87,10 +87,15 @@ def make_http_server(
     """The HTTP server for ``app`` (on ``listener`` when given, a bound and listening socket): every listener
     of this process is built here, on the strict HTTP/1.1 front the gunicorn worker runs too
     (jmapmono/web/http_front.py)."""
+    import gevent.pool
+
     from jmapmono.web.http_front import DEFAULT_IDLE_TIMEOUT, StrictWSGIServer
 
     timeout = DEFAULT_IDLE_TIMEOUT if idle_timeout is None else idle_timeout
-    return StrictWSGIServer(listener if listener is not None else (host, port), app, idle_timeout=timeout)
+    # A pool, even unbounded: gevent's stop(timeout) waits only for handlers in a pool, so without one the
+    # requests in progress at SIGTERM would be cut.
+    where = listener if listener is not None else (host, port)
+    return StrictWSGIServer(where, app, idle_timeout=timeout, spawn=gevent.pool.Pool())
 
 
 def ensure_first_user(services: Runtime, email: str | None = None) -> tuple[str, str] | None:
@@ -133,6 +138,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     import gevent
     from gevent.event import Event
+
+    from jmapmono.metrics_dir import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(load_config().data_dir)  # before prometheus_client is imported, here and in children
 
     from jmapmono.cli import gevent_patched
     from jmapmono.cli.supervisor import lmtp_child

@@ -16,6 +16,7 @@ from typing import Any
 
 from jmapmono.config import Config
 from jmapmono.log import kv
+from jmapmono.metrics_dir import mark_process_dead
 
 log = logging.getLogger("jmapmono.server")  # the logger name operators grep for
 
@@ -69,6 +70,7 @@ class ChildSupervisor:
                     return
                 ran = time.monotonic() - started
                 log.warning(kv(event="child_exited", child=self.name, pid=self.proc.pid, code=code, ran_s=f"{ran:.1f}"))
+                mark_process_dead(self.proc.pid)
             ran = time.monotonic() - started
             failures = 0 if ran >= self.HEALTHY_SECONDS else failures + 1
             delay = min(self.MAX_DELAY, 0.5 * 2 ** max(0, failures - 1))
@@ -96,6 +98,7 @@ class ChildSupervisor:
             self._greenlet.join(timeout=CHILD_STOP_TIMEOUT)
         if self.proc is not None:
             log.info(kv(event="child_stopped", child=self.name, pid=self.proc.pid, code=self.proc.returncode))
+            mark_process_dead(self.proc.pid)
 
 
 def child_python_path(environ: Mapping[str, str] = os.environ) -> str:

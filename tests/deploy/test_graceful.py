@@ -55,7 +55,6 @@ def database(postgres_server, tmp_path) -> str:
 
 #: serve's HTTP server spawns handlers outside a pool, so its stop() does not wait for them: the process exits
 #: under a request in progress. Strict: passes once make_http_server gives the server a gevent Pool.
-SERVE_DROPS_REQUESTS = pytest.mark.xfail(reason="serve does not wait for requests in progress", strict=True)
 
 
 def start_http(kind: str, database: str, tmp_path: Path) -> Iterator[Running]:
@@ -74,7 +73,7 @@ def http_server(request, database, tmp_path) -> Iterator[Running]:
     yield from start_http(request.param, database, tmp_path)
 
 
-@pytest.fixture(params=[pytest.param("serve", marks=SERVE_DROPS_REQUESTS), "gunicorn"])
+@pytest.fixture(params=["serve", "gunicorn"])
 def http_server_for_upload(request, database, tmp_path) -> Iterator[Running]:
     yield from start_http(request.param, database, tmp_path)
 
