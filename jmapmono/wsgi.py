@@ -4,8 +4,8 @@ Procfile uses ``wsgi:app``, which imports it). That worker serves through the sa
 
 gunicorn imports this module in each worker after forking it (no ``--preload``: the runtime must start
 in the worker that serves, not in the master). Each worker runs the same Runtime as ``serve``: event
-flow, housekeeping, push hubs (jmapmono/runtime/). With more than one worker, use RabbitMQ
-(``BROKER_URL``): memory:// is per process.
+flow, housekeeping, push hubs (jmapmono/runtime/). Several workers on memory:// each tail the outbox
+(jmapmono/events/outbox_tail.py), so every worker's sockets hear every change; across nodes, RabbitMQ.
 """
 
 from gevent import monkey

@@ -12,7 +12,8 @@ the MTA that pipes a message into it:
 - 67 (EX_NOUSER): no such user.
 - 75 (EX_TEMPFAIL): the database is unavailable (or any unexpected failure): the
   MTA keeps the message and retries.
-- 64 (EX_USAGE): bad command line; 78 (EX_CONFIG): bad configuration.
+- 64 (EX_USAGE): bad command line. A bad configuration (environment, env file) is 75 too, not
+  78: an MTA bounces mail on 78, and an operator's mistake must hold mail in the queue, not return it.
 
 The message is stored byte for byte, with one exception: input that has no CRLF
 at all (an MTA pipe hands over Unix LF line endings) has each LF turned into
@@ -39,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="deliver one message from standard input (local delivery agent for an MTA)",
         description="Deliver the message on standard input to EMAIL. Exit codes (sendmail): 0 delivered, "
         "65 empty or over JMAPMONO_MAX_MESSAGE_SIZE, 67 no such user, 75 temporary failure (try again), "
-        "64 usage, 78 configuration. Input with LF line endings only is stored with CRLF.",
+        "64 usage; a bad configuration is 75 too (the MTA keeps the mail). "
+        "Input with LF line endings only is stored with CRLF.",
     )
     p.add_argument("--to", required=True, metavar="EMAIL", help="the recipient (a user of this server)")
     p.add_argument("--mailbox", metavar="NAME", help="deliver into this mailbox instead of the Inbox")

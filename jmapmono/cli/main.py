@@ -66,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code
     except ConfigError as e:
         print(f"jmapmono: configuration: {e}", file=sys.stderr)
-        return EX_CONFIG
+        # An MTA bounces mail on 78 (Postfix: 5.3.5): for the delivery agent an operator's mistake must hold
+        # the mail in the queue until it is fixed, not return it to the sender.
+        return EX_TEMPFAIL if getattr(args, "command", None) == "deliver" else EX_CONFIG
     except StoreError as e:
         print(f"jmapmono: database unavailable: {e}", file=sys.stderr)
         return EX_TEMPFAIL
