@@ -171,7 +171,8 @@ def test_websocket_gauge_and_push_latency(config, db):
         ws.push()
         latency = "jmapmono_push_latency_seconds_count"
         pushed = scrape(web)  # the frame was taken before it was written: counted by the time it arrives
-        assert sample(pushed, latency, transport="websocket") == sample(before, latency, transport="websocket") + 1
+        # at least this push: on Postgres the relay may still push the account's creation after enable
+        assert sample(pushed, latency, transport="websocket") >= sample(before, latency, transport="websocket") + 1
         assert sample(pushed, "jmapmono_pushes_sent_total", transport="websocket") > sample(
             before, "jmapmono_pushes_sent_total", transport="websocket"
         )
