@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 from tests.support.lmtp_client import LMTPClient  # noqa: E402
 from tests.support.servers import PostgresServer, RabbitMQServer, free_port, wait_for_port  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 
 PASSWORD = "bench-password-0123"
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
@@ -275,7 +276,7 @@ def start_serve(env: dict, work: Path, lmtp: bool = True, name: str = "serve", w
         wait_for_port(http_port, 30, proc)
         if lmtp_port:
             wait_for_port(lmtp_port, 30, proc)
-        wait_until(lambda: server.log().count("event=relay_started") >= workers, 30, "the event flow to start")
+        wait_until(lambda: server.log().count("event=relay_started") >= workers, 30, message="the event flow to start")
     except Exception:
         server.stop()
         raise RuntimeError(f"serve did not start (exit {server.proc.returncode}):\n{server.log()[-3000:]}") from None
@@ -294,18 +295,6 @@ def serving(env: dict, work: Path, lmtp: bool = True, name: str = "serve", worke
         server.stop()
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll ``predicate`` until it is truthy (a condition wait with a deadline, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
 def wait_outbox_drained(database_url: str, timeout: float = 120) -> None:
     """Wait until a serving process published every event committed so far (the outbox is empty)."""
     from jmapmono.store import open_database
@@ -317,7 +306,7 @@ def wait_outbox_drained(database_url: str, timeout: float = 120) -> None:
             with db.read() as tx:
                 return tx.value("SELECT COUNT(*) FROM event_outbox WHERE dispatched_at IS NULL") == 0
 
-        wait_until(drained, timeout, "the outbox to be published")
+        wait_until(drained, timeout, message="the outbox to be published")
     finally:
         db.close()
 

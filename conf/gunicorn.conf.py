@@ -10,10 +10,9 @@ import os
 # One strict HTTP/1.1 front and push connections on gevent: the worker class ``serve`` also uses for its HTTP.
 worker_class = "jmapmono.web.gunicorn_worker.StrictGeventWorker"
 bind = [f"0.0.0.0:{os.environ.get('PORT', '8080')}"]
-# Unset WEB_CONCURRENCY: two workers on a shared broker (events reach the worker holding a client's socket);
-# one on the in-process bus (memory://), whose events reach no other process's sockets.
-_shared_broker = os.environ.get("BROKER_URL", "memory://").split(":", 1)[0] in ("amqp", "amqps", "pyamqp")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2" if _shared_broker else "1"))
+# Unset WEB_CONCURRENCY: one worker per CPU, as ``serve``. Every worker hears every change whatever the bus:
+# RabbitMQ routes by account, and on memory:// each worker tails the outbox (docs/adr/0006-every-core.md).
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 # At SIGTERM a worker closes WebSockets (1001), ends EventSource streams and finishes the requests in flight;
 # gunicorn kills what is still running after this many seconds.
 graceful_timeout = 10

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_package_install import PIP_TIMEOUT, run
 from tests.support.servers import ROOT
+from tests.support.venvs import PIP_TIMEOUT, run
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ import base64
 import json
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from tests.support.eventsource_client import Stream
 from tests.support.jmap import basic_auth
 from tests.support.lmtp_client import LMTPClient
-from tests.support.servers import ROOT, jmapmono_env, port_open, start_gunicorn, start_lmtp, start_serve
+from tests.support.servers import add_user, port_open, start_gunicorn, start_lmtp, start_serve
 from tests.support.waiting import wait_until
 from tests.support.ws_client import WsClient, basic
 
@@ -41,15 +39,7 @@ class Running:
 @pytest.fixture
 def database(postgres_server, tmp_path) -> str:
     url = postgres_server.new_database()
-    made = subprocess.run(
-        [sys.executable, "-m", "jmapmono", "user", "add", ALICE, "--password", PASSWORD],
-        cwd=ROOT,
-        env=jmapmono_env(url, tmp_path / "data"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
+    add_user(url, tmp_path / "data", ALICE, PASSWORD)
     return url
 
 

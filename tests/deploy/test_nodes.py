@@ -5,8 +5,6 @@ mail flows; a node leaves (SIGTERM) and its clients resume on another node by pu
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import gevent
 import pytest
 
 from tests.support.lmtp_client import LMTPClient
-from tests.support.servers import ROOT, ServeProcess, jmapmono_env, start_serve
+from tests.support.servers import ServeProcess, add_user, start_serve
 from tests.support.waiting import wait_until
 from tests.support.ws_client import WsClient, basic
 
@@ -56,15 +54,7 @@ class Cluster:
 @pytest.fixture
 def cluster(postgres_server, rabbitmq, tmp_path) -> Iterator[Cluster]:
     url = postgres_server.new_database()
-    made = subprocess.run(
-        [sys.executable, "-m", "jmapmono", "user", "add", ALICE, "--password", PASSWORD],
-        cwd=ROOT,
-        env=jmapmono_env(url, tmp_path / "data"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
+    add_user(url, tmp_path / "data", ALICE, PASSWORD)
     cluster = Cluster(url, rabbitmq.url, tmp_path)
     yield cluster
     for log in cluster.stop():

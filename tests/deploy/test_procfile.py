@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_package_install import clean_env
 from tests.support.lmtp_client import LMTPClient
 from tests.support.servers import ROOT, free_port, procfile_web_argv, procfile_worker_class, wait_for_port
+from tests.support.venvs import clean_env
 from tests.support.waiting import wait_until
 from tests.support.ws_client import WsClient, basic
 
@@ -107,9 +107,9 @@ def gunicorn_settings(**env: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("env", "workers"),
     [
-        ({"BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}, "2"),
-        ({"BROKER_URL": "memory://localhost/"}, "1"),
-        ({}, "1"),
+        ({"BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}, str(os.cpu_count())),
+        ({"BROKER_URL": "memory://localhost/"}, str(os.cpu_count())),
+        ({}, str(os.cpu_count())),
         ({"BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "WEB_CONCURRENCY": "5"}, "5"),
         ({"WEB_CONCURRENCY": "3"}, "3"),
     ],

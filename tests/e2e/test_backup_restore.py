@@ -18,7 +18,7 @@ import requests
 
 from tests.support.jmap import PASSWORD
 from tests.support.lmtp_client import LMTPClient
-from tests.support.servers import ROOT, jmapmono_env, start_serve
+from tests.support.servers import ROOT, add_user, jmapmono_env, start_serve
 from tests.support.waiting import wait_until
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
@@ -62,8 +62,7 @@ def test_a_backup_taken_while_mail_arrives_restores_every_committed_message(tmp_
     data = tmp_path / "data"
     url = f"sqlite:///{data / 'jmapmono.sqlite3'}"
     env = jmapmono_env(url, data)
-    add = [sys.executable, "-m", "jmapmono", "user", "add", "alice@example.org", "--password", PASSWORD]
-    subprocess.run(add, cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
+    add_user(url, data, "alice@example.org", PASSWORD)
     server = start_serve(url, tmp_path)
     acked: list[str] = []
     stop = False

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,12 +32,12 @@ import requests
 
 from tests.support.lmtp_client import LMTPClient
 from tests.support.servers import free_port, wait_for_port
+from tests.support.venvs import PIP_TIMEOUT, clean_env, copy_source, run
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What building the wheel reads from the source tree.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "jmapmono")
 #: Seconds for one pip step; a cold cache downloads every dependency.
-PIP_TIMEOUT = 300
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
 MESSAGE = b"From: bob@example.org\r\nTo: admin@localhost\r\nSubject: installed\r\n\r\nDelivered to a wheel.\r\n"
 
@@ -54,23 +53,6 @@ class Installed:
 
     def bin(self, name: str) -> str:
         return str(self.venv / "bin" / name)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without anything that would point a process at the source tree or configure jmapmono."""
-    dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "DATABASE_URL", "BROKER_URL", "PORT")
-    env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("JMAPMONO_")}
-    env.update(extra)
-    return env
-
-
-def run(argv: list[str | Path], cwd: Path, timeout: float, env: dict[str, str] | None = None) -> str:
-    """Run ``argv`` to completion; its standard output, or a failure showing everything it printed."""
-    proc = subprocess.run(
-        [str(a) for a in argv], cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, proc: subprocess.Popen) -> T:
@@ -90,14 +72,7 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, proc: subp
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     work = tmp_path_factory.mktemp("package")
-    source = work / "source"
-    source.mkdir()
-    for name in BUILD_INPUTS:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(path, source / name)
+    source = copy_source(work / "source", BUILD_INPUTS)
     wheels = work / "wheels"
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels, source], work, PIP_TIMEOUT)
     (wheel,) = wheels.glob("jmapmono-*.whl")

@@ -23,7 +23,8 @@ import requests
 from tests.support import postfix as postfix_support
 from tests.support.jmap import PASSWORD
 from tests.support.postfix import PostfixInstance, rcpt_reply, require_postfix, start_postfix
-from tests.support.servers import ROOT, free_port, jmapmono_env, start_serve, wait_for_port
+from tests.support.servers import ROOT, add_user, free_port, start_serve, wait_for_port
+from tests.support.venvs import copy_source
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -109,9 +110,7 @@ def shared_dir() -> Iterator[Path]:
 def lmtp_world(shared_dir: Path, tmp_path: Path) -> Iterator[tuple[PostfixInstance, str]]:
     """``serve`` on SQLite with alice@example.org, and a Postfix handing it mail over LMTP as the README says."""
     url = f"sqlite:///{tmp_path / 'data' / 'jmapmono.sqlite3'}"
-    env = jmapmono_env(url, tmp_path / "data")
-    add = [sys.executable, "-m", "jmapmono", "user", "add", "alice@example.org", "--password", PASSWORD]
-    subprocess.run(add, cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
+    add_user(url, tmp_path / "data", "alice@example.org", PASSWORD)
     server = start_serve(url, tmp_path)
     postfix = None
     try:
@@ -182,14 +181,7 @@ def _ensure_system_user(name: str) -> None:
 @pytest.fixture
 def installed_venv(shared_dir: Path) -> Path:
     """``python3 -m venv`` and ``pip install -r requirements.txt .`` from a copy of the source tree."""
-    source = shared_dir / "source"
-    source.mkdir()
-    for name in INSTALL_INPUTS:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(path, source / name)
+    source = copy_source(shared_dir / "source", INSTALL_INPUTS)
     venv = shared_dir / "venv"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", venv], check=True, env=env, timeout=300)

@@ -30,13 +30,6 @@ def config(config):
     return config.with_overrides(push_allow_private_targets=True)
 
 
-@pytest.fixture
-def receiver():
-    r = PushReceiver()
-    yield r
-    r.stop()
-
-
 def call(client: JmapClient, method: str, args: dict) -> tuple[str, dict]:
     name, result, _ = client.responses([[method, args, "c0"]], using=[CORE])[0]
     return name, result

@@ -22,20 +22,12 @@ from jmapmono.runtime.event_flow import EventFlow
 from tests.push.test_subscription import create, get_all, ok
 from tests.push.test_webpush_delivery import message, settle, subscribe
 from tests.support.jmap import PASSWORD, JmapClient, basic_auth
-from tests.support.push_receiver import PushReceiver
 
 
 @pytest.fixture
 def config(config):
     """Loopback receivers: private targets (and http://) allowed, as a lab deployment would."""
     return config.with_overrides(push_allow_private_targets=True)
-
-
-@pytest.fixture
-def receiver() -> Iterator[PushReceiver]:
-    r = PushReceiver()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

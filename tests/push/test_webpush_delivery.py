@@ -30,13 +30,6 @@ def config(config):
 
 
 @pytest.fixture
-def receiver() -> Iterator[PushReceiver]:
-    r = PushReceiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
 def sender(services) -> webpush.WebPushSender:
     s = services.webpush
     s.retry_backoff = 0.05  # retries in tens of milliseconds, not seconds

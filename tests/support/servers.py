@@ -242,6 +242,15 @@ def jmapmono_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, s
     return env
 
 
+def add_user(database_url: str, data_dir: Path, email: str, password: str) -> None:
+    """Create a user with the operator's command (``jmapmono user add``), as a self-hoster would."""
+    argv = [sys.executable, "-m", "jmapmono", "user", "add", email, "--password", password]
+    made = subprocess.run(
+        argv, cwd=ROOT, env=jmapmono_env(database_url, data_dir), capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+
+
 def _stop_process(proc: subprocess.Popen, signum: int, timeout: float, group: bool = False) -> int:
     """Send ``signum`` (to the process group with ``group``), wait ``timeout`` seconds, then kill it."""
     if proc.poll() is None:

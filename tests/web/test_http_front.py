@@ -7,15 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import ROOT, jmapmono_env, start_gunicorn, start_serve
+from tests.support.servers import add_user, start_gunicorn, start_serve
 
 EMAIL = "front@example.org"
 PASSWORD = "front password 1"
@@ -37,9 +35,7 @@ def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """One server of each deployment form (its own SQLite database and one user) for the whole module."""
     tmp = tmp_path_factory.mktemp(request.param)
     url = f"sqlite:///{tmp / 'jmapmono.sqlite3'}"
-    env = jmapmono_env(url, tmp / "data")
-    argv = [sys.executable, "-m", "jmapmono", "user", "add", EMAIL, "--password", PASSWORD]
-    subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
+    add_user(url, tmp / "data", EMAIL, PASSWORD)
     timeout = str(IDLE_TIMEOUT)
     if request.param == "serve":
         server = start_serve(url, tmp, lmtp=False, JMAPMONO_HTTP_IDLE_TIMEOUT=timeout)
