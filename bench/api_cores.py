@@ -1,5 +1,6 @@
-"""API throughput on every core: 1 and 8 concurrent keep-alive clients against ``serve --workers 1`` and
-``serve --workers N`` (N: the number of CPUs), SQLite + memory://.
+"""API throughput on every core: 1 and 8 concurrent keep-alive clients against ``serve --workers 1``,
+``serve --workers N`` (N: the number of CPUs) and the Procfile's ``web`` (gunicorn, N gevent workers), SQLite +
+memory://.
 
 A real ``python -m jmapmono serve`` holds one user with 120 delivered messages. Each client is a process
 of its own (this script run with ``--client``), so the client's Python does not run on the server's
@@ -103,8 +104,9 @@ def main(argv: list[str]) -> None:
         env = common.jmapmono_env(url, work / "data")
         common.add_user(env, USER)
         populated = False
-        for workers in sorted({1, many}):
-            with common.serving(env, work, workers=workers) as server:
+        forms = [("serve", workers, False) for workers in sorted({1, many})] + [("gunicorn", many, True)]
+        for form, workers, gunicorn in forms:
+            with common.serving(env, work, workers=workers, gunicorn=gunicorn) as server:
                 if not populated:
                     lmtp = LMTPClient("127.0.0.1", server.lmtp_port)
                     lmtp.lhlo()
@@ -116,7 +118,7 @@ def main(argv: list[str]) -> None:
                     for clients in (1, 8):
                         rate = run_clients(server.http_port, case, clients, seconds)
                         name = "Core/echo" if case == "echo" else "Email/get 10"
-                        figures.value(f"workers={workers} clients={clients}: HTTP {name}", rate, "req/s")
+                        figures.value(f"{form} workers={workers} clients={clients}: HTTP {name}", rate, "req/s")
 
 
 if __name__ == "__main__":

@@ -32,12 +32,21 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import gevent.pool  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support.lmtp_client import LMTPClient  # noqa: E402
-from tests.support.servers import PostgresServer, RabbitMQServer, free_port, wait_for_port  # noqa: E402
+from tests.support.push_sockets import open_push_socket  # noqa: E402
+from tests.support.servers import (  # noqa: E402
+    PostgresServer,
+    RabbitMQServer,
+    free_port,
+    procfile_web_argv,
+    wait_for_port,
+)
 from tests.support.waiting import wait_until  # noqa: E402
 
 PASSWORD = "bench-password-0123"
@@ -266,9 +275,25 @@ def start_serve(env: dict, work: Path, lmtp: bool = True, name: str = "serve", w
     loopback ports and wait until HTTP (and LMTP) answer and every worker's event flow runs."""
     http_port = free_port()
     lmtp_port = free_port() if lmtp else None
-    log_path = work / f"{name}-{http_port}.log"
     argv = [sys.executable, "-m", "jmapmono", "serve", "--host", "127.0.0.1", "--port", str(http_port)]
     argv += ["--lmtp", f"127.0.0.1:{lmtp_port}" if lmtp_port else "off", "--workers", str(workers)]
+    return _start(argv, env, work, name, http_port, lmtp_port, workers)
+
+
+def start_gunicorn(env: dict, work: Path, workers: int, name: str = "gunicorn") -> Serve:
+    """The Procfile's ``web`` process (gunicorn with its config file, ``workers`` gevent workers) on a free
+    loopback port, LMTP off; ready once every worker's event flow runs."""
+    http_port = free_port()
+    argv = procfile_web_argv(http_port)
+    argv = [str(Path(sys.executable).parent / "gunicorn"), *argv[1:], "-w", str(workers)]
+    env = {**env, "PORT": str(http_port), "JMAPMONO_LMTP_LISTEN": "off"}
+    return _start(argv, env, work, name, http_port, None, workers)
+
+
+def _start(
+    argv: list[str], env: dict, work: Path, name: str, http_port: int, lmtp_port: int | None, workers: int
+) -> Serve:
+    log_path = work / f"{name}-{http_port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     server = Serve(proc, http_port, lmtp_port, log_path)
@@ -279,13 +304,17 @@ def start_serve(env: dict, work: Path, lmtp: bool = True, name: str = "serve", w
         wait_until(lambda: server.log().count("event=relay_started") >= workers, 30, message="the event flow to start")
     except Exception:
         server.stop()
-        raise RuntimeError(f"serve did not start (exit {server.proc.returncode}):\n{server.log()[-3000:]}") from None
+        raise RuntimeError(f"{name} did not start (exit {server.proc.returncode}):\n{server.log()[-3000:]}") from None
     return server
 
 
 @contextmanager
-def serving(env: dict, work: Path, lmtp: bool = True, name: str = "serve", workers: int = 1) -> Iterator[Serve]:
-    server = start_serve(env, work, lmtp, name, workers)
+def serving(
+    env: dict, work: Path, lmtp: bool = True, name: str = "serve", workers: int = 1, gunicorn: bool = False
+) -> Iterator[Serve]:
+    """A running ``serve`` (or, with ``gunicorn``, the Procfile's ``web``), stopped at the end; its log shown
+    if the body fails."""
+    server = start_gunicorn(env, work, workers) if gunicorn else start_serve(env, work, lmtp, name, workers)
     try:
         yield server
     except BaseException:
@@ -433,3 +462,28 @@ def arg_int(argv: Sequence[str], name: str, default: int) -> int:
     if flag in argv:
         return int(argv[list(argv).index(flag) + 1])
     return default
+
+
+def open_sockets(port: int, counts: dict[str, int]) -> dict[str, list[socket.socket]]:
+    """``counts[email]`` push-enabled sockets per user, each enabled by the time this returns. Each user's
+    first socket opens alone (the server checks the password once, then its credential cache answers)."""
+    firsts = {email: open_push_socket(port, basic(email), 60, True) for email in counts}
+    pool = gevent.pool.Pool(20)  # a few upgrades at once: the server's accept queue stays short
+    rest = {
+        email: [pool.spawn(open_push_socket, port, basic(email), 60, True) for _ in range(n - 1)]
+        for email, n in counts.items()
+    }
+    pool.join(raise_error=True)
+    return {email: [firsts[email], *(g.value for g in greenlets)] for email, greenlets in rest.items()}
+
+
+def create_users(env: dict, emails: list[str]) -> dict[str, str]:
+    """Create every user in this process (a CLI run each would take longer than the benchmark); email → account id."""
+    from jmapmono.config import load_config
+    from jmapmono.runtime import Runtime
+
+    services = Runtime(load_config(env))
+    try:
+        return {email: services.accounts.create_user(email, PASSWORD)[0].account_id for email in emails}
+    finally:
+        services.stop()

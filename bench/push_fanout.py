@@ -27,26 +27,12 @@ import time  # noqa: E402
 
 import common  # noqa: E402
 import gevent  # noqa: E402
-import gevent.pool  # noqa: E402
-from common import LMTPClient, basic, message  # noqa: E402
+from common import LMTPClient, message  # noqa: E402
 
 from tests.support.lmtp_client import dot_stuff  # noqa: E402
-from tests.support.push_sockets import open_push_socket, read_text  # noqa: E402
+from tests.support.push_sockets import read_text  # noqa: E402
 
 WAIT = 120.0
-
-
-def open_sockets(port: int, counts: dict[str, int]) -> dict[str, list[socket.socket]]:
-    """``counts[email]`` push-enabled sockets per user, each enabled by the time this returns. Each user's
-    first socket opens alone (the server checks the password once, then its credential cache answers)."""
-    firsts = {email: open_push_socket(port, basic(email), 60, True) for email in counts}
-    pool = gevent.pool.Pool(20)  # a few upgrades at once: the server's accept queue stays short
-    rest = {
-        email: [pool.spawn(open_push_socket, port, basic(email), 60, True) for _ in range(n - 1)]
-        for email, n in counts.items()
-    }
-    pool.join(raise_error=True)
-    return {email: [firsts[email], *(g.value for g in greenlets)] for email, greenlets in rest.items()}
 
 
 def arrival(sock: socket.socket, account_of_user: str) -> float:
@@ -86,7 +72,7 @@ def fan_out(lmtp_port: int, sockets: dict[str, list[socket.socket]], accounts: d
 
 
 def case(figures: common.Figures, label: str, server: common.Serve, counts: dict, accounts: dict, rounds: int) -> None:
-    sockets = open_sockets(server.http_port, counts)
+    sockets = common.open_sockets(server.http_port, counts)
     try:
         samples: list[float] = []
         last: list[float] = []
@@ -116,24 +102,12 @@ def main(argv: list[str]) -> None:
         cap = str(max(one, spread))  # the per-user cap on push connections must let the sockets in
         env.update(JMAPMONO_WS_PING_SECONDS="0", JMAPMONO_MAX_PUSH_CONNECTIONS_PER_USER=cap)
         emails = [f"user{n}@example.org" for n in range(max(users, 1))]
-        accounts = create_users(env, emails)
+        accounts = common.create_users(env, emails)
         with common.serving(env, work) as server:
             case(figures, f"1 user, {one:,} sockets", server, {emails[0]: one}, accounts, rounds)
             per_user = {email: spread // len(emails) for email in emails}
             label = f"{len(emails)} users, {sum(per_user.values()):,} sockets"
             case(figures, label, server, per_user, accounts, rounds)
-
-
-def create_users(env: dict, emails: list[str]) -> dict[str, str]:
-    """Create every user in this process (a CLI run each would take longer than the benchmark); email → account id."""
-    from jmapmono.config import load_config
-    from jmapmono.runtime import Runtime
-
-    services = Runtime(load_config(env))
-    try:
-        return {email: services.accounts.create_user(email, common.PASSWORD)[0].account_id for email in emails}
-    finally:
-        services.stop()
 
 
 if __name__ == "__main__":

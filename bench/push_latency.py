@@ -11,9 +11,15 @@ sent. Also shown: the LMTP ``250`` reply (stored and committed) on the same cloc
   serving process through the SQLite doorbell), with one worker and with one per CPU (``--workers``): the
   WebSocket and the stream land on any worker, which learns of the delivery by tailing the outbox;
 - cluster: Postgres + RabbitMQ, two ``serve`` processes: delivered through node A's LMTP, the WebSocket
-  and the EventSource stream on node B.
+  and the EventSource stream on node B;
+- cluster under load: the same, while ``--load-sockets`` other push-enabled WebSockets (default 1,000, 20
+  per user) are connected to node B and mail for their users arrives through node A at ``--load-rate``
+  messages/s (default 50) on a second LMTP connection; every one of those sockets is read, so each
+  background message is a fan-out of 20 frames on node B. Also shown on that clock: the LMTP ``250`` →
+  the WebSocket StateChange (the push's own latency, without the store's commit).
 
     .venv/bin/python bench/push_latency.py [--samples 200] [--workers N] [--cluster 0]
+        [--load-sockets 1000] [--load-rate 50]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ monkey.patch_all()  # before requests, kombu, psycopg are imported
 
 import json  # noqa: E402
 import os  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -33,7 +40,7 @@ import gevent  # noqa: E402
 import gevent.queue  # noqa: E402
 import requests  # noqa: E402
 import websocket  # noqa: E402
-from common import LMTPClient, basic, message  # noqa: E402
+from common import LMTPClient, basic, lmtp_deliver, message  # noqa: E402
 
 from tests.support.lmtp_client import dot_stuff  # noqa: E402
 
@@ -126,12 +133,14 @@ def open_eventsource(port: int) -> tuple[requests.Response, Listener]:
     return response, listener
 
 
-def measure(figures: common.Figures, label: str, lmtp_port: int, push_port: int, samples: int) -> None:
+def measure(
+    figures: common.Figures, label: str, lmtp_port: int, push_port: int, samples: int, load: Background | None = None
+) -> None:
     ws, on_ws = open_websocket(push_port)
     stream, on_es = open_eventsource(push_port)
     client = LMTPClient("127.0.0.1", lmtp_port)
     client.lhlo()
-    results: dict[str, list[float]] = {"websocket": [], "eventsource": [], "lmtp 250": []}
+    results: dict[str, list[float]] = {"websocket": [], "eventsource": [], "lmtp 250": [], "after 250": []}
     last = {"websocket": None, "eventsource": None}
     started = time.perf_counter()
     try:
@@ -151,18 +160,21 @@ def measure(figures: common.Figures, label: str, lmtp_port: int, push_port: int,
                 arrived[listener.name], last[listener.name] = listener.next_delivery(last[listener.name])
             if n >= WARMUP:
                 results["lmtp 250"].append((replied - sent) * 1000)
+                results["after 250"].append((arrived["websocket"] - replied) * 1000)
                 for name, at in arrived.items():
                     results[name].append((at - sent) * 1000)
         elapsed = time.perf_counter() - started
+        note = load.summary() if load else ""
     finally:
         client.quit()
         gevent.killall([on_ws.greenlet, on_es.greenlet], timeout=2)  # first: a close must not race a read
         ws.close()
         stream.close()
-    for name in ("websocket", "eventsource", "lmtp 250"):
-        what = "DATA sent -> LMTP 250" if name == "lmtp 250" else f"DATA sent -> {name} StateChange"
+    whats = {"lmtp 250": "DATA sent -> LMTP 250", "after 250": "LMTP 250 -> websocket StateChange"}
+    for name in ("websocket", "eventsource", "lmtp 250", "after 250"):
+        what = whats.get(name, f"DATA sent -> {name} StateChange")
         rate = (WARMUP + samples) / elapsed if name == "websocket" else None  # deliveries/s, one at a time
-        figures.latency(f"{label}: {what}", results[name], rate=rate)
+        figures.latency(f"{label}: {what}", results[name], rate=rate, note=note if name == "websocket" else "")
 
 
 def embedded(figures: common.Figures, samples: int, workers: int = 1) -> None:
@@ -184,6 +196,77 @@ def cluster(figures: common.Figures, samples: int) -> None:
             measure(figures, "cluster A->B", a.lmtp_port, b.http_port, samples)
 
 
+class Background:
+    """Push sockets of other users on one node, every frame read, and mail for those users at a steady rate."""
+
+    PER_USER = 20
+
+    def __init__(self, sockets: dict[str, list[socket.socket]], lmtp_port: int, rate: int) -> None:
+        self.sockets, self.lmtp_port, self.rate = sockets, lmtp_port, rate
+        self.frames_bytes = 0
+        self.delivered = 0
+        self.late = 0  # ticks the sender missed because a delivery took longer than the interval
+        self.started = time.perf_counter()
+        self.greenlets = [gevent.spawn(self._drain, sock) for socks in sockets.values() for sock in socks]
+        self.greenlets.append(gevent.spawn(self._send))
+
+    def _drain(self, sock: socket.socket) -> None:
+        sock.settimeout(None)
+        while chunk := sock.recv(65536):
+            self.frames_bytes += len(chunk)
+
+    def _send(self) -> None:
+        users = list(self.sockets)
+        client = LMTPClient("127.0.0.1", self.lmtp_port)
+        client.lhlo()
+        interval, next_at = 1.0 / self.rate, time.perf_counter()
+        try:
+            while True:
+                to = users[self.delivered % len(users)]
+                lmtp_deliver(client, to, message(self.delivered, to, 2000))
+                self.delivered += 1
+                next_at += interval
+                pause = next_at - time.perf_counter()
+                if pause > 0:
+                    gevent.sleep(pause)  # pacing the load, not waiting for a condition
+                else:
+                    self.late += 1
+        finally:
+            client.quit()
+
+    def summary(self) -> str:
+        sockets = sum(len(s) for s in self.sockets.values())
+        rate = self.delivered / (time.perf_counter() - self.started)
+        return (
+            f"meanwhile {sockets:,} other sockets, {rate:.0f} msg/s to them "
+            f"({self.rate} asked), {self.frames_bytes // 1024:,} KiB pushed to them"
+        )
+
+    def stop(self) -> None:
+        gevent.killall(self.greenlets, timeout=5)
+        for socks in self.sockets.values():
+            for sock in socks:
+                sock.close()
+
+
+def loaded_cluster(figures: common.Figures, samples: int, sockets: int, rate: int) -> None:
+    with common.temp_dir() as work, common.postgres() as pg, common.rabbitmq() as amqp:
+        url = pg.new_database()
+        env_a = common.jmapmono_env(url, work / "a", amqp)
+        env_b = common.jmapmono_env(url, work / "b", amqp)
+        common.add_user(env_a, USER)
+        users = [f"load{n}@example.org" for n in range(max(1, sockets // Background.PER_USER))]
+        common.create_users(env_a, users)
+        with common.serving(env_a, work, name="node-a") as a, common.serving(env_b, work, False, "node-b") as b:
+            counts = {email: sockets // len(users) for email in users}
+            load = Background(common.open_sockets(b.http_port, counts), a.lmtp_port, rate)
+            try:
+                label = f"cluster A->B, {sum(counts.values()):,} sockets, {rate} msg/s"
+                measure(figures, label, a.lmtp_port, b.http_port, samples, load)
+            finally:
+                load.stop()
+
+
 def main(argv: list[str]) -> None:
     samples = common.arg_int(argv, "samples", 200)
     common.banner(f"push latency, {samples} deliveries one at a time (~2 KB)")
@@ -194,6 +277,9 @@ def main(argv: list[str]) -> None:
         embedded(figures, samples, workers)
     if common.arg_int(argv, "cluster", 1):
         cluster(figures, samples)
+        sockets = common.arg_int(argv, "load-sockets", 1000)
+        if sockets:
+            loaded_cluster(figures, samples, sockets, common.arg_int(argv, "load-rate", 50))
 
 
 if __name__ == "__main__":
