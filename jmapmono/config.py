@@ -102,6 +102,9 @@ class Config:
     push_ttl_seconds: int = 86400
     #: Deadline of one push POST (resolve, connect, TLS, write, answer), seconds.
     push_timeout_seconds: int = 10
+    #: Web push VAPID (RFC 8292) contact for push services, ``mailto:`` or ``https:``; empty: the public base
+    #: URL when it is https, else ``mailto:postmaster@`` its host (see :attr:`vapid_contact`).
+    vapid_subject: str = ""
     #: Push connections (WebSockets and EventSource streams together) one user may hold open in one
     #: process; past it, new ones are refused with 429 (jmapmono/push/slots.py).
     max_push_connections_per_user: int = 100
@@ -127,6 +130,17 @@ class Config:
         return f"http://{host}:{self.port}"
 
     @property
+    def vapid_contact(self) -> str:
+        """The ``sub`` of VAPID tokens: the setting, else derived from the public base URL."""
+        if self.vapid_subject:
+            return self.vapid_subject
+        base = self.public_base_url
+        if base.lower().startswith("https://"):
+            return base
+        host = base.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+        return f"mailto:postmaster@{host}"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite:")
 
@@ -144,6 +158,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _vapid_subject(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if value and not (value.startswith("mailto:") or value.startswith("https://")) or len(value) > 256:
+        raise ConfigError(f"{name}={value!r} must be a mailto: or https:// URI (RFC 8292 §2.1)")
     return value
 
 
@@ -319,6 +340,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         push_allow_private_targets=_flag(env, "JMAPMONO_PUSH_ALLOW_PRIVATE_TARGETS", False),
         push_ttl_seconds=_int(env, "JMAPMONO_PUSH_TTL_SECONDS", 86400, 0),
         push_timeout_seconds=_int(env, "JMAPMONO_PUSH_TIMEOUT_SECONDS", 10, 1),
+        vapid_subject=_vapid_subject(env, "JMAPMONO_VAPID_SUBJECT"),
         max_push_connections_per_user=_int(env, "JMAPMONO_MAX_PUSH_CONNECTIONS_PER_USER", 100, 1),
         http_idle_timeout=_int(env, "JMAPMONO_HTTP_IDLE_TIMEOUT", 60, 1),
         max_concurrent_downloads=_int(env, "JMAPMONO_MAX_CONCURRENT_DOWNLOADS", 8, 1),

@@ -76,7 +76,7 @@ def _quiet_logs() -> None:
         logging.getLogger().setLevel(logging.WARNING)
 
 
-def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
+def with_runtime(handler: Handler) -> Callable[[argparse.Namespace], int]:
     """Wrap a handler: open the services, map account errors to exit codes."""
 
     def run(args: argparse.Namespace) -> int:
@@ -181,7 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = actions.add_parser(name, help=help)
         for positional in positionals:
             p.add_argument(positional.lower(), metavar=positional)
-        p.set_defaults(handler=_run(handler))
+        p.set_defaults(handler=with_runtime(handler))
         return p
 
     p = action("add", cmd_add, "create a user (prints a generated password when --password is omitted)", "EMAIL")

@@ -9,6 +9,7 @@ from jmapmono.jmap.context import JmapServices
 if TYPE_CHECKING:
     from jmapmono.events.bus import EventBus
     from jmapmono.push.eventsource import Streams
+    from jmapmono.push.vapid import VapidKeys
     from jmapmono.push.webpush import WebPushSender
     from jmapmono.push.ws_session import Hub
 
@@ -24,6 +25,8 @@ class PushServices(JmapServices, Protocol):
     def event_streams(self) -> Streams: ...
     @property
     def webpush(self) -> WebPushSender: ...
+    @property
+    def vapid(self) -> VapidKeys: ...
 
 
 def push_services(services: JmapServices) -> PushServices:

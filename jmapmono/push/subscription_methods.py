@@ -36,7 +36,7 @@ from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.registry import CORE, Invocation, method
 from jmapmono.jmap.submission import parse_utc_date, utc_date
 from jmapmono.log import kv
-from jmapmono.push import subscriptions_store, webpush, webpush_http
+from jmapmono.push import subscriptions_store, vapid, webpush, webpush_http
 from jmapmono.push.context import push_services
 from jmapmono.push.subscriptions_store import (
     CredentialRevoked,
@@ -181,6 +181,7 @@ def _new(inv: Invocation, obj: dict[str, Any]) -> tuple[Subscription, dict[str, 
         expires_at=expires,
         types=types,
         created_at=now_ms(),
+        vapid_generation=push_services(inv.services).vapid.current().generation,
         **credential_of(inv.principal),
     )
     created: dict[str, Any] = {"id": sub.id}
@@ -365,6 +366,6 @@ def _resolve(inv: Invocation, value: Any, errors: dict[str, SetError]) -> str | 
 
 
 def register() -> None:
-    """Nothing to do but be imported: the ``@method`` declarations above have registered the methods.
-
-    Named so that the front end that serves these methods says so where it is built (``web/app.py``)."""
+    """Advertise the VAPID key next to these methods (the ``@method`` declarations above registered them on
+    import). Named so that the front end that serves them says so where it is built (``web/app.py``)."""
+    vapid.register_capability()

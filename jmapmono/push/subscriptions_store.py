@@ -28,7 +28,7 @@ MAX_PER_USER = 50
 
 _COLUMNS = (
     "id, user_id, app_password_id, device_client_id, url, p256dh, auth, verification_code, verified, "
-    "expires_at, types_json, created_at, password_epoch"
+    "expires_at, types_json, created_at, password_epoch, vapid_generation"
 )
 #: The row's credential is still the one in force: an app password (revoking it deletes the row), or the
 #: user's current account password.
@@ -64,6 +64,8 @@ class Subscription:
     created_at: int
     #: The account password's epoch it was made with; None when made with an app password.
     password_epoch: int | None = None
+    #: The VAPID key generation advertised when it was made (jmapmono/push/vapid.py); None: made before.
+    vapid_generation: int | None = None
 
     def wants(self, type: str) -> bool:
         return self.types is None or type in self.types
@@ -85,6 +87,7 @@ def _row(r: dict[str, Any]) -> Subscription:
         types=None if types is None else tuple(json.loads(types)),
         created_at=int(r["created_at"]),
         password_epoch=None if r["password_epoch"] is None else int(r["password_epoch"]),
+        vapid_generation=None if r["vapid_generation"] is None else int(r["vapid_generation"]),
     )
 
 
@@ -171,7 +174,7 @@ class PushSubscriptions:
         if int(count or 0) >= MAX_PER_USER:
             raise OverQuota(f"at most {MAX_PER_USER} push subscriptions per user")
         tx.execute(
-            f"INSERT INTO push_subscriptions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO push_subscriptions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 sub.id,
                 sub.user_id,
@@ -186,6 +189,7 @@ class PushSubscriptions:
                 _types_json(sub.types),
                 sub.created_at,
                 sub.password_epoch,
+                sub.vapid_generation,
             ),
         )
 

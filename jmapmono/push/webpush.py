@@ -293,6 +293,7 @@ class WebPushSender:
             "Content-Type": "application/json",
             "TTL": str(self.config.push_ttl_seconds),
             "Urgency": "high" if urgent else "normal",
+            "Authorization": self.services.vapid.authorization(sub.vapid_generation, sub.url),
         }
         if sub.p256dh is not None and sub.auth is not None:
             body = encrypt(body, sub.p256dh, sub.auth)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from jmapmono.mailbox.manager import MailboxManager
     from jmapmono.push.eventsource import Streams
     from jmapmono.push.slots import PushSlots
+    from jmapmono.push.vapid import VapidKeys
     from jmapmono.push.webpush import WebPushSender
     from jmapmono.push.ws_session import Hub
     from jmapmono.runtime.event_flow import EventFlow
@@ -202,6 +203,13 @@ class Runtime:
         from jmapmono.push.eventsource import Streams
 
         return Streams(self, self.push_slots)
+
+    @cached_property
+    def vapid(self) -> VapidKeys:
+        """The server's VAPID keys, which sign every web push (kept in the store)."""
+        from jmapmono.push.vapid import VapidKeys
+
+        return VapidKeys(self.db, self.config.vapid_contact)
 
     @cached_property
     def webpush(self) -> WebPushSender:

@@ -463,3 +463,18 @@ ALTER TABLE push_subscriptions ADD COLUMN password_epoch INTEGER;
 UPDATE push_subscriptions SET password_epoch = 0 WHERE app_password_id IS NULL;
 ALTER TABLE ws_tickets ADD COLUMN password_epoch INTEGER;
 UPDATE ws_tickets SET password_epoch = 0 WHERE app_password_id IS NULL;
+
+-- version: 5
+-- The server's VAPID key pairs for web push (RFC 8292, advertised as RFC 9749 says; jmapmono/push/vapid.py),
+-- one row per generation: the newest is the Session's applicationServerKey. The private key is PKCS#8 PEM,
+-- the public key the base64url uncompressed P-256 point. `jmapmono vapid rotate` adds a generation and
+-- destroys every push subscription.
+CREATE TABLE vapid_keys (
+    generation INTEGER PRIMARY KEY,
+    private_key TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+-- The generation advertised when the subscription was made: its pushes are signed with that key. NULL (made
+-- before this version): signed with the newest.
+ALTER TABLE push_subscriptions ADD COLUMN vapid_generation INTEGER;

@@ -28,6 +28,7 @@ def bus(config, db) -> Iterator[EventBus]:
 
 
 def run_cli(config, *args: str, database_url: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m jmapmono ARGS…`` on ``config``'s database and broker."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url or config.database_url,
@@ -36,7 +37,7 @@ def run_cli(config, *args: str, database_url: str | None = None) -> subprocess.C
         "JMAPMONO_LOG_LEVEL": "WARNING",
     }
     return subprocess.run(
-        [sys.executable, "-m", "jmapmono", "events", *args],
+        [sys.executable, "-m", "jmapmono", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -56,12 +57,12 @@ def park(db, bus: str, group: str, event_type: str, error: str = "RuntimeError: 
 
 
 def test_dead_letters_lists_parked_events(config, db):
-    done = run_cli(config, "dead-letters")
+    done = run_cli(config, "events", "dead-letters")
     assert (done.returncode, done.stdout.strip()) == (0, "no parked events")
     first, event = park(db, "mailbox", "changes", "Added", "ValueError: bad\nsecond line")
     second, _ = park(db, "jmap", "web-push", "StateChange")
 
-    done = run_cli(config, "dead-letters")
+    done = run_cli(config, "events", "dead-letters")
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.splitlines()
     assert header.split()[:5] == ["ID", "BUS", "GROUP", "TYPE", "ATTEMPTS"]
@@ -69,7 +70,7 @@ def test_dead_letters_lists_parked_events(config, db):
     assert event.id in rows[0] and rows[0].endswith("ValueError: bad second line")
     assert rows[1].split()[:4] == [str(second), "jmap", "web-push", "StateChange"]
 
-    done = run_cli(config, "dead-letters", "--bus", "mailbox", "--json")
+    done = run_cli(config, "events", "dead-letters", "--bus", "mailbox", "--json")
     [line] = done.stdout.splitlines()
     data = json.loads(line)
     assert (data["id"], data["group"], data["attempts"], data["error"]) == (
@@ -93,14 +94,14 @@ def test_dead_letters_lists_parked_events(config, db):
     ],
 )
 def test_redeliver_usage_errors_exit_64(tmp_path, args, message):
-    done = run_cli(offline_config(tmp_path), "redeliver", *args)
+    done = run_cli(offline_config(tmp_path), "events", "redeliver", *args)
     assert done.returncode == 64
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_redeliver_unknown_id_exits_65(config, db):
     known, _ = park(db, "mailbox", "changes", "Added")
-    done = run_cli(config, "redeliver", str(known), "424242", "--wait", "0")
+    done = run_cli(config, "events", "redeliver", str(known), "424242", "--wait", "0")
     assert done.returncode == 65
     assert "no parked event with id 424242" in done.stderr and "Traceback" not in done.stderr
     assert DeadLetterStore(db).get(known).redeliver_requested_at is None  # nothing requested
@@ -119,7 +120,7 @@ def test_redeliver_by_id_is_handled_by_the_running_bus(config, db, bus):
     [letter] = DeadLetterStore(db).list()
 
     broken["on"] = False
-    done = run_cli(config, "redeliver", str(letter.id))
+    done = run_cli(config, "events", "redeliver", str(letter.id))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["redelivery requested for 1 parked event(s)", f"{letter.id}  handled"]
     assert handler.events == [event] and listener.calls == 1
@@ -134,7 +135,7 @@ def test_redeliver_all_reports_what_failed_again(config, db, bus):
     bad, _ = park(db, "mailbox", "changes", "Poison")
     other_bus, _ = park(db, "jmap", "changes", "Fine")
 
-    done = run_cli(config, "redeliver", "--all", "--bus", "mailbox")
+    done = run_cli(config, "events", "redeliver", "--all", "--bus", "mailbox")
     assert done.returncode == 75
     lines = done.stdout.splitlines()
     assert lines[0] == "redelivery requested for 2 parked event(s)"
@@ -146,17 +147,20 @@ def test_redeliver_all_reports_what_failed_again(config, db, bus):
 
 def test_redeliver_without_a_running_server(config, db):
     letter, _ = park(db, "mailbox", "changes", "Added")
-    done = run_cli(config, "redeliver", str(letter), "--wait", "0.3")
+    done = run_cli(config, "events", "redeliver", str(letter), "--wait", "0.3")
     assert done.returncode == 75
     assert f"{letter}  pending: no running server has handled it yet" in done.stdout
-    done = run_cli(config, "redeliver", str(letter), "--wait", "0")
+    done = run_cli(config, "events", "redeliver", str(letter), "--wait", "0")
     assert done.returncode == 0
     assert DeadLetterStore(db).get(letter).redeliver_requested_at is not None  # a server will take it
 
 
 def test_database_unavailable_exits_75(tmp_path):
     done = run_cli(
-        offline_config(tmp_path), "dead-letters", database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none"
+        offline_config(tmp_path),
+        "events",
+        "dead-letters",
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none",
     )
     assert done.returncode == 75
     assert "database unavailable" in done.stderr and "Traceback" not in done.stderr

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import http_ece
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.support.servers import start_http
@@ -18,6 +23,35 @@ from tests.support.waiting import wait_until
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def b64url_decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def check_vapid(received: Received, application_server_key: str, push_url: str) -> dict:
+    """Check a push's ``Authorization: vapid t=…, k=…`` as a push service does (RFC 8292 §2–§3) against the
+    key the subscription was made for; its JWT claims. AssertionError on anything wrong."""
+    scheme, _, params = received.headers.get("authorization", "").partition(" ")
+    assert scheme == "vapid", received.headers
+    fields = dict(part.strip().split("=", 1) for part in params.split(","))
+    assert fields["k"] == application_server_key, "signed with another key than the subscription's"
+    header_b64, claims_b64, signature_b64 = fields["t"].split(".")
+    assert json.loads(b64url_decode(header_b64)) == {"typ": "JWT", "alg": "ES256"}
+    signature = b64url_decode(signature_b64)
+    assert len(signature) == 64, "ES256 signatures are r || s, 32 octets each (RFC 7518 §3.4)"
+    public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(fields["k"]))
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    try:
+        public.verify(der, f"{header_b64}.{claims_b64}".encode(), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise AssertionError("the VAPID JWT's signature does not verify") from None
+    claims = json.loads(b64url_decode(claims_b64))
+    origin = urlsplit(push_url)
+    assert claims["aud"] == f"{origin.scheme}://{origin.netloc}", claims
+    assert time.time() < claims["exp"] <= time.time() + 86400, claims  # RFC 8292 §2: no more than 24 hours
+    assert claims["sub"].startswith(("mailto:", "https://")), claims
+    return claims
 
 
 @dataclass
