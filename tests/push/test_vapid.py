@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from jmapmono.config import ConfigError, load_config
@@ -14,8 +15,11 @@ from jmapmono.runtime import Runtime
 from tests.cli.test_events import run_cli
 from tests.push.test_subscription import create, get_all
 from tests.push.test_webpush_delivery import message, subscribe
-from tests.support.jmap import basic_auth
+from tests.support.jmap import CORE, basic_auth
+from tests.support.lmtp_client import LMTPClient
 from tests.support.push_receiver import check_vapid
+from tests.support.servers import add_user, start_serve
+from tests.support.ws_client import WsClient, basic
 
 
 @pytest.fixture
@@ -135,3 +139,40 @@ def test_the_contact_setting(config):
     assert chosen.vapid_contact == "mailto:ops@example.org"
     with pytest.raises(ConfigError, match="JMAPMONO_VAPID_SUBJECT"):
         load_config({**env, "JMAPMONO_VAPID_SUBJECT": "ops@example.org"})
+
+
+def test_a_subscription_made_over_the_websocket_of_a_real_server_is_signed(tmp_path, receiver):
+    """RFC 9749 §3–§4 against ``serve`` with two workers: the key a client reads from the Session over HTTP
+    signs the verification of a PushSubscription made over an RFC 8887 WebSocket, and the StateChange of
+    mail delivered over LMTP, whichever worker sends them."""
+    url_db, password = f"sqlite:///{tmp_path / 'jmapmono.sqlite3'}", "alice-password-1"
+    add_user(url_db, tmp_path / "data", "alice@example.org", password)
+    server = start_serve(url_db, tmp_path, workers=2, JMAPMONO_PUSH_ALLOW_PRIVATE_TARGETS="on")
+    try:
+        auth = basic("alice@example.org", password)
+        got = requests.get(f"http://127.0.0.1:{server.http_port}/.well-known/jmap", headers={"Authorization": auth})
+        key = got.json()["capabilities"][WEBPUSH_VAPID]["applicationServerKey"]
+        url = receiver.url("/ws")
+        ws = WsClient(server.http_port, auth)
+        try:
+            create = {"create": {"k": {"deviceClientId": "d", "url": url}}}
+            [(name, created, _)] = ws.call([["PushSubscription/set", create, "c"]], "r1", using=[CORE])
+            assert name == "PushSubscription/set" and created["notCreated"] is None, created
+            (verification,) = receiver.wait("/ws")
+            check_vapid(verification, key, url)
+            update = {
+                "update": {created["created"]["k"]["id"]: {"verificationCode": verification.json()["verificationCode"]}}
+            }
+            [(name, updated, _)] = ws.call([["PushSubscription/set", update, "u"]], "r2", using=[CORE])
+            assert updated["notUpdated"] is None, updated
+        finally:
+            ws.close()
+        assert server.lmtp_port is not None
+        with LMTPClient("127.0.0.1", server.lmtp_port) as lmtp:
+            assert lmtp.lhlo().code == 250
+            lmtp.transaction("bob@example.org", ["alice@example.org"], message())
+        push = receiver.wait("/ws", 2)[-1]
+        assert push.json()["@type"] == "StateChange"
+        check_vapid(push, key, url)
+    finally:
+        server.stop()
