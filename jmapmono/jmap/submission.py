@@ -381,6 +381,12 @@ def _implicit_email_set(
         sid = own(key)
         if sid in succeeded:
             destroy.append(succeeded[sid].email_id)
+    implicit_email_set(inv, account_id, update, destroy)
+
+
+def implicit_email_set(inv: Invocation, account_id: str, update: dict[str, dict[str, Any]], destroy: list[str]) -> None:
+    """Run Email/set for what a method did on success (``onSuccessUpdateEmail`` of RFC 8621 §7.5 and RFC 9007
+    §3.1); its response, or its error, goes right after the calling method's."""
     if not update and not destroy:
         return
     args: dict[str, Any] = {"accountId": account_id}
@@ -398,7 +404,7 @@ def _implicit_email_set(
         inv.extra_responses.append(("Email/set", spec.handler(implicit), inv.call_id))
     except MethodError as e:
         inv.extra_responses.append(("error", e.to_json(), inv.call_id))
-    except StoreError as e:  # the submissions are sent and recorded: only the implicit call fails
+    except StoreError as e:  # what the method did is done: only the implicit call fails
         log.warning(kv(event="implicit_email_set_unavailable", account=account_id, error=str(e)))
         error = {"type": "serverUnavailable", "description": "a server resource is temporarily unavailable"}
         inv.extra_responses.append(("error", error, inv.call_id))

@@ -131,6 +131,17 @@ class Reads:
             state = changes.state(tx, account_id, "Email")
             return read_messages(tx, account_id, ids), state
 
+    def find_by_message_id(self, account_id: str, message_id: str) -> str | None:
+        """The newest message of the account whose Message-ID is ``message_id`` (no angle brackets), if any:
+        the threading keys find the candidates (they also hold the ids a message refers to)."""
+        with self.db.read() as tx:
+            rows = tx.query(
+                "SELECT m.id, m.message_id_json FROM thread_keys k JOIN messages m ON m.id = k.message_id "
+                "WHERE k.account_id = ? AND k.msgid = ? ORDER BY m.received_at DESC, m.id DESC LIMIT 50",
+                (account_id, message_id),
+            )
+        return next((r["id"] for r in rows if message_id in json.loads(r["message_id_json"])), None)
+
     def get_all_messages(self, account_id: str, limit: int) -> tuple[dict[str, Message] | None, str]:
         """Every message of the account and the Email state; None for the messages when there are over ``limit``."""
         with self.db.read() as tx:

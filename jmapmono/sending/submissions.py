@@ -370,6 +370,24 @@ class Submissions:
             now_ms() // 1000 * 1000,  # whole seconds: sendAt reads as a plain UTCDate, and filters see that value
         )
 
+    def prepare_notification(self, account_id: str, identity: Identity, to: list[str], raw: bytes) -> Prepared:
+        """A notification the server composed (an MDN): the null envelope sender (RFC 8098 §3, RFC 5321
+        §4.5.5) so that nothing ever answers it, sent like a submission but not recorded as one."""
+        limit = self.config.max_message_size
+        if len(raw) > limit:
+            raise TooLarge(f"the notification would be {len(raw)} octets; at most {limit} can be sent", maxSize=limit)
+        invalid = [r for r in to if not is_address(r)]
+        if invalid:
+            raise InvalidRecipients(f"not valid addresses: {', '.join(invalid)}", invalidRecipients=invalid)
+        local = [r for r in to if self.accounts.get(r) is not None]
+        remote = [r for r in to if r not in local]
+        if remote and not self.relay.configured:
+            raise ForbiddenToSend(
+                f"this server has no SMTP relay (JMAPMONO_SMTP_RELAY), so it cannot send to {', '.join(remote)}"
+            )
+        envelope = Envelope(Address(""), tuple(Address(r) for r in to))
+        return Prepared(new_id("S"), account_id, identity, "", "", envelope, wire_form(raw), local, remote, now_ms())
+
     # -- sending ------------------------------------------------------------------------------------------------
 
     def send(self, p: Prepared) -> Submission:

@@ -10,7 +10,8 @@ CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
 SUBMISSION = "urn:ietf:params:jmap:submission"
 VACATION = "urn:ietf:params:jmap:vacationresponse"
-ALL = [CORE, MAIL, SUBMISSION, VACATION]
+MDN = "urn:ietf:params:jmap:mdn"
+ALL = [CORE, MAIL, SUBMISSION, VACATION, MDN]
 PASSWORD = "correct horse battery"
 
 
