@@ -119,6 +119,14 @@ class Config:
     metrics_allowed_networks: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
     #: GET /readyz fails ("relay": "stuck") when the oldest unpublished outbox row is older than this (seconds).
     ready_outbox_max_age_seconds: int = 60
+    #: RabbitMQ (jmapmono/events/rabbitmq.py): the heartbeat interval, seconds. A broker silent for about two
+    #: intervals is presumed gone (the consumer reconnects); a publish or bind it leaves unanswered for one
+    #: interval fails, so a hung broker never holds a process.
+    broker_heartbeat_seconds: int = 10
+    #: A node's key queue is deleted by the broker this many seconds after it was last used (a dead node's).
+    broker_node_queue_expires_seconds: int = 60
+    #: The longest a database call waits for a connection (a free one in the pool, or a new one), seconds.
+    db_connect_timeout_seconds: int = 5
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -347,5 +355,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         workers=_int(env, "JMAPMONO_WORKERS", os.cpu_count() or 1, 1),
         metrics_allowed_networks=_networks(env, "JMAPMONO_METRICS_ALLOWED_NETWORKS", LOOPBACK_NETWORKS),
         ready_outbox_max_age_seconds=_int(env, "JMAPMONO_READY_OUTBOX_MAX_AGE", 60, 1),
+        broker_heartbeat_seconds=_int(env, "JMAPMONO_BROKER_HEARTBEAT", 10, 1),
+        broker_node_queue_expires_seconds=_int(env, "JMAPMONO_BROKER_NODE_QUEUE_EXPIRES", 60, 1),
+        db_connect_timeout_seconds=_int(env, "JMAPMONO_DB_CONNECT_TIMEOUT", 5, 1),
         limits=limits,
     )

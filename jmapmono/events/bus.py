@@ -107,10 +107,14 @@ class EventBus:
         group_concurrency: int = 16,
         redelivery_interval: float = 2.0,
         lease_seconds: float = 60.0,
+        heartbeat: float = 10.0,
+        node_queue_expires: float = 60.0,
     ) -> None:
         _check_name("bus name", name, 64)
         self.name = name
         self.broker_url = broker_url
+        self.heartbeat = heartbeat
+        self.node_queue_expires = node_queue_expires
         self.db = db
         #: Identifies this bus instance ("node") on the broker; its own key copies come back and are skipped.
         self.origin = uuid.uuid4().hex[:16]

@@ -10,13 +10,16 @@ Topology per bus (``jmapmono.<bus>``, a durable direct exchange):
   ``x-expires``), bound with ``key.<key>`` for every registration key that has a local listener: the
   first listener binds, the last unbinds. After a reconnect the queue is declared again and EVERY key
   that still has a local listener is bound again. Events published while the broker was away are
-  lost for key listeners (clients catch up through ``*/changes``).
+  lost for key listeners (clients catch up through ``*/changes``). The broker deletes the queue of a
+  node that died ``node_queue_expires`` seconds after its last use.
 
-Kombu under gevent: the consumer connection belongs to its own greenlet (heartbeat 10 s,
-``heartbeat_check()`` every iteration; acknowledgements of handlers running in other greenlets are
-queued to it). Publishing, binding and unbinding use a second connection (``heartbeat=0``, publisher
-confirms, ``ensure`` with one reconnect) under a lock. After a failed publish the transport refuses
-at once for a second instead of trying to connect on every call.
+Kombu under gevent: the consumer connection belongs to its own greenlet (heartbeat ``bus.heartbeat``,
+``heartbeat_check()`` every iteration, so a hung broker is noticed after about two intervals;
+acknowledgements of handlers running in other greenlets are queued to it). Publishing, binding and
+unbinding use a second connection (``heartbeat=0``, publisher confirms, ``ensure`` with one reconnect)
+under a lock; each of these calls fails after one heartbeat interval without an answer, so a hung
+broker holds neither the caller nor the lock. After a failed publish the transport refuses at once for
+a second instead of trying to connect on every call.
 """
 
 from __future__ import annotations
@@ -45,10 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jmapmono.events")
 
-HEARTBEAT = 10
 CONNECT_TIMEOUT = 2
 DRAIN_TIMEOUT = 0.05  # also the longest an acknowledgement waits while the consumer is idle
-NODE_QUEUE_EXPIRES_MS = 60_000
+SETUP_INTERVALS = 6  # declaring and binding every key of a node after a connect: many round trips
 GROUPS_ROUTING_KEY = "@groups"
 KEY_PREFIX = "key."
 DOWN_FOR = 1.0
@@ -57,6 +59,10 @@ _RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "i
 
 def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".strip()
+
+
+class BrokerTimeout(Exception):
+    """The broker did not answer in time (hung). Not an OSError: Kombu's ``ensure`` must not retry it."""
 
 
 class RabbitMQTransport:
@@ -97,7 +103,7 @@ class RabbitMQTransport:
             routing_key=f"node.{self.bus.origin}",  # its own address; key bindings are added to it
             durable=False,
             auto_delete=True,
-            queue_arguments={"x-expires": NODE_QUEUE_EXPIRES_MS},
+            queue_arguments={"x-expires": int(self.bus.node_queue_expires * 1000)},
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -146,6 +152,11 @@ class RabbitMQTransport:
             self._publisher, self._producer = conn, Producer(channel, exchange=self.exchange)
         return self._publisher.ensure(self._producer, self._producer.publish, **_RETRY_POLICY)
 
+    def _answer_within(self, what: str, intervals: int = 1) -> gevent.Timeout:
+        """A bound on calls to the broker: BrokerTimeout after ``intervals`` heartbeat intervals."""
+        seconds = self.bus.heartbeat * intervals
+        return gevent.Timeout(seconds, BrokerTimeout(f"the broker did not answer {what} within {seconds:g}s"))
+
     def _failed(self, e: BaseException) -> None:
         self._drop_publisher()
         self._down_until = time.monotonic() + DOWN_FOR
@@ -161,11 +172,13 @@ class RabbitMQTransport:
             raise BusUnavailable(f"bus {self.bus.name}: broker unavailable (recent failure)")
         with self._publish_lock:
             try:
-                publish = self._publish_fn()
-                for key in keys:
-                    headers = {"origin": origin, "key": key}
-                    publish(body, routing_key=KEY_PREFIX + key, delivery_mode=1, headers=headers, **common)
-                publish(body, routing_key=GROUPS_ROUTING_KEY, delivery_mode=2, headers={"origin": origin}, **common)
+                with self._answer_within("a publish"):
+                    publish = self._publish_fn()
+                    for key in keys:
+                        headers = {"origin": origin, "key": key}
+                        publish(body, routing_key=KEY_PREFIX + key, delivery_mode=1, headers=headers, **common)
+                    groups_headers = {"origin": origin}
+                    publish(body, routing_key=GROUPS_ROUTING_KEY, delivery_mode=2, headers=groups_headers, **common)
             except Exception as e:
                 self._failed(e)
                 self._log_drop(event, keys, _describe(e))
@@ -190,7 +203,7 @@ class RabbitMQTransport:
         if not self.bus.ready:
             return  # the consumer binds every key with a listener when it (re)connects
         try:
-            with self._publish_lock:
+            with self._publish_lock, self._answer_within("a binding"):
                 self._publish_fn()
                 assert self._publisher is not None  # connected by _publish_fn
                 queue = self.node_queue()(self._publisher.default_channel)
@@ -214,7 +227,7 @@ class RabbitMQTransport:
         if self._consumer is not None:
             self._pending_groups.append(spec)
         try:
-            with self._publish_lock:
+            with self._publish_lock, self._answer_within("a declaration"):
                 if time.monotonic() >= self._down_until:
                     self._publish_fn()
                     assert self._publisher is not None  # connected by _publish_fn
@@ -230,7 +243,7 @@ class RabbitMQTransport:
         lost_at: float | None = None
         connections = 0
         while not self._stopping:
-            conn = Connection(self.url, heartbeat=HEARTBEAT, connect_timeout=CONNECT_TIMEOUT)
+            conn = Connection(self.url, heartbeat=self.bus.heartbeat, connect_timeout=CONNECT_TIMEOUT)
             try:
                 conn.connect()
                 self._generation += 1
@@ -238,7 +251,8 @@ class RabbitMQTransport:
                 self._pending_groups.clear()
                 self._attached.clear()
                 started = time.monotonic()
-                rebound = self._setup(conn)
+                with self._answer_within("the setup", SETUP_INTERVALS):
+                    rebound = self._setup(conn)
                 connections += 1
                 fields = {"bus": self.bus.name, "keys_rebound": rebound, "groups": len(self.bus.groups)}
                 if connections == 1:
@@ -252,7 +266,7 @@ class RabbitMQTransport:
                 self._loop(conn, self._generation)
             except Exception as e:
                 self.bus.set_ready(False)
-                expected = isinstance(e, (OSError, *conn.connection_errors, *conn.channel_errors))
+                expected = isinstance(e, (OSError, BrokerTimeout, *conn.connection_errors, *conn.channel_errors))
                 if not expected:
                     log.exception(kv(event="bus_consumer_crashed", bus=self.bus.name))
                 if lost_at is None:
@@ -325,7 +339,8 @@ class RabbitMQTransport:
                 else:
                     message.ack()
             if self._rebind_needed:
-                self._rebind()
+                with self._answer_within("the rebinding", SETUP_INTERVALS):
+                    self._rebind()
             while self._pending_groups:
                 self._attach_group(conn, self._pending_groups.popleft())
             conn.heartbeat_check()

@@ -23,6 +23,10 @@ class TransportHost(Protocol):
     broker_url: str
     #: This bus instance on the broker: its own key copies come back and are skipped.
     origin: str
+    #: Seconds between broker heartbeats; also how long one call may wait for the broker's answer.
+    heartbeat: float
+    #: Seconds after its last use the broker deletes this instance's key queue.
+    node_queue_expires: float
     groups: dict[str, GroupSpec]
     stats: Counter[str]
     #: Held while keys are bound or re-bound, so that a key registered meanwhile is not missed.

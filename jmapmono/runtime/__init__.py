@@ -158,14 +158,26 @@ class Runtime:
         """The mailbox event bus (started by the event flow, after its group listeners are registered)."""
         from jmapmono.events.bus import EventBus
 
-        return EventBus("mailbox", self.config.broker_url, self.db)
+        return EventBus(
+            "mailbox",
+            self.config.broker_url,
+            self.db,
+            heartbeat=self.config.broker_heartbeat_seconds,
+            node_queue_expires=self.config.broker_node_queue_expires_seconds,
+        )
 
     @cached_property
     def jmap_bus(self) -> EventBus:
         """The JMAP event bus: state changes keyed by account, for push."""
         from jmapmono.events.bus import EventBus
 
-        return EventBus("jmap", self.config.broker_url, self.db)
+        return EventBus(
+            "jmap",
+            self.config.broker_url,
+            self.db,
+            heartbeat=self.config.broker_heartbeat_seconds,
+            node_queue_expires=self.config.broker_node_queue_expires_seconds,
+        )
 
     # -- serving: authentication, requests, push -----------------------------------------------------
 

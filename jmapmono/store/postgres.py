@@ -7,6 +7,7 @@ placeholders, rewritten to ``$n`` (once per statement text, short ones cached).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -65,9 +66,12 @@ class PostgresTransaction(Transaction):
 class PostgresDatabase(Database):
     dialect = "postgres"
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0) -> None:
         self.url = url
         self.pool_size = pool_size
+        #: The longest a call waits for a connection (a pool slot, then a new connection if none is idle):
+        #: while the database is away, requests fail fast (StoreError: 503, LMTP 451) instead of piling up.
+        self.connect_timeout = connect_timeout
         self._idle: list[tuple[psycopg.Connection, float]] = []
         self._slots = threading.BoundedSemaphore(pool_size)
         self._lock = threading.Lock()
@@ -77,12 +81,13 @@ class PostgresDatabase(Database):
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.url, autocommit=False, connect_timeout=10)
+            return psycopg.connect(self.url, autocommit=False, connect_timeout=max(1, math.ceil(self.connect_timeout)))
         except psycopg.OperationalError as e:
             raise StoreError(f"postgres: cannot connect: {str(e).strip().splitlines()[0]}") from e
 
     def _acquire(self) -> psycopg.Connection:
-        self._slots.acquire()
+        if not self._slots.acquire(timeout=self.connect_timeout):
+            raise StoreError(f"postgres: no connection free within {self.connect_timeout:g}s")
         while True:
             with self._lock:
                 conn, idle_since = self._idle.pop() if self._idle else (None, 0.0)

@@ -1,8 +1,10 @@
 """The store: migrations, transactions, rollback, after-commit hooks, on both backends."""
 
+import gevent
 import pytest
 
 from jmapmono.accounts.principal import Principal
+from jmapmono.store import StoreError
 from jmapmono.store.migrations import load_migrations, migrate, to_postgres
 
 
@@ -184,3 +186,26 @@ def test_a_version_3_database_migrates_with_its_push_subscriptions_tied_to_the_a
         assert runtime.accounts.check_credential(by_password) is not None
     finally:
         runtime.close()
+
+
+def read_one(db) -> object:
+    with db.read() as tx:
+        return tx.value("SELECT 1")
+
+
+def test_a_call_waits_for_a_connection_only_so_long(postgres_url):
+    """Every connection held (hung queries, a burst): the next call fails with StoreError (a 503, an LMTP 451)
+    after the connect timeout instead of waiting for one to come free."""
+    from jmapmono.store.postgres import PostgresDatabase
+
+    db = PostgresDatabase(postgres_url, pool_size=1, connect_timeout=1)
+    try:
+        with db.transaction():
+            waiting = gevent.spawn(read_one, db)
+            waiting.join(timeout=30)
+            assert waiting.ready(), "still waiting for a connection"
+        assert isinstance(waiting.exception, StoreError) and "no connection free" in str(waiting.exception)
+        with db.read() as tx:  # the pool is whole again
+            assert tx.value("SELECT 1") == 1
+    finally:
+        db.close()

@@ -134,7 +134,8 @@ class PostgresServer:
 
 
 class RabbitMQServer:
-    """A throw-away RabbitMQ node. ``stop()``/``start()`` simulate a broker outage."""
+    """A throw-away RabbitMQ node. ``stop()``/``start()`` simulate a broker outage, ``pause()``/``resume()`` a hung
+    broker; ``ctl()`` runs rabbitmqctl against it."""
 
     def __init__(self) -> None:
         if not (RABBIT_BIN / "rabbitmq-server").exists():
@@ -171,20 +172,16 @@ class RabbitMQServer:
         )
         return env
 
+    def _argv(self, *argv: str) -> list[str]:
+        """``argv`` as the broker's user, in the broker's environment (its node name, its Erlang cookie)."""
+        if os.geteuid() != 0:
+            return list(argv)
+        env = [f"{k}={v}" for k, v in self._env().items() if k.startswith(("RABBITMQ_", "ERL_", "HOME"))]
+        return ["runuser", "-u", "rabbitmq", "--", "env", *env, *argv]
+
     def start(self, timeout: float = 60) -> None:
-        argv = [str(RABBIT_BIN / "rabbitmq-server")]
-        if os.geteuid() == 0:
-            argv = [
-                "runuser",
-                "-u",
-                "rabbitmq",
-                "--",
-                "env",
-                *[f"{k}={v}" for k, v in self._env().items() if k.startswith(("RABBITMQ_", "ERL_", "HOME"))],
-                *argv,
-            ]
         self.proc = subprocess.Popen(
-            argv,
+            self._argv(str(RABBIT_BIN / "rabbitmq-server")),
             env=self._env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -206,6 +203,7 @@ class RabbitMQServer:
         if self.proc is None:
             return
         try:
+            os.killpg(self.proc.pid, signal.SIGCONT)  # a paused node handles no SIGTERM
             os.killpg(self.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
@@ -215,11 +213,29 @@ class RabbitMQServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
-        subprocess.run(["pkill", "-f", f"epmd.*-port {self.epmd_port}"], capture_output=True)
+        # The node started its own epmd (a daemon, out of the process group): ask it to leave, on its port.
+        epmd = ["epmd", "-port", str(self.epmd_port), "-kill"]
+        subprocess.run(epmd, env=self._env(), capture_output=True, timeout=30)
         try:
             wait_until(lambda: not port_open(self.port), 30, interval=0.05, message="the broker's port to close")
         except AssertionError:
             pass  # left for start() to find out (it checks the port speaks AMQP)
+
+    def pause(self) -> None:
+        """SIGSTOP the whole node (a hung broker: its sockets stay open, nothing answers); ``resume`` ends it."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def ctl(self, *args: str) -> str:
+        """``rabbitmqctl`` against this node (e.g. ``list_queues name``): its standard output."""
+        argv = self._argv(str(RABBIT_BIN / "rabbitmqctl"), "-q", "-n", self.name, *args)
+        done = subprocess.run(argv, env=self._env(), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
     def close(self) -> None:
         self.stop()
