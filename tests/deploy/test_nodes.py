@@ -5,23 +5,10 @@ mail flows; a node leaves (SIGTERM) and its clients resume on another node by pu
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import gevent
-import pytest
 
-from tests.support.cluster import ALICE, PASSWORD, Cluster, connect, email_state
-from tests.support.servers import add_user
-
-
-@pytest.fixture
-def cluster(postgres_server, rabbitmq, tmp_path) -> Iterator[Cluster]:
-    url = postgres_server.new_database()
-    add_user(url, tmp_path / "data", ALICE, PASSWORD)
-    cluster = Cluster(url, rabbitmq.url, tmp_path)
-    yield cluster
-    for log in cluster.stop():
-        assert "Traceback" not in log, log
+from tests.support.cluster import connect, email_state
 
 
 def test_mail_taken_by_one_node_is_pushed_to_every_socket_on_another(cluster):

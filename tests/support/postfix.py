@@ -16,9 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import free_port, require, wait_for_port
 from tests.support.waiting import wait_until
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -59,12 +57,7 @@ def postfix_unavailable() -> str | None:
 
 def require_postfix() -> None:
     """Skip the calling test when Postfix cannot run here; under ``CI=true`` fail instead."""
-    reason = postfix_unavailable()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
+    require(postfix_unavailable())
 
 
 @dataclass

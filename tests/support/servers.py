@@ -69,6 +69,17 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
         raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s") from None
 
 
+def require(missing: str | None) -> None:
+    """Skip the calling test when something it needs is ``missing`` (the reason); under ``CI=true`` fail instead."""
+    import pytest
+
+    if missing is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {missing}")
+    pytest.skip(missing)
+
+
 def _as_user(user: str, argv: list[str]) -> list[str]:
     """Postgres refuses to run as root: drop to the service user when we are root."""
     if os.geteuid() == 0:

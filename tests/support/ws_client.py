@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,11 +70,15 @@ class WsClient:
         deflate: bool = False,
         answer_pings: bool = True,
         timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """With ``tls``, the socket speaks TLS (wss://, e.g. through a TLS-terminating proxy)."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # no resolver round trip for a literal
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle + delayed-ACK stalls
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.answer_pings = answer_pings
         self.pending: list[dict] = []
