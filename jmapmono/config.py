@@ -116,6 +116,10 @@ class Config:
     metrics_allowed_networks: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
     #: GET /readyz fails ("relay": "stuck") when the oldest unpublished outbox row is older than this (seconds).
     ready_outbox_max_age_seconds: int = 60
+    #: The web inbox (jmapmono/web/inbox.py) at ``/``; off: ``/`` is a 404 as any unknown path.
+    web_inbox: bool = True
+    #: Largest HTML body part ``GET /jmap/html/…`` cleans for display (octets); larger ones get 413.
+    max_html_part_bytes: int = 2_000_000
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -325,5 +329,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         workers=_int(env, "JMAPMONO_WORKERS", os.cpu_count() or 1, 1),
         metrics_allowed_networks=_networks(env, "JMAPMONO_METRICS_ALLOWED_NETWORKS", LOOPBACK_NETWORKS),
         ready_outbox_max_age_seconds=_int(env, "JMAPMONO_READY_OUTBOX_MAX_AGE", 60, 1),
+        web_inbox=_flag(env, "JMAPMONO_WEB_INBOX", True),
+        max_html_part_bytes=_int(env, "JMAPMONO_MAX_HTML_PART_BYTES", 2_000_000, 1024),
         limits=limits,
     )
