@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_RUN := python3 python3-venv
-APT_TEST := $(APT_RUN) rabbitmq-server postgresql postfix nginx
+APT_TEST := $(APT_RUN) rabbitmq-server postgresql postfix nginx chromium chromium-driver
 
 .PHONY: run test lint format system-run system-test clean bench
 

@@ -127,6 +127,10 @@ class Config:
     broker_node_queue_expires_seconds: int = 60
     #: The longest a database call waits for a connection (a free one in the pool, or a new one), seconds.
     db_connect_timeout_seconds: int = 5
+    #: The web inbox (jmapmono/web/inbox.py) at ``/``; off: ``/`` is a 404 as any unknown path.
+    web_inbox: bool = True
+    #: Largest HTML body part ``GET /jmap/html/…`` cleans for display (octets); larger ones get 413.
+    max_html_part_bytes: int = 2_000_000
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -358,5 +362,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         broker_heartbeat_seconds=_int(env, "JMAPMONO_BROKER_HEARTBEAT", 10, 1),
         broker_node_queue_expires_seconds=_int(env, "JMAPMONO_BROKER_NODE_QUEUE_EXPIRES", 60, 1),
         db_connect_timeout_seconds=_int(env, "JMAPMONO_DB_CONNECT_TIMEOUT", 5, 1),
+        web_inbox=_flag(env, "JMAPMONO_WEB_INBOX", True),
+        max_html_part_bytes=_int(env, "JMAPMONO_MAX_HTML_PART_BYTES", 2_000_000, 1024),
         limits=limits,
     )

@@ -123,11 +123,15 @@ def _announce(config: Config, first: tuple[str, str] | None, lmtp: str | None) -
         print(
             f"\n{bar}\n  jmapmono: first user created (this password is shown only once)\n\n"
             f"    email:    {email}\n    password: {password}\n\n"
-            f"  Log in with HTTP Basic at {url}\n{bar}\n",
+            f"  Log in with HTTP Basic at {url}\n"
+            + (f"  or open the web inbox at {config.public_base_url}/\n" if config.web_inbox else "")
+            + f"{bar}\n",
             flush=True,
         )
     else:
         print(f"jmapmono is serving JMAP at {url}", flush=True)
+        if config.web_inbox:
+            print(f"Web inbox at {config.public_base_url}/", flush=True)
         print("Add a user with: python -m jmapmono user add EMAIL", flush=True)
     if lmtp:
         print(f"LMTP for your MTA on {lmtp} (Postfix: virtual_transport = lmtp:inet:{lmtp})", flush=True)

@@ -12,6 +12,7 @@ from jmapmono.jmap import registry
 from jmapmono.log import kv
 from jmapmono.push import subscription_methods
 from jmapmono.web import health
+from jmapmono.web.auth import challenge
 from jmapmono.web.context import WebServices
 from jmapmono.web.proxy import ClientAddress
 
@@ -62,7 +63,7 @@ def create_app(services: WebServices) -> Flask:
         response.status_code = e.code or 500
         response.content_type = "application/problem+json"
         if e.code == 401:
-            response.headers["WWW-Authenticate"] = 'Basic realm="jmapmono", charset="UTF-8"'
+            response.headers["WWW-Authenticate"] = challenge()
         return response
 
     @app.errorhandler(Exception)

@@ -7,6 +7,9 @@ no app password with that id (another user's ids are not revealed).
 Creating, listing and revoking them requires the account password (403
 otherwise): a leaked app password must not be able to mint others that outlive
 its revocation, see its siblings, or revoke the owner's other devices.
+``DELETE /jmap/app-passwords/current`` is the one exception: authenticated by an
+app password, it revokes that app password and no other (a browser logging out
+holds only its own token); 400 when the request was made with the account password.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, g, jsonify, request
 
 from jmapmono.accounts.app_passwords import AppPassword, AppPasswordError, AppPasswords
-from jmapmono.web.auth import CHALLENGE, problem_response, require_auth
+from jmapmono.web.auth import challenge, problem_response, require_auth
 from jmapmono.web.context import current_services
 
 bp = Blueprint("app_passwords", __name__)
@@ -89,7 +92,9 @@ def create_app_password() -> Response:
     services = current_services()
     user = services.accounts.by_id(g.principal.user_id)
     if user is None:
-        return problem_response(401, "Unauthorized", "valid credentials are required", {"WWW-Authenticate": CHALLENGE})
+        return problem_response(
+            401, "Unauthorized", "valid credentials are required", {"WWW-Authenticate": challenge()}
+        )
     try:
         created, token = _app_passwords().create(user, body.get("label"))
     except AppPasswordError as e:
@@ -97,6 +102,20 @@ def create_app_password() -> Response:
     response = jsonify({**_json(created), "token": token})
     response.status_code = 201
     return _no_store(response)
+
+
+@bp.delete("/jmap/app-passwords/current")
+@require_auth
+def revoke_current() -> Response:
+    """Revoke the app password this request was authenticated with (logging out), nothing else."""
+    own = g.principal.app_password_id
+    if own is None:
+        return problem_response(
+            400, "Bad Request", "this request was not made with an app password: there is nothing to log out"
+        )
+    if not _app_passwords().revoke(g.principal.user_id, own):
+        return problem_response(404, "Not Found", "this app password is already revoked")
+    return Response(status=204)
 
 
 @bp.delete("/jmap/app-passwords/<app_password_id>")

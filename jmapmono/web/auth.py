@@ -24,6 +24,16 @@ from jmapmono.web.context import current_services
 F = TypeVar("F", bound=Callable)
 
 CHALLENGE = 'Basic realm="jmapmono", charset="UTF-8"'
+#: For a page's script (fetch, XHR): a Basic challenge would make the browser stop everything and show its
+#: own password prompt, so the page could not say "wrong password" in words. Bearer is accepted too.
+SCRIPT_CHALLENGE = 'Bearer realm="jmapmono"'
+
+
+def challenge() -> str:
+    """The WWW-Authenticate of a 401 to the current request: Basic, or Bearer to a browser's script
+    (``Sec-Fetch-Mode`` other than ``navigate``; clients that are not browsers send none)."""
+    mode = request.headers.get("Sec-Fetch-Mode")
+    return SCRIPT_CHALLENGE if mode is not None and mode != "navigate" else CHALLENGE
 
 
 def problem_response(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -45,7 +55,7 @@ def auth_error_response(error: AuthError) -> Response:
             f"too many failed logins; try again in {error.retry_after} seconds",
             {"Retry-After": str(error.retry_after)},
         )
-    return problem_response(401, "Unauthorized", "valid credentials are required", {"WWW-Authenticate": CHALLENGE})
+    return problem_response(401, "Unauthorized", "valid credentials are required", {"WWW-Authenticate": challenge()})
 
 
 def authenticate_request() -> Principal:

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from jmapmono.web import api, app_passwords, blobs, eventsource, session, websocket
+from jmapmono.web import api, app_passwords, blobs, eventsource, html_part, inbox, session, websocket
 
-BLUEPRINTS: list[Blueprint] = [session.bp, api.bp, blobs.bp, app_passwords.bp, websocket.bp, eventsource.bp]
+BLUEPRINTS: list[Blueprint] = [
+    session.bp,
+    api.bp,
+    blobs.bp,
+    app_passwords.bp,
+    websocket.bp,
+    eventsource.bp,
+    html_part.bp,
+    inbox.bp,
+]

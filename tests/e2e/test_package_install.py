@@ -4,8 +4,8 @@ A wheel is built from a copy of what the build reads (``pyproject.toml``, ``READ
 and installed into a virtualenv made with ``python -m venv`` in a temporary directory; dependencies come
 from pip's cache, else the package index. The installed console script then runs from a directory
 outside the repository, with its own SQLite file: ``serve`` prints the first user, answers the Session,
-stores a message delivered over LMTP (seen through ``Email/query``), accepts a user made by
-``jmapmono user add`` on the same database and exits 0 on SIGTERM. Nothing here may come from the source
+serves the web inbox's files, stores a message delivered over LMTP (seen through ``Email/query``), accepts
+a user made by ``jmapmono user add`` on the same database and exits 0 on SIGTERM. Nothing here may come from the source
 tree: that is what catches a file the package reads but the wheel lacks (``jmapmono/store/schema.sql``).
 
 Cost: about 15 s with a warm pip cache (virtualenv ~3 s, wheel ~3 s, install ~6 s, the server's runs
@@ -88,6 +88,9 @@ def test_the_wheel_ships_the_schema_and_the_console_script(installed: Installed)
         (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
         scripts = wheel.read(entry_points).decode()
     assert "jmapmono/store/schema.sql" in names
+    static = ROOT / "jmapmono" / "web" / "static"
+    page = {f"jmapmono/web/static/{p.name}" for p in static.iterdir() if p.suffix in (".html", ".js", ".css")}
+    assert page and page <= set(names), sorted(page - set(names))
     assert "jmapmono/__main__.py" in names
     assert re.search(r"^jmapmono = jmapmono\.main:main$", scripts, re.M), scripts
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
@@ -135,6 +138,9 @@ def test_the_installed_server_serves_takes_mail_over_lmtp_and_stops_cleanly(inst
         assert session.status_code == 200, session.text
         assert session.json()["username"] == email
         api_url = session.json()["apiUrl"]
+        inbox = requests.get(f"{base}/", timeout=10)
+        assert inbox.status_code == 200 and '<script type="module" src="/static/main.js">' in inbox.text
+        assert requests.get(f"{base}/static/main.js", timeout=10).status_code == 200
         account_id = session.json()["primaryAccounts"]["urn:ietf:params:jmap:mail"]
 
         wait_for_port(lmtp_port, 30, proc)

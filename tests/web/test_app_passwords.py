@@ -56,3 +56,37 @@ def test_a_revoked_app_password_is_refused_from_the_next_request(client, alice):
     for headers in as_app_password(phone["token"]):
         response = client.get("/jmap/session", headers=headers)
         assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+CURRENT = f"{URL}/current"
+
+
+def test_an_app_password_revokes_itself_and_no_sibling(client, alice):
+    phone, laptop = create(client, "phone"), create(client, "laptop")
+    first, second = as_app_password(phone["token"])
+    assert client.delete(CURRENT, headers=first).status_code == 204
+    for headers in (first, second):  # the revoked token is refused at once, either way it is sent
+        assert client.get("/jmap/session", headers=headers).status_code == 401
+        assert client.delete(CURRENT, headers=headers).status_code == 401
+    assert client.get("/jmap/session", headers={"Authorization": f"Bearer {laptop['token']}"}).status_code == 200
+    listed = client.get(URL, headers=basic("alice@example.org", PASSWORD)).get_json()["appPasswords"]
+    assert [p["label"] for p in listed] == ["laptop"]
+
+
+def test_another_users_app_password_cannot_log_out_anyone_but_itself(client, services, alice):
+    mallory, _ = services.accounts.create_user("mallory@example.org", PASSWORD)
+    phone = create(client, "phone")
+    made = client.post(URL, json={"label": "x"}, headers=basic("mallory@example.org", PASSWORD)).get_json()
+    for target in (phone["id"], "current"):  # naming alice's id, or asking for "current"
+        client.delete(f"{URL}/{target}", headers={"Authorization": f"Bearer {made['token']}"})
+    assert client.get("/jmap/session", headers={"Authorization": f"Bearer {phone['token']}"}).status_code == 200
+    assert client.get("/jmap/session", headers={"Authorization": f"Bearer {made['token']}"}).status_code == 401
+
+
+def test_the_account_password_has_no_current_app_password_to_revoke(client, alice):
+    phone = create(client, "phone")
+    response = client.delete(CURRENT, headers=basic("alice@example.org", PASSWORD))
+    assert response.status_code == 400 and response.content_type == "application/problem+json"
+    assert "not made with an app password" in response.get_json()["detail"]
+    assert client.get("/jmap/session", headers={"Authorization": f"Bearer {phone['token']}"}).status_code == 200
+    assert client.delete(CURRENT).status_code == 401

@@ -77,6 +77,20 @@ def test_missing_credentials_get_a_basic_challenge(client, alice):
     assert response.get_json()["status"] == 401
 
 
+def test_a_pages_script_gets_a_challenge_that_opens_no_browser_prompt(client, alice):
+    """A browser answers a Basic challenge to fetch() with its own modal prompt, and the page's request
+    hangs behind it; a page's script (Sec-Fetch-Mode cors or same-origin) gets a Bearer challenge."""
+    wrong = basic("alice@example.org", "wrong")
+    for mode in ("cors", "same-origin"):
+        for headers in ({}, {"Authorization": wrong}):
+            response = client.get("/jmap/session", headers={**headers, "Sec-Fetch-Mode": mode})
+            assert response.status_code == 401 and response.headers["WWW-Authenticate"] == 'Bearer realm="jmapmono"'
+        refused = client.post("/jmap/app-passwords", headers={"Authorization": wrong, "Sec-Fetch-Mode": mode})
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="jmapmono"'
+    navigated = client.get("/jmap/session", headers={"Sec-Fetch-Mode": "navigate"})
+    assert navigated.headers["WWW-Authenticate"].startswith('Basic realm="jmapmono"')
+
+
 @pytest.mark.parametrize(
     "header",
     [

@@ -1,0 +1,137 @@
+"""The web inbox in Debian's Chromium against a real ``serve``: log in, read, flag, move, search, send to
+oneself, see mail delivered over LMTP appear without a reload, log out (the app password is gone).
+Screenshots at desktop and phone width go to the test's tmp dir and to docs/img/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from selenium.webdriver.common.keys import Keys
+
+from tests.support.servers import ROOT
+from tests.web.inbox.browser import DESKTOP, PHONE, Page
+from tests.web.inbox.conftest import Box, mail
+
+IMG = ROOT / "docs" / "img"
+
+
+def flagged(box: Box, subject: str) -> dict:
+    (_, query, _), (_, got, _) = box.jmap(
+        ["Email/query", {"filter": {"subject": subject}}, "q"],
+        [
+            "Email/get",
+            {
+                "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                "properties": ["keywords", "mailboxIds"],
+            },
+            "g",
+        ],
+    )
+    return got["list"][0]
+
+
+def test_log_in_read_flag_move_search_send_and_log_out(box: Box, page: Page, tmp_path: Path):
+    box.deliver(mail("Quarterly report", "The numbers are in.\nSee you."))
+    box.deliver(mail("Lunch on Friday", "Pizza?", html="<p>Shall we have <b>pizza</b>?</p>"))
+    box.deliver(mail("Holiday photos", "Beach."))
+    page.log_in(box.email, box.password)
+    page.wait_live()
+    page.wait(lambda: page.subjects() == ["Holiday photos", "Lunch on Friday", "Quarterly report"], "newest first")
+    assert all(r["unread"] for r in page.rows())
+    assert page.driver.title.startswith("(3) Inbox")
+    page.screenshot(tmp_path / "inbox-desktop.png", IMG / "inbox-desktop.png")
+
+    # Read: the HTML one in its frame, the plain one as text; both are marked read, the title follows.
+    frame = page.frame(page.open_row("Lunch on Friday"))
+    assert frame["sandbox"] == "allow-popups allow-popups-to-escape-sandbox"
+    assert "<b>pizza</b>" in frame["srcdoc"]
+    page.screenshot(tmp_path / "message-desktop.png", IMG / "message-desktop.png")
+    page.open_row("Quarterly report")
+    text = page.wait(lambda: page.js("return document.querySelector('#reader-body pre')?.textContent"), "the text")
+    assert text.strip() == "The numbers are in.\nSee you."
+    page.wait(lambda: page.driver.title.startswith("(1) Inbox"), "the unread count in the title")
+
+    # Flag by keyboard, then move with the menu: the server has both.
+    page.by_css("#message-list")[0].send_keys("s")
+    page.wait(lambda: page.wait_row("Quarterly report")["flagged"], "the row flagged")
+    page.wait(lambda: "$flagged" in flagged(box, "Quarterly report")["keywords"], "the flag on the server")
+    archive = next(r[1] for r in box.jmap(["Mailbox/query", {"filter": {"role": "archive"}}, "m"]))["ids"][0]
+    page.move_to("Archive")
+    page.wait(lambda: "Quarterly report" not in page.subjects(), "the row gone from the inbox")
+    page.wait(lambda: flagged(box, "Quarterly report")["mailboxIds"] == {archive: True}, "the move on the server")
+    page.open_mailbox("Archive")
+    page.wait_row("Quarterly report")
+
+    # Search the whole account with the server's text filter.
+    search = page.by_css("#search")[0]
+    search.send_keys("pizza", Keys.ENTER)
+    page.wait(lambda: page.subjects() == ["Lunch on Friday"], "the search result")
+
+    # Send one to oneself: it arrives in the inbox, live.
+    page.open_mailbox("Inbox")
+    page.by_css("#message-list")[0].send_keys("c")
+    page.wait(lambda: page.js("return document.getElementById('compose').open"), "the composer")
+    page.by_css("#c-to")[0].send_keys(box.email)
+    page.by_css("#c-subject")[0].send_keys("Note to self")
+    page.by_css("#c-body")[0].send_keys("Remember the milk.")
+    page.by_css("#c-send")[0].click()
+    page.wait(lambda: not page.js("return document.getElementById('compose').open"), "the composer closed")
+    page.wait_row("Note to self")
+    page.open_mailbox("Sent")
+    page.wait_row("Note to self")
+
+    # Phone width: one pane at a time.
+    page.open_mailbox("Inbox")
+    page.driver.set_window_size(*PHONE)
+    page.wait(lambda: page.js("return getComputedStyle(document.getElementById('toast')).opacity") == "0", "no toast")
+    page.screenshot(tmp_path / "inbox-phone.png", IMG / "inbox-phone.png")
+    page.open_row("Holiday photos")
+    assert not page.visible("list-pane") or not page.js("return document.getElementById('list-pane').offsetParent")
+    page.screenshot(tmp_path / "message-phone.png", IMG / "message-phone.png")
+    page.by_css("#back")[0].click()
+    page.driver.set_window_size(*DESKTOP)
+
+    # Log out: the browser's app password is revoked, and the page holds no credential any more.
+    assert [p["label"] for p in box.app_passwords()] == ["Web inbox (Chromium on Linux)"]
+    page.by_css("#logout")[0].click()
+    page.wait(lambda: page.visible("login"), "the login form")
+    assert box.app_passwords() == []
+    assert page.js("return sessionStorage.length") == 0
+
+
+def test_wrong_password_and_throttling_are_said_in_words(box: Box, page: Page):
+    page.log_in(box.email, "not the password")
+    page.wait(lambda: page.js("return document.getElementById('login-error').textContent"), "an error")
+    assert page.js("return document.getElementById('login-error').textContent") == "Wrong email or password."
+    for _ in range(12):
+        page.by_css("#login-submit")[0].click()
+        page.wait(lambda: not page.by_css("#login-submit")[0].get_attribute("disabled"), "the answer")
+        text = page.js("return document.getElementById('login-error').textContent")
+        if text.startswith("Too many failed logins"):
+            break
+    assert text.startswith("Too many failed logins from here. Try again in ") and text.endswith(" seconds."), text
+    assert page.visible("login") and not page.visible("app")
+
+
+def test_a_delivery_over_lmtp_appears_in_the_open_list_without_a_reload(box: Box, page: Page):
+    box.deliver(mail("Already here"))
+    page.log_in(box.email, box.password)
+    page.wait_live()
+    page.wait_row("Already here")
+    page.js("window.__marker = 'no reload'")
+    started = time.monotonic()
+    box.deliver(mail("Fresh from LMTP", "Just arrived."))
+    page.wait(lambda: page.subjects()[:1] == ["Fresh from LMTP"], "the delivery in the list")
+    seen = time.monotonic() - started
+    page.wait(lambda: page.driver.title.startswith("(2) Inbox"), "the unread count")
+    count = page.js("return document.querySelector('#mailbox-list [aria-current=true] .count').textContent")
+    assert count == "2"
+    assert page.js("return window.__marker") == "no reload"
+    print(f"\ndelivery (LMTP 250) to row visible in the browser: {seen * 1000:.0f} ms")
+
+    # A change made elsewhere (another client) shows the same way.
+    (_, query, _), *_ = box.jmap(["Email/query", {"filter": {"subject": "Already here"}}, "q"])
+    box.jmap(["Email/set", {"update": {query["ids"][0]: {"keywords/$seen": True}}}, "s"])
+    page.wait(lambda: not page.wait_row("Already here")["unread"], "the row read")
+    page.wait(lambda: page.driver.title.startswith("(1) Inbox"), "the unread count down")
