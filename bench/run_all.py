@@ -34,6 +34,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("push_fanout.py", ["--rounds", "2"]),
     ("api_throughput.py", ["--seconds", "1"]),
     ("api_cores.py", ["--seconds", "2"]),
+    ("websocket_throughput.py", ["--seconds", "1"]),
+    ("resync_bytes.py", []),
     ("bus_latency.py", ["--samples", "200", "--burst", "2000"]),
     ("wakeup_latency.py", ["--samples", "200"]),
     ("delivery_throughput.py", ["--seconds", "2"]),

@@ -60,7 +60,13 @@ def serve_jmap(port: int, takeover: bool) -> None:
         ws_connection.BoundedDeflate = lambda max_message: Takeover()  # type: ignore[assignment,misc]
     data = tempfile.mkdtemp(prefix="jmapmono-bench-")
     config = load_config(
-        {"JMAPMONO_DATA_DIR": data, "PORT": str(port), "JMAPMONO_LMTP_LISTEN": "off", "JMAPMONO_LOG_LEVEL": "WARNING"}
+        {
+            "JMAPMONO_DATA_DIR": data,
+            "PORT": str(port),
+            "JMAPMONO_LMTP_LISTEN": "off",
+            "JMAPMONO_LOG_LEVEL": "WARNING",
+            "JMAPMONO_MAX_PUSH_CONNECTIONS_PER_USER": "100000",  # every connection is the one user's
+        }
     )
     services = Runtime(config)
     services.accounts.create_user(USER, PASSWORD)

@@ -11,6 +11,7 @@ in one would otherwise forge a second, believable event. The process's handler
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -19,6 +20,9 @@ _ESCAPES = {
     code: _NAMED.get(chr(code), f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
     for code in [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
 }
+
+#: What makes a value quoted: a space, a quote, ``=``, a backslash, or any character escaped above.
+_NEEDS_QUOTES = re.compile('[ "=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
 
 
 def escape_controls(text: str) -> str:
@@ -32,7 +36,7 @@ def kv(**fields: object) -> str:
     parts = []
     for key, value in fields.items():
         text = "-" if value is None else str(value)
-        if not text or any(c in text for c in ' "=\\') or escape_controls(text) != text:
+        if not text or _NEEDS_QUOTES.search(text):
             text = '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
         parts.append(f"{key}={text}")
     return " ".join(parts)
@@ -54,5 +58,9 @@ def setup_logging(level: str = "INFO") -> None:
         handler._jmapmono = True  # type: ignore[attr-defined]  # our marker on a stdlib handler
         root.addHandler(handler)
     root.setLevel(level)
+    # No format here or in gunicorn's names the thread or the calling function: not looking them up saves,
+    # per line, a stack walk and, under gevent, a dummy thread object for each greenlet that logs.
+    logging.logThreads = False
+    logging._srcfile = None  # the documented switch: no findCaller per record
     for noisy in ("amqp", "kombu", "mail.log", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -348,8 +348,11 @@ class _Run:
         return [[name, result, call_id], *([n, a, c] for n, a, c in inv.extra_responses)]
 
 
-def execute(services: JmapServices, principal: Principal, request: dict[str, Any]) -> dict[str, Any]:
-    """Run a parsed Request for ``principal``; return the Response object (§3.4)."""
+def execute(
+    services: JmapServices, principal: Principal, request: dict[str, Any], session: Session | None = None
+) -> dict[str, Any]:
+    """Run a parsed Request for ``principal``; return the Response object (§3.4). ``session``: the Session to
+    run it in (already fresh), else it is built now."""
     started = time.monotonic()
     unknown = [u for u in request["using"] if u not in registry.CAPABILITIES]
     if unknown:
@@ -358,7 +361,7 @@ def execute(services: JmapServices, principal: Principal, request: dict[str, Any
     limit = services.config.limits.max_calls_in_request
     if len(calls) > limit:
         raise RequestError("limit", f"{len(calls)} method calls exceed the limit of {limit}", limit="maxCallsInRequest")
-    run = _Run(services, principal, request, build_session(services, principal))
+    run = _Run(services, principal, request, session or build_session(services, principal))
     for name, args, call_id in calls:
         run.call(name, args, call_id)
     response: dict[str, Any] = {"methodResponses": run.responses, "sessionState": run.session.state}

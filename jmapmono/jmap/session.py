@@ -43,6 +43,11 @@ class Session:
     def state(self) -> str:
         return self.document["state"]
 
+    @classmethod
+    def of_state(cls, state: str) -> Session:
+        """A Session for calls on no account (``Core/echo``): its state and nothing else."""
+        return cls({"state": state}, {})
+
     def account_capabilities(self, account_id: str) -> dict[str, Any]:
         return self.document["accounts"][account_id]["accountCapabilities"]
 

@@ -47,6 +47,28 @@ PUSH_TYPES = frozenset(TYPES)
 class PushChannel:
     """State changes for one connected user, coalesced until the front end takes them."""
 
+    # One per open push connection: no per-instance dict.
+    __slots__ = (
+        "services",
+        "principal",
+        "notify",
+        "revoked",
+        "revocation",
+        "types",
+        "enabled",
+        "closed",
+        "_registered",
+        "_registrations",
+        "_accounts",
+        "_seqs",
+        "_pending",
+        "pending_since",
+        "access_changes",
+        "_rereading",
+        "_reread_wanted",
+        "_check_wanted",
+    )
+
     def __init__(
         self,
         services: PushServices,
@@ -72,6 +94,9 @@ class PushChannel:
         self._pending: dict[str, dict[str, str]] = {}
         #: The mutation time (ms) of the oldest change waiting, for the push latency metric.
         self.pending_since: object = None
+        #: Counts the AccessChanged events heard: a front end holding what it read of the user's accounts
+        #: reads them again when this moved.
+        self.access_changes = 0
         self._rereading: gevent.Greenlet | None = None
         self._reread_wanted = False
         self._check_wanted = False
@@ -243,6 +268,7 @@ class PushChannel:
         a time; a change during it starts another."""
         if self.closed or event.type != ACCESS_CHANGED:
             return
+        self.access_changes += 1
         if event.payload.get("accountId") is None:  # a resync: a delegation change names its account
             self._check_wanted = True
         if self._registered:  # whatever it says: re-read

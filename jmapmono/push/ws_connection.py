@@ -142,11 +142,12 @@ class WebSocket:
         self.messages_out = 0
         self._close_deadline: float | None = None
         self._aborted = False
-        self._control: deque[Any] = deque()
-        self._queue: deque[str] = deque()
+        # What waits to be written, and the event requests wait on for room in the queue: made when needed
+        # and dropped once empty (an idle connection holds none of them).
+        self._control: deque[Any] | None = None
+        self._queue: deque[str] | None = None
         self._queued = 0
-        self._room = gevent.event.Event()
-        self._room.set()
+        self._room: gevent.event.Event | None = None
         self._pull: Callable[[], str | None] | None = None
         self._pull_wanted = False
         self._writer: Any = None  # the greenlet writing now, if any
@@ -223,10 +224,11 @@ class WebSocket:
         """Queue ``text``; waits while the queue is over its bound. False when the connection is closing or gone."""
         size = _size(text)
         while self._queued and self._queued + size > self.outbound_limit and self.is_open:
-            self._room.clear()
-            self._room.wait()
+            self._wait_room()
         if not self.is_open:
             return False
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(text)
         self._queued += size
         self._kick(inline=True)
@@ -235,8 +237,7 @@ class WebSocket:
     def wait_for_room(self) -> None:
         """Wait while the queue is at its bound: the caller (the reader) stops reading, TCP pushes back."""
         while self._queued >= self.outbound_limit and self.is_open:
-            self._room.clear()
-            self._room.wait()
+            self._wait_room()
 
     def set_push_source(self, pull: Callable[[], str | None]) -> None:
         """Where the writer takes a push when :meth:`wake` was called (one coalesced message, or None)."""
@@ -256,7 +257,7 @@ class WebSocket:
             self.close_code = code
         if self.end_reason is None:
             self.end_reason = "server_close"
-        self._room.set()  # requests waiting for room give up
+        self._give_room()  # requests waiting for room give up
         self._send_control(CloseConnection(code=code, reason=reason))
 
     def abort(self, reason: str) -> None:
@@ -297,8 +298,20 @@ class WebSocket:
         if self.close_code is None:
             self.close_code = code if code is not None else ABNORMAL
 
+    def _wait_room(self) -> None:
+        if self._room is None:
+            self._room = gevent.event.Event()
+        self._room.clear()
+        self._room.wait()
+
+    def _give_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
     def _send_control(self, event: Any) -> None:
-        if isinstance(event, Ping | Pong):  # one of each waiting at most (RFC 6455 §5.5.3: the latest pong)
+        if self._control is None:
+            self._control = deque()
+        elif isinstance(event, Ping | Pong):  # one of each waiting at most (RFC 6455 §5.5.3: the latest pong)
             kind = type(event)
             self._control = deque(e for e in self._control if type(e) is not kind)
         self._control.append(event)
@@ -329,9 +342,10 @@ class WebSocket:
             elif self._queue:
                 text = self._queue.popleft()
                 self._queued -= _size(text)
-                self._room.set()
+                self._give_room()
                 event = TextMessage(data=text)
             else:
+                self._control = self._queue = None
                 return None
             try:
                 data = self.conn.send(event)
@@ -359,9 +373,9 @@ class WebSocket:
         self._aborted = True
         if self.close_code is None:
             self.close_code = ABNORMAL
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
-        self._room.set()
+        self._give_room()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -36,8 +36,10 @@ import gevent.pool
 
 from jmapmono import metrics
 from jmapmono.accounts.principal import Principal
+from jmapmono.jmap import registry
 from jmapmono.jmap.api import dump_response, execute, parse_json, validate_request
 from jmapmono.jmap.errors import RequestError
+from jmapmono.jmap.session import Session, build_session
 from jmapmono.log import kv
 from jmapmono.push.channel import PUSH_TYPES, PushChannel
 from jmapmono.push.jmap_bus_events import CredentialsRevoked
@@ -67,8 +69,30 @@ def _request_error(problem: dict[str, Any], request_id: str | None) -> dict[str,
     return out
 
 
+def _on_accounts(request: dict[str, Any]) -> bool:
+    """Does a call of ``request`` act on an account (an unknown method is an error that reads none)?"""
+    for call in request["methodCalls"]:
+        spec = registry.METHODS.get(call[0])
+        if spec is not None and spec.needs_account:
+            return True
+    return False
+
+
 class JmapSocket:
     """The JMAP side of one WebSocket for one authenticated user."""
+
+    # Thousands of these sit idle in a process: no per-instance dict.
+    __slots__ = (
+        "services",
+        "principal",
+        "ws",
+        "requests",
+        "pushes",
+        "channel",
+        "_running",
+        "_session_state",
+        "_session_seen",
+    )
 
     def __init__(self, services: PushServices, principal: Principal, ws: WebSocket) -> None:
         self.services = services
@@ -77,7 +101,12 @@ class JmapSocket:
         self.requests = 0
         self.pushes = 0
         self.channel = PushChannel(services, principal, ws.wake, self._revoked)
-        self._running = gevent.pool.Group()
+        #: The greenlets of the requests in progress (made at the first request that needs one).
+        self._running: gevent.pool.Group | None = None
+        #: The sessionState of the last request read (kept alone: the whole Session weighs kilobytes).
+        self._session_state: str | None = None
+        #: ``channel.access_changes`` when it was read.
+        self._session_seen = 0
         ws.set_push_source(self._take_push)
 
     def run(self) -> None:
@@ -145,12 +174,14 @@ class JmapSocket:
             self._error(e, request_id)
             return
         self.requests += 1
+        if self._running is None:
+            self._running = gevent.pool.Group()
         self._running.spawn(self._execute, request, request_id, slot)
 
     def _execute(self, request: dict[str, Any], request_id: str | None, slot: Any) -> None:
         try:
             try:
-                response = execute(self.services, self.principal, request)
+                response = execute(self.services, self.principal, request, self._session_for(request))
             finally:
                 slot.__exit__(None, None, None)
         except RequestError as e:
@@ -169,6 +200,18 @@ class JmapSocket:
         if request_id is not None:
             head["requestId"] = request_id
         self.ws.send_text(dump_response({**head, **response}).decode("utf-8"))
+
+    def _session_for(self, request: dict[str, Any]) -> Session:
+        """The Session to run ``request`` in. Calls on accounts get one read fresh (the accounts checked are
+        the user's now); a request of calls on no account (``Core/echo``) needs no read: it gets the socket's
+        last sessionState as long as the channel heard of no access change since (the only change it moves
+        with)."""
+        state, seen = self._session_state, self.channel.access_changes
+        if state is not None and seen == self._session_seen and not _on_accounts(request):
+            return Session.of_state(state)
+        session = build_session(self.services, self.principal)
+        self._session_state, self._session_seen = session.state, seen
+        return session
 
     def _push_enable(self, message: dict[str, Any]) -> None:
         types = message.get("dataTypes")

@@ -16,8 +16,9 @@ with a problem document and never a 101:
   → 429 with Retry-After (jmapmono/push/slots.py).
 
 Then the 101 (subprotocol exactly ``jmap``, permessage-deflate when offered) is written on the raw
-socket of gevent's WSGI server or of gunicorn's gevent worker, and the request's greenlet serves the
-socket until it ends (jmapmono/push/ws_session.py). One log line when it opens, one when it closes.
+socket of gevent's WSGI server or of gunicorn's gevent worker, and a greenlet of the socket's own serves
+it until it ends (jmapmono/push/ws_session.py) while the request's greenlet ends. One log line when it
+opens, one when it closes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import socket
 import time
 from typing import Any
 
+import gevent
 from flask import Blueprint, Response, g, jsonify, request
 
 from jmapmono.accounts.authn import AuthError
@@ -166,45 +168,56 @@ def upgrade() -> Response:
         return problem_response(
             429, "Too Many Requests", slots.refusal_detail(), {"Retry-After": str(push_slots.RETRY_AFTER)}
         )
+    handed_over = False
     try:
-        return _switch(services, principal, via)
+        response, handed_over = _switch(services, principal, via)
+        return response
     finally:
-        slots.give_back(principal.user_id)
+        if not handed_over:
+            slots.give_back(principal.user_id)
 
 
-def _switch(services: WebServices, principal: Principal, via: str) -> Response:
-    """Switch protocols and serve the socket until it ends (the user's push slot is held meanwhile)."""
+def _switch(services: WebServices, principal: Principal, via: str) -> tuple[Response, bool]:
+    """Switch protocols and hand the socket to a greenlet of its own, which serves it until it ends and then
+    gives the user's push slot back; True with the response when that greenlet took over.
+
+    The request's greenlet then ends like any request's, and with it the WSGI server's and Flask's objects
+    for the handshake and their deep stack: an idle socket holds only its own (its greenlet's stack is a
+    few frames). The connection's descriptor is detached from the server's socket object first: the server
+    neither closes it nor reads from it (pywsgi drains a closing connection) when the request ends."""
     config = services.config
     sock, server = _raw_socket(request.environ)
     if sock is None:
-        return problem_response(501, "Not Implemented", "this WSGI server cannot hand over its socket")
+        return problem_response(501, "Not Implemented", "this WSGI server cannot hand over its socket"), False
     try:
         limit = config.limits.max_size_request
         response, connection, inflater = accept(request.environ, SUBPROTOCOL, config.ws_deflate, limit)
     except HandshakeError as e:
-        return problem_response(400, "Bad Request", str(e))
+        return problem_response(400, "Bad Request", str(e)), False
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(response)
+        own = socket.socket(fileno=sock.detach())
     except OSError:
-        return _Upgraded(server)
+        return _Upgraded(server), False
     ws = WebSocket(
-        sock,
+        own,
         connection,
         max_message=config.limits.max_size_request,
         outbound_limit=config.ws_outbound_bytes,
         inflater=inflater,
     )
-    serve(services, principal, ws, via)
-    return _Upgraded(server)
-
-
-def serve(services: WebServices, principal: Principal, ws: WebSocket, via: str) -> None:
-    """Serve an accepted socket until it ends, with its open and close log lines."""
-    sockets = services.websockets
     session = JmapSocket(services, principal, ws)
-    sockets.add(session)
-    log.info(kv(event="ws_open", user=principal.email, via=via, deflate=ws.deflate, ip=request.remote_addr))
+    services.websockets.add(session)  # known to the process before anything else runs
+    gevent.spawn(serve, services, session, via, request.remote_addr)
+    return _Upgraded(server), True
+
+
+def serve(services: WebServices, session: JmapSocket, via: str, ip: str | None) -> None:
+    """Serve an accepted socket (already added to the process's) until it ends, with its open and close log
+    lines; then give the user's push slot back and close the socket."""
+    sockets, principal, ws = services.websockets, session.principal, session.ws
+    log.info(kv(event="ws_open", user=principal.email, via=via, deflate=ws.deflate, ip=ip))
     try:
         session.run()
     except Exception:
@@ -212,6 +225,8 @@ def serve(services: WebServices, principal: Principal, ws: WebSocket, via: str) 
         ws.abort("error")
     finally:
         sockets.discard(session)
+        sockets.slots.give_back(principal.user_id)
+        ws.sock.close()
         log.info(
             kv(
                 event="ws_close",

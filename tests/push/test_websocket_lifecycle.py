@@ -53,6 +53,36 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+# -- what an open socket holds ---------------------------------------------------------------------------------------
+
+
+def test_an_open_socket_holds_no_request_handler_of_the_http_server(make_server):
+    server = make_server()
+    client = server.client(ALICE)
+    client.enable_push(None)
+    # The upgrade request ended: the HTTP server's handler (its greenlet, environ, Flask contexts) is gone.
+    wait_until(lambda: len(server.server.pool) == 0, message="the upgrade request to end")
+    assert client.call([["Core/echo", {"still": "served"}, "e"]], "r1", CORE)[0][1] == {"still": "served"}
+    client.close()
+    wait_until(lambda: not server.services.websockets.sockets, message="the socket to end")
+    assert server.services.websockets.slots.open(server.services.accounts.get(ALICE).id) == 0
+
+
+def test_an_echo_after_a_delegation_carries_the_new_session_state(make_server):
+    server = make_server()
+    client = server.client(ALICE)
+    client.enable_push(None)
+
+    def echo_state(request_id: str) -> str:
+        client.send_request([["Core/echo", {}, "e"]], request_id, CORE)
+        return client.response(request_id)["sessionState"]
+
+    before = echo_state("r1")
+    assert echo_state("r2") == before
+    server.services.accounts.delegate(BOB, ALICE)  # Alice now sees Bob's account: her Session changed
+    wait_until(lambda: echo_state(f"r{os.urandom(4).hex()}") != before, message="the new sessionState")
+
+
 # -- liveness --------------------------------------------------------------------------------------------------------
 
 
@@ -240,7 +270,7 @@ def test_a_ping_flood_from_a_client_that_does_not_read_queues_one_pong(make_serv
 
     def queued_and_counted(event) -> None:  # how many control frames wait, after each one queued
         send_control(event)
-        most[0] = max(most[0], len(ws._control))
+        most[0] = max(most[0], len(ws._control or ()))
 
     monkeypatch.setattr(ws, "_send_control", queued_and_counted)
     frame = client.ws.send(Ping(payload=b"p" * 100))
@@ -253,10 +283,10 @@ def test_a_ping_flood_from_a_client_that_does_not_read_queues_one_pong(make_serv
     flooding = gevent.spawn(flood)
     wait_until(lambda: flooding.dead, timeout=60, message="the flood to be sent")
     assert flooding.successful(), "the server keeps reading control frames"
-    pongs = lambda: [bytes(e.payload) for e in ws._control if isinstance(e, Pong)]  # noqa: E731
+    pongs = lambda: [bytes(e.payload) for e in ws._control or () if isinstance(e, Pong)]  # noqa: E731
     wait_until(lambda: pongs() == [b"last"], message="the server to read the last ping")  # so every one before it
     assert ws._writer is not None, "the write should still be stuck"
-    assert most[0] <= 2 and len(ws._control) <= 2  # only the latest pong waits, not 20,000
+    assert most[0] <= 2 and len(ws._control or ()) <= 2  # only the latest pong waits, not 20,000
     client.sock.close()
     wait_until(lambda: not server.services.websockets.sockets, message="the socket to end")
 
