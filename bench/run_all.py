@@ -32,8 +32,7 @@ BENCH = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("push_latency.py", ["--samples", "200"]),
     ("push_fanout.py", ["--rounds", "2"]),
-    ("api_throughput.py", ["--seconds", "1"]),
-    ("api_cores.py", ["--seconds", "2"]),
+    ("api_throughput.py", ["--seconds", "1"]),  # its 8-client rows run api_cores.py's clients (alone: 1 vs N workers)
     ("bus_latency.py", ["--samples", "200", "--burst", "2000"]),
     ("wakeup_latency.py", ["--samples", "200"]),
     ("delivery_throughput.py", ["--seconds", "2"]),
