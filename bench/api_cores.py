@@ -37,8 +37,9 @@ CORE = ["urn:ietf:params:jmap:core"]
 CASES = ("echo", "get10")
 
 
-def client_main(port: int, case: str, start_at: float, seconds: float) -> None:
-    """One client process: warm up, wait for the common start, count requests until the end; print the count."""
+def client_main(port: int, case: str, seconds: float) -> None:
+    """One client process: warm up, say so, wait for the common start (read from stdin), count requests until
+    the end; print the count."""
     http = HttpClient(port, basic(USER))
     account = common.account_id(http)
     ids: list[str] = []
@@ -59,7 +60,9 @@ def client_main(port: int, case: str, start_at: float, seconds: float) -> None:
 
     for _ in range(20):
         one()
-    time.sleep(max(0.0, start_at - time.time()))  # a common start for every client process, not a synchronisation
+    print("ready", flush=True)
+    start_at = float(sys.stdin.readline())  # the common start, sent once every client is warm
+    time.sleep(max(0.0, start_at - time.time()))
     count = 0
     end = start_at + seconds
     while time.time() < end:
@@ -71,18 +74,23 @@ def client_main(port: int, case: str, start_at: float, seconds: float) -> None:
 
 def run_clients(port: int, case: str, clients: int, seconds: float) -> float:
     """Requests per second answered to ``clients`` concurrent client processes."""
-    start_at = time.time() + 3.0  # time for every process to start, connect and warm up
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--client", str(port), case, repr(start_at), repr(seconds)],
+            [sys.executable, __file__, "--client", str(port), case, repr(seconds)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=os.path.dirname(__file__),
         )
         for _ in range(clients)
     ]
+    for proc in procs:  # every process started, connected and warmed up
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"a client failed to start (exit {proc.wait()})")
+    start_at = repr(time.time() + 0.2).encode() + b"\n"  # then all start at the same moment
     total, elapsed = 0, 0.0
     for proc in procs:
-        out, _ = proc.communicate(timeout=seconds + 60)
+        out, _ = proc.communicate(start_at, timeout=seconds + 60)
         if proc.returncode != 0:
             raise RuntimeError(f"a client failed (exit {proc.returncode})")
         result = json.loads(out.decode().strip().splitlines()[-1])
@@ -93,7 +101,7 @@ def run_clients(port: int, case: str, clients: int, seconds: float) -> float:
 
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--client":
-        client_main(int(argv[1]), argv[2], float(argv[3]), float(argv[4]))
+        client_main(int(argv[1]), argv[2], float(argv[3]))
         return
     seconds = common.arg_int(argv, "seconds", 5)
     many = common.arg_int(argv, "workers", os.cpu_count() or 1)

@@ -32,9 +32,8 @@ BENCH = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("push_latency.py", ["--samples", "200"]),
     ("push_fanout.py", ["--rounds", "2"]),
-    ("api_throughput.py", ["--seconds", "1"]),
-    ("api_cores.py", ["--seconds", "2"]),
-    ("websocket_throughput.py", ["--seconds", "1"]),
+    ("api_throughput.py", ["--seconds", "1"]),  # every row of the throughput table, both backends
+    ("api_cores.py", ["--seconds", "2"]),  # 1 vs 8 clients on one worker, on every core, under gunicorn
     ("resync_bytes.py", []),
     ("bus_latency.py", ["--samples", "200", "--burst", "2000"]),
     ("wakeup_latency.py", ["--samples", "200"]),

@@ -13,6 +13,12 @@ and the stored hash: a password change or a deletion changes or removes the
 stored hash and so invalidates the entry at once, and nothing kept in memory
 can be replayed elsewhere. Failures are never cached.
 
+Before any of that, :class:`RecentLogins` answers a repeat of an accepted ``Authorization`` header from
+the same client address without reading the store, as long as nothing was committed since it was
+accepted (the store's change stamp): a password change, a revocation, a deletion or a failed login
+anywhere is a commit, so the next request is checked in full, at once in this process and on SQLite,
+and on Postgres as soon as the commit's NOTIFY reaches this process.
+
 Failed logins are throttled by :mod:`jmapmono.accounts.throttle`: an address
 over its limit is refused before anything is verified (no KDF run, not even a
 credential-cache hit, which would otherwise tell a refused guesser that a guess
@@ -131,6 +137,58 @@ class CredentialCache:
                 self._entries.popitem(last=False)
 
 
+class RecentLogins:
+    """Logins this process accepted, by client address and ``Authorization`` header (under an HMAC with a
+    per-process key), each with the store's change stamp taken before it was checked.
+
+    A repeat is accepted without a round trip while the stamp is unchanged: every event that could turn the
+    answer (a password change, a revocation, a deletion, a failed login from anywhere, which would count
+    against the address) is a commit, and a commit changes the stamp (in this process at once; from other
+    processes as the store sees them: SQLite at once, Postgres when the doorbell's NOTIFY arrives)."""
+
+    def __init__(
+        self, ttl_seconds: float, max_entries: int = CACHE_MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self.clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, tuple[float, object, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, address: str, authorization: str) -> bytes:
+        data = address.encode("utf-8", "surrogatepass") + b"\0" + authorization.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, data, hashlib.sha256).digest()
+
+    def get(self, key: bytes, stamp: object) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self.clock() or entry[1] != stamp:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[2]
+
+    def put(self, key: bytes, stamp: object, principal: Principal) -> None:
+        with self._lock:
+            self._entries[key] = (self.clock() + self.ttl, stamp, principal)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def drop_user(self, user_id: int) -> int:
+        with self._lock:
+            stale = [key for key, (_, _, principal) in self._entries.items() if principal.user_id == user_id]
+            for key in stale:
+                del self._entries[key]
+        return len(stale)
+
+
 def parse_authorization(header: str | None) -> tuple[str, str | tuple[str, str]]:
     """``("bearer", token)`` or ``("basic", (user, password))``; raises Unauthenticated otherwise."""
     if not header or not header.strip():
@@ -170,9 +228,11 @@ class Authenticator:
         clock: Callable[[], int] = now_ms,
         sleep: Callable[[float], object] = gevent.sleep,
     ) -> None:
+        self.db = db
         self.accounts = accounts
         self.app_passwords = AppPasswords(db, accounts)
         self.cache = CredentialCache(config.auth_cache_seconds)
+        self.recent = RecentLogins(config.auth_cache_seconds)
         self.throttle = LoginThrottle(db, config.login_failures_per_minute, clock=clock)
         #: How a delayed attempt waits: a greenlet sleep, holding no KDF slot and no transaction.
         self.sleep = sleep
@@ -180,8 +240,23 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None, remote_addr: str | None) -> Principal:
         """The principal behind the credentials; raises Unauthenticated or RateLimited."""
-        started = time.monotonic()
         address = remote_addr or "-"
+        if self.recent.ttl <= 0 or not authorization or len(authorization) > 5 * MAX_CREDENTIAL_LENGTH:
+            return self._authenticate(authorization, address)
+        stamp = self.db.change_stamp()  # before anything is read: a commit meanwhile makes the entry stale
+        key = self.recent.key(address, authorization)
+        principal = self.recent.get(key, stamp)
+        if principal is None:
+            principal = self._authenticate(authorization, address)
+            self.recent.put(key, stamp, principal)
+        return principal
+
+    def forget_user(self, user_id: int) -> int:
+        """Forget every remembered check of ``user_id`` (its credentials were revoked); how many there were."""
+        return self.cache.drop_user(user_id) + self.recent.drop_user(user_id)
+
+    def _authenticate(self, authorization: str | None, address: str) -> Principal:
+        started = time.monotonic()
         try:
             scheme, creds = parse_authorization(authorization)
         except Unauthenticated as e:

@@ -180,12 +180,13 @@ class LoginThrottle:
                 "INSERT INTO login_failures (address, username, at) VALUES (?, ?, ?)",
                 (address_key(address), None if name is None else user_key(name), self.clock()),
             )
+            tx.announce_change()  # every process's remembered logins from this address are checked again
 
     def record_failure_unless_limited(self, address: str) -> bool:
         """Count one failure for the address unless it is over its limit already; True if counted."""
         key, now = address_key(address), self.clock()
         with self.db.transaction() as tx:
-            return bool(
+            counted = bool(
                 tx.execute(
                     "INSERT INTO login_failures (address, username, at) SELECT ?, NULL, ? "
                     "WHERE (SELECT COUNT(*) FROM (SELECT 1 AS one FROM login_failures "
@@ -193,6 +194,9 @@ class LoginThrottle:
                     (key, now, key, now - ADDRESS_WINDOW_MS, self.limit, self.limit),
                 )
             )
+            if counted:
+                tx.announce_change()
+            return counted
 
     def record_known_good(self, user_id: int, address: str) -> None:
         """Remember that ``user_id`` logged in from ``address`` (its key) now."""

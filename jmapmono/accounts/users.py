@@ -11,6 +11,8 @@ import builtins
 import logging
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 PASSWORD = "password"
 APP_PASSWORD = "appPassword"
 USER_DELETED = "userDeleted"
+
+#: Users whose accessible accounts are kept in memory (least recently used beyond that are forgotten).
+ACCESS_CACHE_ENTRIES = 10_000
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 
@@ -116,6 +121,9 @@ class Accounts:
         self.on_credentials_revoked: list[Callable[[Transaction, Revocation], None]] = []
         #: Called after commit when delegation changes: (owner, delegate, granted).
         self.on_delegation_changed: list[Callable[[User, User, bool], None]] = []
+        #: user id -> (change stamp, accessible accounts), least recently used first.
+        self._access: OrderedDict[int, tuple[object, dict[str, AccountAccess]]] = OrderedDict()
+        self._access_lock = threading.Lock()
 
     def create_user(self, email: str, password: str | None = None) -> tuple[User, str]:
         """Create a user; return it with its password (generated when not given)."""
@@ -261,7 +269,25 @@ class Accounts:
         return bool(changed)
 
     def accessible_accounts(self, user_id: int) -> dict[str, AccountAccess]:
-        """Every account the user can see: their own first, then those delegated to them."""
+        """Every account the user can see: their own first, then those delegated to them.
+
+        Read on every request (the Session), so kept in memory under the store's change stamp: a grant,
+        a revocation or a deletion anywhere is a commit that changes the stamp, and the next call reads again."""
+        stamp = self.db.change_stamp()
+        with self._access_lock:
+            kept = self._access.get(user_id)
+            if kept is not None and kept[0] == stamp:
+                self._access.move_to_end(user_id)
+                return dict(kept[1])
+        access = self._read_accessible_accounts(user_id)
+        with self._access_lock:
+            self._access[user_id] = (stamp, access)
+            self._access.move_to_end(user_id)
+            while len(self._access) > ACCESS_CACHE_ENTRIES:
+                self._access.popitem(last=False)
+        return dict(access)
+
+    def _read_accessible_accounts(self, user_id: int) -> dict[str, AccountAccess]:
         with self.db.read() as tx:
             rows = tx.query(
                 "SELECT u.id, u.email, u.account_id, 1 AS personal FROM users u WHERE u.id = ? "
@@ -289,9 +315,11 @@ class Accounts:
 
     def credentials_revoked(self, tx: Transaction, revocation: Revocation) -> None:
         """Tell the hooks, inside ``tx``, that credentials of a user stop being valid when it commits."""
+        tx.announce_change()
         for hook in self.on_credentials_revoked:
             hook(tx, revocation)
 
     def _access_changed(self, tx: Transaction, owner: User, delegate_id: int, granted: bool) -> None:
+        tx.announce_change()
         for hook in self.on_access_changed:
             hook(tx, owner, delegate_id, granted)

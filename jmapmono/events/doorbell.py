@@ -37,11 +37,12 @@ from typing import Any
 
 from jmapmono.log import kv
 from jmapmono.store import Transaction
+from jmapmono.store.base import NOTIFY_CHANNEL
 
 log = logging.getLogger("jmapmono.events.doorbell")
 
 #: The Postgres notification channel relays LISTEN on.
-CHANNEL = "jmapmono_outbox"
+CHANNEL = NOTIFY_CHANNEL
 #: Longest Unix socket path Linux accepts (sun_path is 108 bytes, NUL-terminated).
 _MAX_SOCKET_PATH = 107
 #: Length of a socket name in the directory: "<pid up to 7 digits>.<6 hex>".

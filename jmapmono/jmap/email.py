@@ -50,21 +50,22 @@ def email_get(inv: Invocation) -> dict[str, Any]:
         check_max_objects_in_get(inv, len(ids))
     fetch = parse_fetch(args, DEFAULT_GET_PROPERTIES, with_id=True)
     mailboxes = inv.services.mailboxes
-    if ids is None:
-        limit = inv.services.config.limits.max_objects_in_get
-        found, state = mailboxes.get_all_messages(inv.account_id, limit)
-        if found is None:
-            raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) emails")
-    else:
-        found, state = mailboxes.get_messages(inv.account_id, ids)
+    with inv.services.db.read():  # the emails, their state and their raw messages: one transaction
+        if ids is None:
+            limit = inv.services.config.limits.max_objects_in_get
+            found, state = mailboxes.get_all_messages(inv.account_id, limit)
+            if found is None:
+                raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) emails")
+        else:
+            found, state = mailboxes.get_messages(inv.account_id, ids)
+        to_parse = [meta for meta in found.values() if fetch.needs_message_for(meta)]
+        raw = inv.services.blobs.read_stored(inv.account_id, [meta.blob_id for meta in to_parse]) if to_parse else {}
     records: dict[str, dict[str, Any]] = {}
-    parsed = 0
+    parse_ids = {meta.id for meta in to_parse}
     for message_id, meta in found.items():
-        message = None
-        if fetch.needs_message_for(meta):
-            message = _parse(inv, meta)
-            parsed += 1
+        message = _parse(inv, meta, raw) if message_id in parse_ids else None
         records[message_id] = render(fetch, meta.blob_id, message, meta)
+    parsed = len(to_parse)
     response = get_response(GetArgs(inv.account_id, ids, fetch.properties), state, records)
     log.info(
         kv(
@@ -80,13 +81,13 @@ def email_get(inv: Invocation) -> dict[str, Any]:
     return response
 
 
-def _parse(inv: Invocation, meta: Message) -> MimeMessage:
+def _parse(inv: Invocation, meta: Message, raw: dict[str, bytes]) -> MimeMessage:
     """The email's raw message, parsed; serverFail if its bytes are gone (never expected: the email holds them)."""
-    content = inv.services.blobs.read(inv.account_id, meta.blob_id, resolve=False)
-    if content is None:
+    data = raw.get(meta.blob_id)
+    if data is None:
         log.error(kv(event="email_blob_missing", account=inv.account_id, email=meta.id, blob=meta.blob_id))
         raise MethodError("serverFail", f"the message of email {meta.id} cannot be read")
-    return parse_mime(content.data)
+    return parse_mime(data)
 
 
 @method("Email/changes", MAIL)

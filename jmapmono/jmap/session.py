@@ -3,7 +3,9 @@
 The same object answers ``GET /.well-known/jmap`` and gives every API request
 its ``sessionState`` and the account checks (which accounts the user can see,
 which capabilities each supports, which are read-only). It is rebuilt on each
-request, so a delegation granted by another process shows up at once; every
+request, so a delegation granted by another process shows up at once (the
+accounts a user sees are kept in memory until a commit anywhere, see
+:meth:`Accounts.accessible_accounts`); every
 capability's ``session_value`` / ``account_value`` is therefore expected to be
 cheap (no database round trip per account where avoidable).
 

@@ -69,6 +69,9 @@ class EventFlow:
         self.relay = OutboxRelay(services.db, {MAILBOX_BUS: self.mailbox_bus}, **relay_options)
         self.webpush = services.webpush  # a group listener on the JMAP bus (push subscriptions)
         self.tail: OutboxTail | None = None
+        # Every wake-up (a commit here, another process's doorbell) may have changed what this process keeps
+        # under the store's change stamp (remembered logins, accessible accounts).
+        self.relay.on_wake.append(services.db.note_external_change)
         if services.config.broker_url.startswith("memory:"):
             self.tail = OutboxTail(services.db, MAILBOX_BUS, self._deliver_locally)
             self.relay.on_wake.append(self.tail.wake)  # the relay's wake-ups: commits here and the doorbell
@@ -86,6 +89,7 @@ class EventFlow:
         if self.tail is not None:
             self.tail.start()  # before the relay, which wakes it
         self.relay.start()  # last: publishes whatever piled up while nothing ran
+        self.services.db.hears_others = True  # the relay's doorbell listener tells of other processes' commits
         if not self.services.config.broker_url.startswith("memory:"):
             self._watcher = gevent.spawn(self._watch_reconnects)
         log.info(kv(event="flow_started", broker=self.services.config.broker_url.split(":", 1)[0], ms=_ms(started)))
@@ -97,6 +101,7 @@ class EventFlow:
             return
         self._stopped = True
         started = time.monotonic()
+        self.services.db.hears_others = False
         if self._watcher is not None:
             self._watcher.kill(block=True, timeout=1)
         if self._revocations is not None:
@@ -151,7 +156,7 @@ class EventFlow:
         authenticator = self.services.__dict__.get("authenticator")  # only if this process authenticates
         if revocation is None or authenticator is None:
             return
-        dropped = authenticator.cache.drop_user(revocation.user_id)
+        dropped = authenticator.forget_user(revocation.user_id)
         log.info(
             kv(event="credential_cache_dropped", user_id=revocation.user_id, what=revocation.what, entries=dropped)
         )

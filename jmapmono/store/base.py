@@ -16,6 +16,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: The Postgres channel every serving process listens on (events/doorbell.py) for other processes' commits.
+NOTIFY_CHANNEL = "jmapmono_outbox"
+
 Row = dict[str, Any]
 Params = Sequence[Any]
 
@@ -50,6 +53,12 @@ class Transaction(ABC):
         row = self.one(sql, params)
         return None if row is None else next(iter(row.values()))
 
+    def announce_change(self) -> None:
+        """Tell the other processes on this database, at commit, that something they may keep in memory
+        (a verified login, the accounts a user sees) changed. Nothing to do where :meth:`Database.change_stamp`
+        sees other processes' commits by itself."""
+        return None
+
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once the transaction has committed (never on rollback); its result is ignored."""
         self._after_commit.append(callback)
@@ -78,6 +87,29 @@ class Database(ABC):
             listeners = self.__dict__["_local_listeners"] = []
         return listeners
 
+    #: Write transactions this process committed (counted after each commit).
+    commits: int = 0
+    #: Commits of other processes this process was told about (:meth:`note_external_change`).
+    external_changes: int = 0
+
+    #: Whether this process hears other processes' commits (its event flow's doorbell listener calls
+    #: :meth:`note_external_change`). Until then a backend that cannot see them by itself never reports an
+    #: unchanged stamp, so nothing kept under one is trusted.
+    hears_others: bool = False
+
+    def note_external_change(self) -> None:
+        """Another process committed something (a doorbell rang): stamps taken before are stale."""
+        self.external_changes += 1
+
+    def change_stamp(self) -> object:
+        """A value that differs whenever a commit may have happened since it was taken, in this process or
+        in another. Take it BEFORE reading what is kept under it: what was read is then current as long as
+        the stamp is unchanged. Postgres: other processes' commits are heard through the doorbell's NOTIFY
+        (a stamp is stale once it arrives); without a listener, every stamp differs from the last."""
+        if not self.hears_others:
+            return object()
+        return (self.commits, self.external_changes)
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A read-write transaction, committed on normal exit, rolled back on error."""
@@ -85,6 +117,10 @@ class Database(ABC):
     @abstractmethod
     def read(self) -> AbstractContextManager[Transaction]:
         """A read-only transaction."""
+
+    def pooled_connections(self) -> int:
+        """Idle connections kept open for reuse (a pool grows with concurrent transactions, up to its size)."""
+        return 0
 
     @abstractmethod
     def close(self) -> None:

@@ -3,6 +3,14 @@
 psycopg is cooperative once gevent has patched the process, so transactions
 run concurrently on a small pool of connections. SQL arrives with ``?``
 placeholders, rewritten to ``$n`` (once per statement text, short ones cached).
+
+Round trips are what a short transaction costs, so the connection runs in
+autocommit mode and each transaction starts itself lazily: its ``BEGIN`` (with
+the isolation level, in the one statement) goes out in a pipeline with its
+first statement, and a transaction that ran no statement sends nothing at all.
+A one-query read is thus two round trips (BEGIN + query, COMMIT), not four.
+Statements repeated on a connection are prepared by psycopg (after
+``prepare_threshold`` uses of the same text), which the fixed ``$n`` texts allow.
 """
 
 from __future__ import annotations
@@ -13,11 +21,12 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from jmapmono.store.base import Database, Params, Row, StoreError, Transaction
+from jmapmono.store.base import NOTIFY_CHANNEL, Database, Params, Row, StoreError, Transaction
 
 #: An idle connection older than this is pinged before reuse (dead after a database restart).
 PING_AFTER_IDLE_S = 1.0
@@ -45,22 +54,49 @@ def translate(sql: str) -> str:
     return _numbered_cached(sql) if len(sql) <= _CACHED_SQL_LENGTH else _numbered(sql)
 
 
+#: How each kind of transaction starts (one statement: no ``SET TRANSACTION`` round trip).
+BEGIN_READ = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+BEGIN_WRITE = b"BEGIN"
+
+
 class PostgresTransaction(Transaction):
     dialect = "postgres"
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection, begin: bytes = BEGIN_WRITE) -> None:
         super().__init__()
         self.conn = conn
+        self.begin = begin
+        #: Whether BEGIN was sent (a transaction that ran nothing has nothing to end).
+        self.started = False
+
+    def _run(self, cur: psycopg.RawCursor[Any], sql: str, params: Params) -> None:
+        if self.started:
+            cur.execute(translate(sql), tuple(params))
+            return
+        self.started = True
+        with self.conn.pipeline():  # BEGIN and the first statement in one round trip
+            self.conn.execute(self.begin)
+            cur.execute(translate(sql), tuple(params))
 
     def execute(self, sql: str, params: Params = ()) -> int:
         with psycopg.RawCursor(self.conn) as cur:
-            cur.execute(translate(sql), tuple(params))
+            self._run(cur, sql, params)
             return cur.rowcount
 
     def query(self, sql: str, params: Params = ()) -> list[Row]:
         with psycopg.RawCursor(self.conn, row_factory=dict_row) as cur:
-            cur.execute(translate(sql), tuple(params))
+            self._run(cur, sql, params)
             return cur.fetchall()
+
+    def announce_change(self) -> None:
+        """A NOTIFY on the doorbell channel (sent at commit): every serving process's listener hears it."""
+        self.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+    def end(self, command: bytes) -> None:
+        """COMMIT or ROLLBACK, if anything was begun."""
+        if self.started:
+            self.started = False
+            self.conn.execute(command)
 
 
 class PostgresDatabase(Database):
@@ -81,7 +117,7 @@ class PostgresDatabase(Database):
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.url, autocommit=False, connect_timeout=max(1, math.ceil(self.connect_timeout)))
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, math.ceil(self.connect_timeout)))
         except psycopg.OperationalError as e:
             raise StoreError(f"postgres: cannot connect: {str(e).strip().splitlines()[0]}") from e
 
@@ -107,7 +143,6 @@ class PostgresDatabase(Database):
         """Ping a connection that sat idle: after a database restart it is dead until used."""
         try:
             conn.execute("SELECT 1")
-            conn.rollback()
             return True
         except psycopg.Error:
             return False
@@ -127,23 +162,23 @@ class PostgresDatabase(Database):
             yield current
             return
         conn = self._acquire()
-        tx = PostgresTransaction(conn)
+        tx = PostgresTransaction(conn, BEGIN_READ if read_only else BEGIN_WRITE)
         tx.local_listeners = self.local_listeners
         self._local.tx = tx
         try:
             try:
-                if read_only:
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield tx
             except BaseException:
                 # Whatever interrupted us (an error, a killed greenlet) is what the caller must see,
                 # not a failure of the rollback on a connection left mid-query.
                 try:
-                    conn.rollback()
+                    tx.end(b"ROLLBACK")
                 except psycopg.Error:
                     conn.close()
                 raise
-            conn.commit()
+            tx.end(b"COMMIT")
+            if not read_only:
+                self.commits += 1
         except psycopg.OperationalError as e:  # the database went away: a temporary failure
             conn.close()
             raise StoreError(f"postgres: {str(e).strip().splitlines()[0]}") from e
@@ -157,6 +192,9 @@ class PostgresDatabase(Database):
 
     def read(self) -> AbstractContextManager[Transaction]:
         return self._tx(read_only=True)
+
+    def pooled_connections(self) -> int:
+        return len(self._idle)
 
     def close(self) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ import sqlite_utils
 from jmapmono.store.base import Database, Params, Row, StoreError, Transaction
 
 BUSY_TIMEOUT_MS = 10_000
+BEGIN_READ = "BEGIN"
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> Row:
@@ -123,6 +124,8 @@ class SQLiteDatabase(Database):
                 except sqlite3.OperationalError as e:
                     self.conn.execute("ROLLBACK")
                     raise _translate(e) from e
+                if begin != BEGIN_READ:
+                    self.commits += 1
             finally:
                 self._depth = 0
                 self._current = None
@@ -132,7 +135,14 @@ class SQLiteDatabase(Database):
         return self._tx("BEGIN IMMEDIATE")
 
     def read(self) -> AbstractContextManager[Transaction]:
-        return self._tx("BEGIN")
+        return self._tx(BEGIN_READ)
+
+    def change_stamp(self) -> object:
+        """``PRAGMA data_version`` changes with every commit of another connection to the file (any process):
+        exact, and no I/O beyond the shared-memory index."""
+        with self._lock:
+            version = self.conn.execute("PRAGMA data_version").fetchone()["data_version"]
+        return (self.commits, self.external_changes, version)
 
     def close(self) -> None:
         with self._lock:

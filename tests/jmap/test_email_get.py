@@ -470,26 +470,42 @@ def test_creation_id_reference_in_ids(alice, deliver):
 def test_raw_message_parsed_only_when_needed_and_once(monkeypatch, services, alice, deliver):
     ids = [deliver(SIMPLE).message_id, deliver(ATTACHMENTS).message_id]
     calls: list[bytes] = []
-    reads: list[str] = []
-    real_read = services.blobs.read
+    reads: list[list[str]] = []
+    real_read = services.blobs.read_stored
 
     def counting_parse(raw: bytes):
         calls.append(raw)
         return parse_mime(raw)
 
-    def counting_read(account_id, blob_id, *args, **kwargs):
-        reads.append(blob_id)
-        return real_read(account_id, blob_id, *args, **kwargs)
+    def counting_read(account_id, blob_ids):
+        reads.append(sorted(blob_ids))
+        return real_read(account_id, blob_ids)
 
     monkeypatch.setattr(email_module, "parse_mime", counting_parse)
-    monkeypatch.setattr(services.blobs, "read", counting_read)
+    monkeypatch.setattr(services.blobs, "read_stored", counting_read)
     fast = RFC_DEFAULT[1:20]  # every property RFC 8621 §4.2 expects to be fast, blobId … preview
     found = alice.call("Email/get", {"ids": ids, "properties": fast})["list"]
     assert len(found) == 2 and calls == [] and reads == []
     slow = ["headers", "header:Subject:asText", "bodyStructure", "textBody", "htmlBody", "attachments", "bodyValues"]
     found = alice.call("Email/get", {"ids": ids, "properties": slow, "fetchAllBodyValues": True})["list"]
-    assert len(found) == 2 and len(calls) == 2 and len(reads) == 2  # once per email, however many properties
+    assert len(found) == 2 and len(calls) == 2  # once per email, however many properties
+    assert len(reads) == 1 and len(reads[0]) == 2  # both raw messages in one read
     assert found[1]["header:Subject:asText"] == "attachments"
+
+
+def test_statements_of_email_get_do_not_grow_with_the_emails(monkeypatch, services, alice, deliver):
+    """The raw messages of a page of emails are read together, not two queries per email."""
+    from tests.support.statements import count_statements
+
+    monkeypatch.setattr(services.db, "hears_others", True)  # as in a serving process
+    ids = [deliver(SIMPLE).message_id for _ in range(8)]
+    alice.call("Email/get", {"ids": ids[:1]})  # credentials and accounts checked and remembered
+    sent = count_statements(monkeypatch)
+    assert len(alice.call("Email/get", {"ids": ids[:2]})["list"]) == 2
+    for_two = len(sent)
+    sent.clear()
+    assert len(alice.call("Email/get", {"ids": ids})["list"]) == 8
+    assert len(sent) == for_two
 
 
 def test_unparsable_summary_falls_back_to_the_raw_message(services, alice, deliver):

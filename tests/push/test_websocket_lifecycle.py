@@ -157,8 +157,8 @@ def test_closing_every_socket_at_shutdown_sends_1001_and_unregisters(make_server
 
 def test_a_thousand_connect_disconnect_cycles_leave_nothing_behind(make_server):
     server = make_server()
-    bus, sockets = server.services.jmap_bus, server.services.websockets
-    fds = open_fds()
+    bus, sockets, db = server.services.jmap_bus, server.services.websockets, server.services.db
+    fds = open_fds() - db.pooled_connections()  # the store's pool grows with concurrency, up to its size
     for i in range(1000):
         client = server.client(ALICE)
         # The server reads one socket's messages in order: the enable is acted upon before the close.
@@ -172,7 +172,7 @@ def test_a_thousand_connect_disconnect_cycles_leave_nothing_behind(make_server):
     wait_until(lambda: not sockets.sockets, message="every socket to end")
     assert listeners(server, ALICE) == 0
     assert not [k for k in bus.keys() if k in keys_of(server, ALICE)]
-    wait_until(lambda: open_fds() <= fds + 3, message="file descriptors to be released")
+    wait_until(lambda: open_fds() - db.pooled_connections() <= fds + 3, message="file descriptors to be released")
 
 
 def routed(rabbitmq, routing_key: str) -> bool:

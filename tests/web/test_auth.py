@@ -346,3 +346,25 @@ def test_window_slides_and_errors_are_typed_outside_flask(config, db):
     now[0] = 1_060_500  # one failure left the window: one more attempt is allowed
     assert auth.authenticate(basic("alice@example.org", "correct horse"), "192.0.2.30").email == "alice@example.org"
     assert delays == [0.25]  # the user's two failures delay an address that is not known-good for her
+
+
+def test_a_repeated_request_reads_nothing_until_a_commit_changes_the_answer(services, client, alice, monkeypatch):
+    """Credentials accepted once from an address, and the accounts their user sees, are not read again while
+    nothing was committed; a password change (or any commit) makes the next request check again, at once."""
+    from tests.support.statements import count_statements
+
+    # As in a serving process, whose event flow hears other processes' commits:
+    monkeypatch.setattr(services.db, "hears_others", True)
+    echo = {"using": ["urn:ietf:params:jmap:core"], "methodCalls": [["Core/echo", {"n": 1}, "0"]]}
+    old = {"Authorization": basic("alice@example.org", "correct horse")}
+    assert client.post("/jmap/api", json=echo, headers=old).status_code == 200
+    sent = count_statements(monkeypatch)
+    for _ in range(3):
+        assert client.post("/jmap/api", json=echo, headers=old).status_code == 200
+    assert sent == []
+    services.accounts.set_password("alice@example.org", "battery staple")
+    assert client.post("/jmap/api", json=echo, headers=old).status_code == 401
+    new = {"Authorization": basic("alice@example.org", "battery staple")}
+    assert client.post("/jmap/api", json=echo, headers=new).status_code == 200
+    elsewhere = {"REMOTE_ADDR": "192.0.2.9"}
+    assert client.post("/jmap/api", json=echo, headers=old, environ_base=elsewhere).status_code == 401
