@@ -28,6 +28,7 @@ def create_app(services: WebServices) -> Flask:
         app.wsgi_app = ClientAddress(app.wsgi_app, services.config.trusted_proxies)  # type: ignore[method-assign]
     registry.load_all()
     subscription_methods.register()  # PushSubscription/* live with push, above jmap
+    services.vapid.current()  # the web push key exists (made once, stored) before the first Session is built
 
     from jmapmono.web import routes
 

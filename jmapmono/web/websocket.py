@@ -58,15 +58,20 @@ def _unavailable(detail: str) -> Response:
     return problem_response(503, "Service Unavailable", detail, {"Retry-After": "5"})
 
 
-def origin_allowed(config: Any, origin: str | None) -> bool:
-    """Is ``origin`` the server's own or one of JMAPMONO_WS_ALLOWED_ORIGINS (``*``: any)?"""
+def origin_allowed(config: Any, origin: str | None, host: str | None = None) -> bool:
+    """Is ``origin`` the server's own (its public base URL, or the ``host`` the request was sent to: a page
+    this server served under another of its names), or one of JMAPMONO_WS_ALLOWED_ORIGINS (``*``: any)?"""
     if origin is None:
         return False
     allowed = config.ws_allowed_origins
     if "*" in allowed:
         return True
     normalized = normalize_origin(origin)
-    return normalized is not None and (normalized == normalize_origin(config.public_base_url) or normalized in allowed)
+    if normalized is None:
+        return False
+    if host is not None and normalized.split("://", 1)[1] == host.lower():
+        return True
+    return normalized == normalize_origin(config.public_base_url) or normalized in allowed
 
 
 def _offered_subprotocols() -> list[str]:
@@ -142,7 +147,7 @@ def upgrade() -> Response:
         return refused
     origin = request.headers.get("Origin")
     ticket = request.args.get("ticket")
-    if (origin is not None or ticket is not None) and not origin_allowed(config, origin):
+    if (origin is not None or ticket is not None) and not origin_allowed(config, origin, request.host):
         detail = f"origin {origin!r} may not open this WebSocket" if origin else "a ticket upgrade must send Origin"
         log.info(kv(event="ws_refused", reason="origin", origin=origin, ip=request.remote_addr))
         return problem_response(403, "Forbidden", detail)

@@ -164,6 +164,20 @@ def test_origin_is_checked_when_present(make_server):
         WsClient(server.port, auth, headers=headers).close()  # none, an allowed one, the server's own
 
 
+def test_a_page_served_under_another_name_of_the_server_may_open_it(make_server):
+    """The web inbox opened at 127.0.0.1 while the Session says https://mail.example.org: the page's Origin is
+    the host the upgrade was sent to, so it is this server's own page; other origins are still refused."""
+    server = make_server(base_url="https://mail.example.org")
+    server.services.accounts.create_user("alice@example.org", PASSWORD)
+    auth = basic("alice@example.org")
+    for origin in (f"http://127.0.0.1:{server.port}", "https://mail.example.org"):
+        WsClient(server.port, auth, headers={"Origin": origin}).close()
+    for origin in ("http://127.0.0.1", f"http://127.0.0.2:{server.port}", "https://evil.example"):
+        with pytest.raises(Rejected) as refused:
+            WsClient(server.port, auth, headers={"Origin": origin})
+        assert refused.value.status == 403
+
+
 # -- tickets ---------------------------------------------------------------------------------------------------------
 
 
