@@ -88,9 +88,13 @@ def run_clients(port: int, case: str, clients: int, seconds: float) -> float:
         if proc.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"a client failed to start (exit {proc.wait()})")
     start_at = repr(time.time() + 0.2).encode() + b"\n"  # then all start at the same moment
+    for proc in procs:  # every client is told before any is waited for
+        assert proc.stdin is not None
+        proc.stdin.write(start_at)
+        proc.stdin.close()
     total, elapsed = 0, 0.0
     for proc in procs:
-        out, _ = proc.communicate(start_at, timeout=seconds + 60)
+        out, _ = proc.communicate(timeout=seconds + 60)
         if proc.returncode != 0:
             raise RuntimeError(f"a client failed (exit {proc.returncode})")
         result = json.loads(out.decode().strip().splitlines()[-1])
