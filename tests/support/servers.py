@@ -327,11 +327,18 @@ class ServeProcess:
         return _stop_process(self.proc, signum, timeout)
 
 
-def run_serve(database_url: str, tmp_path: Path, lmtp: bool = True, workers: int = 1, **env: str) -> ServeProcess:
-    """Start ``serve`` on free ports (LMTP too, unless ``lmtp`` is False), without waiting for it."""
-    http_port = free_port()
+def run_serve(
+    database_url: str, tmp_path: Path, lmtp: bool = True, workers: int = 1, http_port: int | None = None, **env: str
+) -> ServeProcess:
+    """Start ``serve`` on free ports (LMTP too, unless ``lmtp`` is False; HTTP on ``http_port`` if given, e.g.
+    a restart where its clients expect it), without waiting for it."""
+    http_port = http_port or free_port()
     lmtp_port = free_port() if lmtp else None
-    out_path, err_path = tmp_path / f"serve-{http_port}.out", tmp_path / f"serve-{http_port}.err"
+    stem, n = f"serve-{http_port}", 1
+    while (tmp_path / f"{stem}.out").exists():  # a restart on the same port keeps the previous logs
+        n += 1
+        stem = f"serve-{http_port}-{n}"
+    out_path, err_path = tmp_path / f"{stem}.out", tmp_path / f"{stem}.err"
     argv = [sys.executable, "-m", "jmapmono", "serve", "--host", "127.0.0.1", "--port", str(http_port)]
     argv += ["--lmtp", f"127.0.0.1:{lmtp_port}" if lmtp_port else "off", "--workers", str(workers)]
     with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -341,9 +348,11 @@ def run_serve(database_url: str, tmp_path: Path, lmtp: bool = True, workers: int
     return ServeProcess(proc, http_port, lmtp_port, out_path, err_path)
 
 
-def start_serve(database_url: str, tmp_path: Path, lmtp: bool = True, workers: int = 1, **env: str) -> ServeProcess:
+def start_serve(
+    database_url: str, tmp_path: Path, lmtp: bool = True, workers: int = 1, http_port: int | None = None, **env: str
+) -> ServeProcess:
     """``serve`` listening on its HTTP port (and its LMTP port); with ``workers`` > 1, every worker serving."""
-    server = run_serve(database_url, tmp_path, lmtp, workers, **env)
+    server = run_serve(database_url, tmp_path, lmtp, workers, http_port, **env)
     try:
         wait_for_port(server.http_port, 20, server.proc)
         if server.lmtp_port:

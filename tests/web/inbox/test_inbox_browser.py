@@ -11,7 +11,7 @@ from pathlib import Path
 
 from selenium.webdriver.common.keys import Keys
 
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, start_serve
 from tests.web.inbox.browser import DESKTOP, PHONE, Page
 from tests.web.inbox.conftest import Box, mail
 
@@ -139,3 +139,21 @@ def test_a_delivery_over_lmtp_appears_in_the_open_list_without_a_reload(box: Box
     box.jmap(["Email/set", {"update": {query["ids"][0]: {"keywords/$seen": True}}}, "s"])
     page.wait(lambda: not page.wait_row("Already here")["unread"], "the row read")
     page.wait(lambda: page.driver.title.startswith("(1) Inbox"), "the unread count down")
+
+
+def test_the_page_reconnects_after_a_restart_and_shows_what_arrived_meanwhile(box: Box, page: Page, tmp_path: Path):
+    """The server goes away (a restart): the page says so, reconnects with backoff by itself, resumes by
+    pushState, and mail delivered while it was away appears in the open list, with no reload."""
+    box.deliver(mail("Before the restart"))
+    page.log_in(box.email, box.password)
+    page.wait_live()
+    page.wait_row("Before the restart")
+    page.js("window.__marker = 'no reload'")
+    port = box.server.http_port
+    box.server.stop()
+    page.wait(lambda: page.js("return document.getElementById('conn').dataset.status") != "live", "the page offline")
+    box.server = start_serve(f"sqlite:///{tmp_path / 'jmapmono.sqlite3'}", tmp_path, http_port=port)
+    box.deliver(mail("While you were away"))
+    page.wait_live()
+    page.wait(lambda: page.subjects()[:1] == ["While you were away"], "the delivery made during the outage", 40)
+    assert page.js("return window.__marker") == "no reload"
