@@ -31,6 +31,7 @@ from jmapmono.config import load_config  # noqa: E402
 from jmapmono.runtime import Runtime  # noqa: E402
 from tests.support.lmtp_client import LMTPClient  # noqa: E402
 from tests.support.waiting import wait_until  # noqa: E402
+from tests.web.inbox.browser import start_chromium  # noqa: E402
 
 FIRST_ROWS = "return (performance.getEntriesByName('jmapmono:first-rows')[0] || {}).startTime"
 WATCH = """
@@ -43,26 +44,7 @@ new MutationObserver(() => {
 
 
 def browser(work: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tempfile.mkdtemp(dir=work)}",
-        "--window-size=1280,800",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    return start_chromium(Path(tempfile.mkdtemp(dir=work)), (1280, 800))
 
 
 def log_in(driver, base: str) -> None:

@@ -177,3 +177,14 @@ def bob(services, client):
 
     user, _ = services.accounts.create_user("bob@example.org", PASSWORD)
     return JmapClient(client, user.email, user.account_id)
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory):
+    """A real SMTP server (aiosmtpd, a process of its own) recording what it is sent, one per test module:
+    the relay of tests that send mail (their ``config`` points ``smtp_relay`` at it)."""
+    from tests.support.smtp_sink import SmtpSink
+
+    server = SmtpSink(tmp_path_factory.mktemp("smtp"))
+    yield server
+    server.stop()

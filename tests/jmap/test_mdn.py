@@ -12,16 +12,8 @@ import pytest
 from jmapmono.jmap.mdn import MDN
 from tests.support.jmap import JmapClient
 from tests.support.servers import start_app
-from tests.support.smtp_sink import SmtpSink
 
 DISPLAYED = {"actionMode": "manual-action", "sendingMode": "mdn-sent-manually", "type": "displayed"}
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory):
-    server = SmtpSink(tmp_path_factory.mktemp("smtp"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -20,13 +20,6 @@ HEADERS = (
 )
 
 
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory):
-    server = SmtpSink(tmp_path_factory.mktemp("smtp"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def config(config, sink):
     """The deployment's configuration with the sink as its SMTP relay."""

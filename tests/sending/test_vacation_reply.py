@@ -12,16 +12,8 @@ import pytest
 from jmapmono.mailbox.mime_tree import parse_mime
 from jmapmono.sending.vacation import VacationSettings, build_reply, skip_reason
 from tests.support.servers import ROOT
-from tests.support.smtp_sink import SmtpSink
 
 ME = "alice@example.org"
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory):
-    server = SmtpSink(tmp_path_factory.mktemp("smtp"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -28,12 +28,19 @@ PHONE = (390, 844)
 
 def chromium(tmp_path: Path, size: tuple[int, int] = DESKTOP) -> Any:
     """A headless Chromium (Debian's) under Debian's chromedriver; skips when either is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
         pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER}: apt-get install chromium chromium-driver (make test does)")
+    return start_chromium(tmp_path, size)
+
+
+def start_chromium(work: Path, size: tuple[int, int] = DESKTOP) -> Any:
+    """Debian's Chromium, headless, with a profile of its own in ``work`` and its performance log on; the
+    flags keep it from reaching for any network but the page's (nothing is downloaded)."""
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    profile = tmp_path / "chromium-profile"
+    profile = work / "chromium-profile"
     profile.mkdir(exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -52,7 +59,7 @@ def chromium(tmp_path: Path, size: tuple[int, int] = DESKTOP) -> Any:
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(work / "chromedriver.log"))
     return webdriver.Chrome(service=service, options=options)
 
 
