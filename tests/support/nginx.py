@@ -9,8 +9,6 @@ like Debian's run as ``www-data``. The certificate is self-signed for ``127.0.0.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import re
 import shutil
@@ -20,6 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.support import certificates
 from tests.support.servers import ROOT, _stop_process, free_port, require, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -42,35 +41,8 @@ def require_nginx() -> None:
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for ``127.0.0.1`` (and mail.example.org) and its key, as PEM files in ``directory``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.org")])
-    now = datetime.datetime.now(datetime.UTC)
-    san = [x509.DNSName("mail.example.org"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    """A certificate for mail.example.org and ``127.0.0.1`` and its key, as PEM files in ``directory``."""
+    return certificates.self_signed(directory, "mail.example.org", "127.0.0.1")
 
 
 def _replace(pattern: str, repl: str, text: str, what: str, required: bool = True) -> str:
