@@ -164,6 +164,7 @@ class ProcessedIds:
         """Take the right to handle ``event_id`` for ``group`` (a new claim, or one whose lease ran out)."""
         now = now_ms()
         with self.db.transaction() as tx:
+            tx.leases_only()  # lost in a crash, the event is claimed again: the push need not wait for the disk
             if tx.execute(
                 "INSERT INTO event_processed (bus, group_name, event_id, done, lease_until, updated_at)"
                 " VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (bus, group_name, event_id) DO UPDATE SET"

@@ -201,6 +201,7 @@ class OutboxRelay:
         now = now_ms()
         lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
         with self.db.transaction() as tx:
+            tx.leases_only()  # a lease lost in a crash lapses anyway: the row is claimed again
             rows = tx.query(
                 "UPDATE event_outbox SET claimed_until = ? WHERE id IN (SELECT id FROM event_outbox"
                 " WHERE dispatched_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"

@@ -68,6 +68,10 @@ class PostgresTransaction(Transaction):
         self.begin = begin
         #: Whether BEGIN was sent (a transaction that ran nothing has nothing to end).
         self.started = False
+        self.relaxed = False
+
+    def leases_only(self) -> None:
+        self.relaxed = True
 
     def _run(self, cur: psycopg.RawCursor[Any], sql: str, params: Params) -> None:
         if self.started:
@@ -76,6 +80,8 @@ class PostgresTransaction(Transaction):
         self.started = True
         with self.conn.pipeline():  # BEGIN and the first statement in one round trip
             self.conn.execute(self.begin)
+            if self.relaxed:
+                self.conn.execute(b"SET LOCAL synchronous_commit TO OFF")
             cur.execute(translate(sql), tuple(params))
 
     def execute(self, sql: str, params: Params = ()) -> int:
