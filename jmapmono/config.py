@@ -131,6 +131,10 @@ class Config:
     web_inbox: bool = True
     #: Largest HTML body part ``GET /jmap/html/…`` cleans for display (octets); larger ones get 413.
     max_html_part_bytes: int = 2_000_000
+    #: Default quotas of an account without its own (``jmapmono user quota``): octets of stored mail and
+    #: number of messages; None: unlimited.
+    quota_storage: int | None = None
+    quota_messages: int | None = None
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -171,6 +175,38 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: str) -> int | None:
+    """``2G``, ``500M``, ``1024`` (octets; K/M/G/T are powers of 1024) or ``none``/empty (None: no limit).
+
+    Raises ValueError on anything else."""
+    text = value.strip().upper().removesuffix("B")
+    if text in ("", "NONE"):
+        return None
+    unit = text[-1] if text[-1] in _SIZE_UNITS else ""
+    number = text[: len(text) - len(unit)].strip()
+    if not number.isdigit():
+        raise ValueError(f"{value!r} is not a size like 2G, 500M or 1048576 (or none)")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def _quota(env: Mapping[str, str], name: str, sizes: bool) -> int | None:
+    raw = env.get(name, "")
+    try:
+        if sizes:
+            return parse_size(raw)
+        if raw.strip().lower() in ("", "none"):
+            return None
+        if not raw.strip().isdigit():
+            raise ValueError(raw)
+        return int(raw)
+    except ValueError:
+        what = "a size like 2G, 500M or 1048576" if sizes else "a whole number"
+        raise ConfigError(f"{name}={raw!r} is not {what} (or none)") from None
 
 
 def _vapid_subject(env: Mapping[str, str], name: str) -> str:
@@ -364,5 +400,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         db_connect_timeout_seconds=_int(env, "JMAPMONO_DB_CONNECT_TIMEOUT", 5, 1),
         web_inbox=_flag(env, "JMAPMONO_WEB_INBOX", True),
         max_html_part_bytes=_int(env, "JMAPMONO_MAX_HTML_PART_BYTES", 2_000_000, 1024),
+        quota_storage=_quota(env, "JMAPMONO_QUOTA_STORAGE", sizes=True),
+        quota_messages=_quota(env, "JMAPMONO_QUOTA_MESSAGES", sizes=False),
         limits=limits,
     )

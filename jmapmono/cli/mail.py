@@ -10,6 +10,8 @@ the MTA that pipes a message into it:
   ``JMAPMONO_MAX_MESSAGE_SIZE``: a permanent error, so the MTA bounces it.
   8-bit bytes, bad charsets and broken MIME are not errors: stored as they are.
 - 67 (EX_NOUSER): no such user.
+- 73 (EX_CANTCREAT): the recipient is over quota (storage or messages): a permanent error
+  (the MTA bounces it, as LMTP's ``552 5.2.2``); nothing was stored.
 - 75 (EX_TEMPFAIL): the database is unavailable (or any unexpected failure): the
   MTA keeps the message and retries.
 - 64 (EX_USAGE): bad command line. A bad configuration (environment, env file) is 75 too, not
@@ -82,8 +84,9 @@ def _networks_arg(value: str) -> tuple[IPNetwork, ...]:
 
 def _deliver(args: argparse.Namespace) -> int:
     from jmapmono.accounts.users import AccountError
-    from jmapmono.exits import EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
+    from jmapmono.exits import EX_CANTCREAT, EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
     from jmapmono.intake.deliver import read_message, to_crlf
+    from jmapmono.mailbox.quota import OverQuota
     from jmapmono.runtime import Runtime
     from jmapmono.store import StoreError
 
@@ -107,6 +110,9 @@ def _deliver(args: argparse.Namespace) -> int:
         delivered = services.mailboxes.deliver(args.to, raw, args.mailbox)
     except AccountError:
         raise CommandError(f"no such user: {args.to}", EX_NOUSER) from None
+    except OverQuota as e:
+        log.info(kv(event="deliver", rcpt=args.to, size=len(raw), result="over_quota"))
+        raise CommandError(f"mailbox full: {e}", EX_CANTCREAT) from None
     except StoreError as e:
         raise CommandError(f"database unavailable, try again later: {e}", EX_TEMPFAIL) from None
     except Exception as e:  # never a traceback to the MTA, never a bounce for our own failure

@@ -1,4 +1,4 @@
-"""``jmapmono user …``: users, app passwords and delegation from the command line.
+"""``jmapmono user …``: users, app passwords, delegation and quotas from the command line.
 
 Names, flags, output and exit codes are a contract (README.md, "Operator CLI").
 Results go to stdout, one record per line with tab-separated fields; messages
@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 from jmapmono.accounts.app_passwords import AppPasswordError, AppPasswords
 from jmapmono.accounts.users import AccountError, InvalidEmail, UnknownUser, UserExists, normalize_email
 from jmapmono.cli.backup import describe_database
+from jmapmono.config import parse_size
 from jmapmono.exits import EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
+from jmapmono.mailbox import quota
 from jmapmono.runtime import Runtime, runtime_from_environment
 
 Handler = Callable[[argparse.Namespace, Runtime], int | None]
@@ -171,6 +173,47 @@ def cmd_undelegate(args: argparse.Namespace, services: Runtime) -> None:
         _say(f"{args.delegate} had no access to the account of {args.owner}")
 
 
+def _limit(value: str, option: str, sizes: bool) -> int | None:
+    """An option's limit: ``none`` lifts it (whatever the default), ``default`` goes back to the setting."""
+    text = value.strip().lower()
+    if text == "default":
+        return None
+    if text == "none":
+        return quota.UNLIMITED
+    try:
+        if sizes:
+            parsed = parse_size(value)
+        else:
+            parsed = int(text) if text.isdigit() else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        example = "2G, 500M or 1048576" if sizes else "a whole number like 100000"
+        raise CommandError(f"{option} {value!r}: give {example}, none or default", EX_DATAERR)
+    return parsed
+
+
+def _shown(limit: int | None) -> str:
+    return "none" if limit is None else str(limit)
+
+
+def cmd_quota(args: argparse.Namespace, services: Runtime) -> None:
+    user = services.accounts.require(args.email)
+    wanted: dict[str, int | None] = {}
+    if args.storage is not None:
+        wanted["octets"] = _limit(args.storage, "--storage", sizes=True)
+    if args.messages is not None:
+        wanted["messages"] = _limit(args.messages, "--messages", sizes=False)
+    if wanted:
+        account = services.mailboxes.set_quota(user.account_id, **wanted)
+        limits = account.limits
+        _say(f"quota of {user.email}: storage {_shown(limits.octets)}, messages {_shown(limits.messages)}")
+    else:
+        account, _ = services.mailboxes.get_quota(user.account_id)
+    print(f"storage\t{account.usage.octets}\t{_shown(account.limits.octets)}")
+    print(f"messages\t{account.usage.messages}\t{_shown(account.limits.messages)}")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``user`` and its actions to the CLI."""
     user = sub.add_parser("user", help="manage users, app passwords and delegation")
@@ -196,3 +239,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     action("revoke", cmd_revoke, "revoke one of a user's app passwords", "EMAIL", "ID")
     action("delegate", cmd_delegate, "give DELEGATE full access to OWNER's account", "OWNER", "DELEGATE")
     action("undelegate", cmd_undelegate, "take back DELEGATE's access to OWNER's account", "OWNER", "DELEGATE")
+    p = action("quota", cmd_quota, "show or set a user's quotas: RESOURCE<TAB>USED<TAB>LIMIT per line", "EMAIL")
+    p.add_argument("--storage", metavar="SIZE", help="octets of mail: 2G, 500M, 1048576; none; default (the setting)")
+    p.add_argument("--messages", metavar="N", help="number of messages; none; default (the setting)")

@@ -15,8 +15,9 @@ The reply contract with the MTA:
 - After DATA, one reply per accepted recipient, in RCPT order, each sent only
   once that recipient's copy is durably stored (``250 2.0.0``), or ``451 4.3.0``
   (database unavailable: the MTA keeps the message and retries), ``550 5.1.1``
-  (the user was deleted meanwhile), ``552 5.3.4`` (message over the limit: the
-  excess is read and discarded, never buffered) or ``554 5.6.0`` (empty).
+  (the user was deleted meanwhile), ``552 5.2.2`` (that recipient is over
+  quota; the others are still delivered), ``552 5.3.4`` (message over the limit:
+  the excess is read and discarded, never buffered) or ``554 5.6.0`` (empty).
 
 Who may connect: LMTP has no authentication, and what it stores is trusted
 (the ``Return-Path`` it writes is where vacation replies go), so a client whose
@@ -55,6 +56,7 @@ from jmapmono import metrics
 from jmapmono.accounts.users import AccountError
 from jmapmono.config import Config, IPNetwork
 from jmapmono.log import kv
+from jmapmono.mailbox.quota import OverQuota
 from jmapmono.store import StoreError
 
 if TYPE_CHECKING:
@@ -230,6 +232,9 @@ class DeliveryHandler:
             reply = f"250 2.0.0 <{rcpt}> delivered as {message}"
         except AccountError:
             reply = f"550 5.1.1 <{rcpt}>: no such user here"
+        except OverQuota as e:
+            error = str(e)
+            reply = f"552 5.2.2 <{rcpt}> mailbox full: {e}"
         except StoreError as e:
             error = str(e)
             reply = f"451 4.3.0 <{rcpt}> mailbox database unavailable, try again later"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jmapmono.jmap.registry import MAIL, SUBMISSION, VACATION, capability
+from jmapmono.jmap.registry import MAIL, QUOTA, SUBMISSION, VACATION, capability
 
 if TYPE_CHECKING:
     from jmapmono.jmap.context import JmapServices
@@ -55,3 +55,4 @@ def _empty_account(services: JmapServices, account_id: str) -> dict[str, Any]:
 capability(MAIL, _empty_session, _mail_account)
 capability(SUBMISSION, _empty_session, _submission_account)
 capability(VACATION, _empty_session, _empty_account)
+capability(QUOTA, _empty_session, _empty_account)

@@ -22,6 +22,7 @@ CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
 SUBMISSION = "urn:ietf:params:jmap:submission"
 VACATION = "urn:ietf:params:jmap:vacationresponse"
+QUOTA = "urn:ietf:params:jmap:quota"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
 
 

@@ -28,7 +28,16 @@ from jmapmono.store import Database, Transaction, multirow
 log = logging.getLogger(__name__)
 
 #: Data types whose changes the log keeps (state-only ones included).
-TYPES = ("Mailbox", "Email", "Thread", "EmailDelivery", "Identity", "EmailSubmission", "VacationResponse")
+TYPES = (
+    "Mailbox",
+    "Email",
+    "Thread",
+    "EmailDelivery",
+    "Identity",
+    "EmailSubmission",
+    "VacationResponse",
+    "Quota",
+)
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _BATCH = 500
 

@@ -244,6 +244,7 @@ class MailboxBatchOps:
 
     db: Any
     blobs: Any
+    quota_defaults: Any
 
     def set_mailboxes(
         self,
@@ -263,7 +264,7 @@ class MailboxBatchOps:
         """
         started = time.monotonic()
         with self.db.transaction() as tx:
-            m = Mutation(tx, account_id)
+            m = Mutation(tx, account_id, self.quota_defaults)
             result = MailboxSetResult(old_state=changes.state(tx, account_id, "Mailbox"))
             if if_in_state is not None and if_in_state != result.old_state:
                 raise StateMismatch(f"the Mailbox state is {result.old_state!r}, not {if_in_state!r}")

@@ -50,6 +50,7 @@ class MailboxOps:
 
     db: Any
     blobs: Any
+    quota_defaults: Any
 
     # -- provisioning -------------------------------------------------------------------------------------------
 
@@ -262,7 +263,7 @@ class MailboxOps:
         """
         started = time.monotonic()
         with self.db.transaction() as tx:
-            m = Mutation(tx, account_id)
+            m = Mutation(tx, account_id, self.quota_defaults)
             row = self._row(tx, account_id, mailbox_id)
             if row["role"] == "inbox":
                 raise Forbidden("the Inbox cannot be destroyed")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from jmapmono.accounts.users import Accounts, UnknownUser, User
 from jmapmono.clock import now_ms
 from jmapmono.log import kv
-from jmapmono.mailbox import changes
+from jmapmono.mailbox import changes, quota
 from jmapmono.mailbox import messages as msgs
 from jmapmono.mailbox.blobs import BlobStore
-from jmapmono.mailbox.events import Added, Expunged, FlagsUpdated, MessagesUpdated, Moved
+from jmapmono.mailbox.events import Added, Expunged, FlagsUpdated, MessagesUpdated, Moved, StatesChanged
 from jmapmono.mailbox.mailbox_plan import MailboxBatchOps, StateMismatch
 from jmapmono.mailbox.mailboxes import MailboxOps
 from jmapmono.mailbox.mime import parse_message
@@ -92,10 +92,14 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
     """Mailbox and message mutations (this class, :class:`MailboxOps`, :class:`MailboxBatchOps`), and reads
     (:class:`Reads`)."""
 
-    def __init__(self, db: Database, blobs: BlobStore, accounts: Accounts) -> None:
+    def __init__(
+        self, db: Database, blobs: BlobStore, accounts: Accounts, quota_defaults: quota.Limits | None = None
+    ) -> None:
         self.db = db
         self.blobs = blobs
         self.accounts = accounts
+        #: The limits of an account without its own (configuration).
+        self.quota_defaults = quota_defaults or quota.Limits()
         #: Called after each delivery has committed with (Delivered, raw bytes), e.g. the vacation reply.
         #: A hook must be quick (hand slow work to the background); its failure never fails the delivery.
         self.on_delivered: list[Callable[[Delivered, bytes], None]] = []
@@ -105,7 +109,7 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
     def deliver(self, recipient: str, raw: bytes, mailbox_name: str | None = None) -> Delivered:
         """Deliver ``raw`` to ``recipient``'s mailbox named ``mailbox_name`` (case-insensitive), else the Inbox.
 
-        Durable when this returns; the bytes are kept exactly. Raises UnknownUser.
+        Durable when this returns; the bytes are kept exactly. Raises UnknownUser, or OverQuota (nothing stored).
         """
         started = time.monotonic()
         user = self.accounts.get(recipient)
@@ -113,7 +117,12 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
             raise UnknownUser(f"no such user: {recipient}")
         prepared = msgs.prepare(raw, summarize(raw), self.db.dialect)
         with self.db.transaction() as tx:
-            m = Mutation(tx, user.account_id)
+            m = Mutation(tx, user.account_id, self.quota_defaults)
+            account = quota.read(tx, user.account_id, self.quota_defaults)
+            refused = account.limits.refusal(account.usage, len(raw))
+            if refused:
+                raise quota.OverQuota(refused)
+            m.quota_limits = account.limits
             self._ensure_defaults(tx, m, user)
             target = self._mailbox_for_delivery(tx, user.account_id, mailbox_name)
             entry = msgs.NewEntry(prepared, {target}, frozenset(), now_ms())
@@ -190,9 +199,12 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
                 continue
             prepared.append((i, item, keywords, msgs.prepare(item.raw, summarize(item.raw), self.db.dialect)))
         with self.db.transaction() as tx:
-            m = Mutation(tx, account_id)
+            m = Mutation(tx, account_id, self.quota_defaults)
             _check_email_state(tx, account_id, if_in_state)
             known = msgs.existing_mailboxes(tx, account_id, {mb for _, it, _, _ in prepared for mb in it.mailbox_ids})
+            account = quota.read(tx, account_id, self.quota_defaults)
+            usage = account.usage
+            m.quota_limits = account.limits
             accepted: list[tuple[int, msgs.NewEntry]] = []
             for i, item, keywords, p in prepared:
                 mailboxes = set(item.mailbox_ids)
@@ -200,6 +212,11 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
                     what = "an email must be in at least one mailbox" if not mailboxes else "no such mailbox"
                     result.errors[i] = msgs.InvalidProperties(what, ["mailboxIds"])
                     continue
+                refused = account.limits.refusal(usage, len(item.raw))
+                if refused:
+                    result.errors[i] = quota.OverQuota(refused)
+                    continue
+                usage = quota.Usage(usage.octets + len(item.raw), usage.messages + 1)
                 received = item.received_at if item.received_at is not None else now_ms()
                 accepted.append((i, msgs.NewEntry(p, mailboxes, keywords, received)))
             appended = msgs.append_all(tx, m, self.blobs, [e for _, e in accepted], delivery)
@@ -246,7 +263,7 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
                 continue
             normalized[message_id] = (upd, kw)
         with self.db.transaction() as tx:
-            m = Mutation(tx, account_id)
+            m = Mutation(tx, account_id, self.quota_defaults)
             _check_email_state(tx, account_id, if_in_state)
             current = msgs.load(tx, account_id, normalized)
             wanted: dict[str, msgs.Change] = {}
@@ -309,7 +326,7 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
         ids = list(dict.fromkeys(message_ids))
         result = DestroyResult()
         with self.db.transaction() as tx:
-            m = Mutation(tx, account_id)
+            m = Mutation(tx, account_id, self.quota_defaults)
             _check_email_state(tx, account_id, if_in_state)
             current = msgs.load(tx, account_id, ids)
             result.not_found = [i for i in ids if i not in current]
@@ -330,6 +347,23 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
         )
         return result
 
+    # -- quotas -------------------------------------------------------------------------------------------------
+
+    def get_quota(self, account_id: str) -> tuple[quota.Account, str]:
+        """The account's quota usage and limits, and the Quota state."""
+        with self.db.read() as tx:
+            return quota.read(tx, account_id, self.quota_defaults), changes.state(tx, account_id, quota.TYPE)
+
+    def set_quota(self, account_id: str, octets: object = quota.KEEP, messages: object = quota.KEEP) -> quota.Account:
+        """Set the account's limits (None: the configured default, ``quota.UNLIMITED``: none): one transaction
+        that records the Quota changes and pushes them. Mail already stored is never removed."""
+        with self.db.transaction() as tx:
+            m = Mutation(tx, account_id, self.quota_defaults)
+            after, changed = quota.set_limits(m, self.quota_defaults, octets, messages)
+            m.finish(StatesChanged(account_id=account_id, changes={quota.TYPE: changed}))
+        log.info(kv(event="quota_set", account=account_id, octets=after.limits.octets, messages=after.limits.messages))
+        return after
+
     # -- accounts -----------------------------------------------------------------------------------------------
 
     def remove_account_data(self, tx: Transaction, user: User) -> None:
@@ -345,6 +379,7 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
         for table in ("mailbox_threads", "mailbox_subscriptions"):
             tx.execute(f"DELETE FROM {table} WHERE mailbox_id IN ({mb})", (account_id,))
         tx.execute("UPDATE mailboxes SET parent_id = NULL WHERE account_id = ?", (account_id,))
-        for table in ("mailboxes", "thread_keys", "change_log", "change_states", "account_changes"):
+        tables = ("mailboxes", "thread_keys", "change_log", "change_states", "account_changes")
+        for table in (*tables, "quota_usage", "quota_limits"):
             tx.execute(f"DELETE FROM {table} WHERE account_id = ?", (account_id,))
         log.info(kv(event="account_mail_removed", account=account_id))

@@ -64,6 +64,7 @@ class Current:
     thread_id: str
     received_at: int
     blob_id: str
+    size: int = 0
     keywords: set[str] = field(default_factory=set)
     mailboxes: set[str] = field(default_factory=set)
 
@@ -85,10 +86,10 @@ def load(tx: Transaction, account_id: str, ids: Iterable[str]) -> dict[str, Curr
     for chunk in chunks(sorted(set(ids))):
         m = marks(len(chunk))
         for r in tx.query(
-            f"SELECT id, thread_id, received_at, blob_id FROM messages WHERE account_id = ? AND id IN ({m})",
+            f"SELECT id, thread_id, received_at, blob_id, size FROM messages WHERE account_id = ? AND id IN ({m})",
             (account_id, *chunk),
         ):
-            out[r["id"]] = Current(r["thread_id"], int(r["received_at"]), r["blob_id"])
+            out[r["id"]] = Current(r["thread_id"], int(r["received_at"]), r["blob_id"], int(r["size"]))
         for r in tx.query(f"SELECT message_id, keyword FROM message_keywords WHERE message_id IN ({m})", chunk):
             if r["message_id"] in out:
                 out[r["message_id"]].keywords.add(r["keyword"])
@@ -199,6 +200,7 @@ def append_all(
     out = []
     for (message_id, e), (thread_id, new_thread) in zip(new, threaded, strict=True):
         m.counts.message(thread_id, e.mailboxes, is_unread(e.keywords), +1)
+        m.usage(len(e.prepared.raw), 1)
         m.created("Email", [message_id])
         (m.created if new_thread else m.updated)("Thread", [thread_id])
         if delivery:
@@ -282,6 +284,7 @@ def destroy(tx: Transaction, m: Mutation, blobs: BlobStore, current: dict[str, C
         cur = current[message_id]
         blobs.remove_ref(tx, m.account_id, cur.blob_id, f"message:{message_id}")
         m.counts.message(cur.thread_id, cur.mailboxes, is_unread(cur.keywords), -1)
+        m.usage(-cur.size, -1)
         gone.append({"id": message_id, "threadId": cur.thread_id, "mailboxIds": sorted(cur.mailboxes)})
     m.destroyed("Email", ids)
     thread_ids = sorted({c.thread_id for c in current.values()})

@@ -12,23 +12,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from jmapmono.events import outbox
-from jmapmono.mailbox import changes, counts
+from jmapmono.mailbox import changes, counts, quota
 from jmapmono.mailbox.events import MAILBOX_BUS, MailboxEvent
 from jmapmono.store import Transaction
 
 #: The order types are recorded in (fixed, so that seqs of one operation read naturally).
-_ORDER = ("Email", "Thread", "Mailbox", "EmailDelivery")
+_ORDER = ("Email", "Thread", "Mailbox", "EmailDelivery", "Quota")
 
 
 class Mutation:
-    def __init__(self, tx: Transaction, account_id: str) -> None:
+    def __init__(self, tx: Transaction, account_id: str, quota_defaults: quota.Limits | None = None) -> None:
         self.tx = tx
         self.account_id = account_id
+        #: The configured default quota limits (which Quota objects exist); None: usage logs both ids.
+        self.quota_defaults = quota_defaults
+        #: The account's limits when the operation has read them already (checking an append).
+        self.quota_limits: quota.Limits | None = None
         self.counts = counts.CountDeltas()
         self._created: dict[str, dict[str, None]] = {}
         self._updated: dict[str, dict[str, None]] = {}
         self._destroyed: dict[str, dict[str, None]] = {}
         self._moved: set[str] = set()
+        #: Octets and messages added (negative: removed) to the account's quota usage.
+        self.usage_octets = 0
+        self.usage_messages = 0
         changes.lock(tx, account_id)
 
     def created(self, type: str, ids: Iterable[str]) -> None:
@@ -39,6 +46,11 @@ class Mutation:
 
     def destroyed(self, type: str, ids: Iterable[str]) -> None:
         self._destroyed.setdefault(type, {}).update(dict.fromkeys(ids))
+
+    def usage(self, octets: int, messages: int) -> None:
+        """Count messages appended (positive) or destroyed (negative) in the account's quota usage."""
+        self.usage_octets += octets
+        self.usage_messages += messages
 
     def apply_counts(self) -> set[str]:
         """Apply the count deltas gathered so far (before deleting a mailbox, say); return all moved so far."""
@@ -51,6 +63,13 @@ class Mutation:
         Writes no event when the operation changed nothing.
         """
         moved = self.apply_counts()
+        if self.usage_octets or self.usage_messages:
+            quota.add_usage(self.tx, self.account_id, self.usage_octets, self.usage_messages)
+            limits = self.quota_limits
+            if limits is None and self.quota_defaults is not None:
+                limits = quota.read(self.tx, self.account_id, self.quota_defaults).limits
+            self.updated(quota.TYPE, quota.IDS if limits is None else limits.quota_ids())  # only quotas that exist
+            self.usage_octets = self.usage_messages = 0
         types = list(_ORDER) + sorted((set(self._created) | set(self._updated) | set(self._destroyed)) - set(_ORDER))
         batches = []
         for type in types:

@@ -109,8 +109,10 @@ class Runtime:
     @cached_property
     def mailboxes(self) -> MailboxManager:
         from jmapmono.mailbox.manager import MailboxManager
+        from jmapmono.mailbox.quota import Limits
 
-        manager = MailboxManager(self.db, self.blobs, self.accounts)
+        quota_defaults = Limits(self.config.quota_storage, self.config.quota_messages)
+        manager = MailboxManager(self.db, self.blobs, self.accounts, quota_defaults)
         # Every delivery, whatever process makes it, may get the recipient's vacation reply (after commit).
         manager.on_delivered.append(lambda delivered, raw: self.vacation.on_delivered(delivered, raw))
         return manager

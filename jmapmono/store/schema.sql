@@ -478,3 +478,21 @@ CREATE TABLE vapid_keys (
 -- The generation advertised when the subscription was made: its pushes are signed with that key. NULL (made
 -- before this version): signed with the newest.
 ALTER TABLE push_subscriptions ADD COLUMN vapid_generation INTEGER;
+
+-- version: 6
+-- Quotas (RFC 9425, jmapmono/mailbox/quota.py): per account, the octets and the number of its messages, kept
+-- by every transaction that adds or removes a message (no recount per delivery); and the operator's limits
+-- (`jmapmono user quota`): NULL is the configured default, -1 no limit. Usage starts from a count of what
+-- each account holds now.
+CREATE TABLE quota_usage (
+    account_id TEXT PRIMARY KEY,
+    octets INTEGER NOT NULL DEFAULT 0,
+    messages INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE quota_limits (
+    account_id TEXT PRIMARY KEY,
+    octets INTEGER,
+    messages INTEGER
+);
+INSERT INTO quota_usage (account_id, octets, messages)
+SELECT account_id, SUM(size), COUNT(*) FROM messages GROUP BY account_id;

@@ -102,6 +102,11 @@ def download_slots(app: Any = None) -> UserSlots:
     return app.extensions.setdefault("jmapmono.download_slots", UserSlots())
 
 
+#: The problem type of an upload refused because the account is at its storage quota (RFC 9425 leaves uploads
+#: to the server; the JMAP error name a client already knows from /set).
+OVER_QUOTA = "urn:ietf:params:jmap:error:overQuota"
+
+
 def problem(status: int, detail: str, type: str = "about:blank", **extra: Any) -> Response:
     """An RFC 7807 problem details response."""
     body = {"type": type, "status": status, "detail": detail, **extra}
@@ -216,6 +221,11 @@ def upload(account_id: str) -> Response:
             return problem(400, f"the request body could not be read: {type(e).__name__}")
         if data is None:
             return _limit_problem(413, "maxSizeUpload", too_large)
+        account, _ = services.mailboxes.get_quota(account_id)
+        refused = account.limits.refusal(account.usage, len(data), 0)
+        if refused:
+            log.info(kv(event="blob_upload_over_quota", user=principal.email, account=account_id, size=len(data)))
+            return problem(413, refused, OVER_QUOTA)
         meta = services.blobs.upload(account_id, principal.user_id, data, media_type)
     finally:
         slots.release(principal.user_id)

@@ -198,3 +198,30 @@ def test_configuration_and_database_failures(tmp_path):
 def test_bad_data_is_refused_before_the_database_is_opened(tmp_path, argv):
     env = cli_env(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", tmp_path)
     assert run(env, *argv).returncode == 65
+
+
+def test_quota_shows_sets_lifts_and_refuses_bad_values(services, config, tmp_path):
+    env = cli_env(config.database_url, tmp_path)
+    user, _ = services.accounts.create_user("alice@example.org")
+    raw = b"Subject: hi\r\n\r\nHello.\r\n"
+    services.mailboxes.deliver(user.email, raw)
+    shown = run(env, "quota", "alice@example.org")
+    assert shown.returncode == 0 and shown.stdout == f"storage\t{len(raw)}\tnone\nmessages\t1\tnone\n"
+    set_ = run(env, "quota", "Alice@example.org", "--storage", "2G", "--messages", "100000")
+    assert set_.returncode == 0, set_.stderr
+    assert set_.stdout == f"storage\t{len(raw)}\t{2 * 1024**3}\nmessages\t1\t100000\n"
+    assert "quota of alice@example.org" in set_.stderr
+    account, _ = services.mailboxes.get_quota(user.account_id)
+    assert (account.limits.octets, account.limits.messages) == (2 * 1024**3, 100000)
+    lifted, default, bad, unknown, bad_count = together(
+        env,
+        ("quota", "alice@example.org", "--storage", "none"),
+        ("quota", "alice@example.org", "--messages", "default"),
+        ("quota", "alice@example.org", "--storage", "2 gigs"),
+        ("quota", "nobody@example.org"),
+        ("quota", "alice@example.org", "--messages", "-3"),
+    )
+    assert lifted.returncode == 0 and default.returncode == 0
+    assert services.mailboxes.get_quota(user.account_id)[0].limits == type(account.limits)(None, None)
+    assert bad.returncode == 65 and "--storage '2 gigs'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad_count.returncode == 65 and unknown.returncode == 67

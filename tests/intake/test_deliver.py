@@ -156,3 +156,14 @@ def test_delivering_processes_sync_every_commit(config):
                 assert tx.value("SHOW synchronous_commit") == "on"
     finally:
         services.close()
+
+
+def test_over_quota_exit_73_and_nothing_stored(services, config):
+    user, _ = services.accounts.create_user("alice@example.org")
+    services.mailboxes.set_quota(user.account_id, messages=1)
+    assert run_deliver(config.database_url, ["--to", "alice@example.org"], MESSAGE).returncode == 0
+    result = run_deliver(config.database_url, ["--to", "alice@example.org"], MESSAGE)
+    assert result.returncode == 73
+    assert b"mailbox full" in result.stderr and b"result=over_quota" in result.stderr
+    assert_clean(result)
+    assert stored(services, "alice@example.org") == [MESSAGE]

@@ -419,3 +419,16 @@ def test_lmtp_command_takes_allowed_networks(tmp_path):
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, timeout=30)
     assert result.returncode == 64  # EX_USAGE
     assert b"--allowed-networks" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_a_recipient_over_quota_gets_552_and_the_others_their_copy(services, lmtp):
+    services.accounts.create_user("alice@example.org")
+    bob, _ = services.accounts.create_user("bob@example.org")
+    services.mailboxes.set_quota(bob.account_id, octets=len(MESSAGE))  # the trace headers make it larger
+    with lmtp.client() as client:
+        client.mail("c@example.net")
+        assert client.rcpt("bob@example.org").code == 250
+        assert client.rcpt("alice@example.org").code == 250
+        data = client.data(MESSAGE, 2)
+    assert [(r.code, r.lines[0][:5]) for r in data] == [(552, "5.2.2"), (250, "2.0.0")]
+    assert stored(services, "bob@example.org") == [] and len(stored(services, "alice@example.org")) == 1

@@ -11,7 +11,8 @@ MAIL = "urn:ietf:params:jmap:mail"
 SUBMISSION = "urn:ietf:params:jmap:submission"
 VACATION = "urn:ietf:params:jmap:vacationresponse"
 MDN = "urn:ietf:params:jmap:mdn"
-ALL = [CORE, MAIL, SUBMISSION, VACATION, MDN]
+QUOTA = "urn:ietf:params:jmap:quota"
+ALL = [CORE, MAIL, SUBMISSION, VACATION, MDN, QUOTA]
 PASSWORD = "correct horse battery"
 
 
