@@ -14,7 +14,8 @@ sent. Also shown: the LMTP ``250`` reply (stored and committed) on the same cloc
   and the EventSource stream on node B;
 - cluster under load: the same, while ``--load-sockets`` other push-enabled WebSockets (default 1,000, 20
   per user) are connected to node B and mail for their users arrives through node A at ``--load-rate``
-  messages/s (default 50) on a second LMTP connection; every one of those sockets is read, so each
+  messages/s (default 50) on a second LMTP connection, both from a process of their own (so that the
+  measuring client's loop does not drain them); every one of those sockets is read, so each
   background message is a fan-out of 20 frames on node B. Also shown on that clock: the LMTP ``250`` →
   the WebSocket StateChange (the push's own latency, without the store's commit).
 
@@ -31,6 +32,7 @@ monkey.patch_all()  # before requests, kombu, psycopg are imported
 import json  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -41,6 +43,7 @@ import gevent.queue  # noqa: E402
 import requests  # noqa: E402
 import websocket  # noqa: E402
 from common import LMTPClient, basic, lmtp_deliver, message  # noqa: E402
+from gevent.fileobject import FileObjectPosix  # noqa: E402
 
 from tests.support.lmtp_client import dot_stuff  # noqa: E402
 
@@ -134,7 +137,12 @@ def open_eventsource(port: int) -> tuple[requests.Response, Listener]:
 
 
 def measure(
-    figures: common.Figures, label: str, lmtp_port: int, push_port: int, samples: int, load: Background | None = None
+    figures: common.Figures,
+    label: str,
+    lmtp_port: int,
+    push_port: int,
+    samples: int,
+    load: LoadProcess | None = None,
 ) -> None:
     ws, on_ws = open_websocket(push_port)
     stream, on_es = open_eventsource(push_port)
@@ -249,6 +257,43 @@ class Background:
                 sock.close()
 
 
+def load_child(argv: list[str]) -> None:
+    """The load, in a process of its own (the measuring client's loop is not the one draining the sockets):
+    open the sockets, say ``ready``, deliver at the rate; answer each line on stdin with the summary; stop
+    when stdin closes."""
+    http_port, lmtp_port, rate, per_user, *users = argv
+    sockets = common.open_sockets(int(http_port), dict.fromkeys(users, int(per_user)))
+    load = Background(sockets, int(lmtp_port), int(rate))
+    print("ready", flush=True)
+    commands = FileObjectPosix(sys.stdin.fileno(), "r", close=False)  # read without stopping the load
+    while commands.readline():
+        print(load.summary(), flush=True)
+    load.stop()
+
+
+class LoadProcess:
+    """The parent's side of :func:`load_child`."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.answers = FileObjectPosix(self.proc.stdout.fileno(), "r", close=False)
+        if self._line() != "ready":
+            raise RuntimeError(f"the load process failed (exit {self.proc.wait()})")
+
+    def _line(self) -> str:
+        return self.answers.readline().strip()
+
+    def summary(self) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("summary\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def stop(self) -> None:
+        self.proc.communicate("", timeout=60)
+
+
 def loaded_cluster(figures: common.Figures, samples: int, sockets: int, rate: int) -> None:
     with common.temp_dir() as work, common.postgres() as pg, common.rabbitmq() as amqp:
         url = pg.new_database()
@@ -258,16 +303,20 @@ def loaded_cluster(figures: common.Figures, samples: int, sockets: int, rate: in
         users = [f"load{n}@example.org" for n in range(max(1, sockets // Background.PER_USER))]
         common.create_users(env_a, users)
         with common.serving(env_a, work, name="node-a") as a, common.serving(env_b, work, False, "node-b") as b:
-            counts = {email: sockets // len(users) for email in users}
-            load = Background(common.open_sockets(b.http_port, counts), a.lmtp_port, rate)
+            per_user = sockets // len(users)
+            argv = [sys.executable, __file__, "--load-child", str(b.http_port), str(a.lmtp_port), str(rate)]
+            load = LoadProcess([*argv, str(per_user), *users])
             try:
-                label = f"cluster A->B, {sum(counts.values()):,} sockets, {rate} msg/s"
+                label = f"cluster A->B, {per_user * len(users):,} sockets, {rate} msg/s"
                 measure(figures, label, a.lmtp_port, b.http_port, samples, load)
             finally:
                 load.stop()
 
 
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--load-child":
+        load_child(argv[1:])
+        return
     samples = common.arg_int(argv, "samples", 200)
     common.banner(f"push latency, {samples} deliveries one at a time (~2 KB)")
     figures = common.Figures("push_latency")
