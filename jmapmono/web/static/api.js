@@ -5,6 +5,7 @@ export const USING = [
   "urn:ietf:params:jmap:core",
   "urn:ietf:params:jmap:mail",
   "urn:ietf:params:jmap:submission",
+  "urn:ietf:params:jmap:quota",
 ];
 
 export class AuthError extends Error {}

@@ -1,5 +1,5 @@
 // Mailboxes: roles first, then the tree; unread counts; drop targets for moving messages.
-import { $, el } from "./util.js";
+import { $, el, size } from "./util.js";
 
 const ROLE_ORDER = ["inbox", "drafts", "sent", "archive", "junk", "trash"];
 const PROPS = ["name", "parentId", "role", "sortOrder", "totalEmails", "unreadEmails", "totalThreads", "unreadThreads"];
@@ -35,6 +35,21 @@ export class Mailboxes {
     for (const key of ["mg1", "mg2"]) if (out[key] && !out[key].error) for (const m of out[key].list) this.byId.set(m.id, m);
     this.state = changes.newState;
     return !changes.hasMoreChanges;
+  }
+
+  // The account's quotas (RFC 9425), shown under the mailboxes; nothing when the account has none.
+  async loadQuota() {
+    try {
+      this.quotas = (await this.app.client.call("Quota/get", { ids: null })).list;
+    } catch {
+      this.quotas = [];
+    }
+    const line = $("quota");
+    const parts = this.quotas.map((q) =>
+      q.resourceType === "octets" ? `${size(q.used)} of ${size(q.hardLimit)}` : `${q.used} of ${q.hardLimit} messages`,
+    );
+    line.textContent = parts.length ? `Used: ${parts.join(" · ")}` : "";
+    line.hidden = parts.length === 0;
   }
 
   byRole(role) {

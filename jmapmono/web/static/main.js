@@ -116,6 +116,7 @@ app.sync = async () => {
       }
       if (out.eg && !out.eg.error) for (const e of out.eg.list) app.reader.refresh(e);
       app.mailboxes.render();
+      await app.mailboxes.loadQuota();
       if (!mailboxesDone || !listDone) again = true;
     } while (again);
   } catch (e) {
@@ -165,6 +166,7 @@ async function start(login) {
   await app.list.open(inbox && inbox.id);
   app.mailboxes.render();
   performance.mark("jmapmono:first-rows"); // what bench/inbox_first_paint.py reads
+  app.mailboxes.loadQuota();
   app.push = new Push(app.client, () => app.sync(), (status) => {
     $("conn").textContent = { live: "● live", connecting: "○ connecting", offline: "○ offline" }[status];
     $("conn").dataset.status = status;

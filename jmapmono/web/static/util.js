@@ -29,7 +29,8 @@ export const longDate = (iso) => (iso ? new Date(iso).toLocaleString() : "");
 export function size(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  if (n < 1024 ** 3) return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  return `${(n / 1024 ** 3).toFixed(1)} GB`;
 }
 
 export const who = (a) => (a ? a.name || a.email : "");

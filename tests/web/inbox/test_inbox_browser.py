@@ -6,12 +6,14 @@ JMAPMONO_UPDATE_SCREENSHOTS=1)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from selenium.webdriver.common.keys import Keys
 
-from tests.support.servers import ROOT, start_serve
+from tests.support.servers import ROOT, jmapmono_env, start_serve
 from tests.web.inbox.browser import DESKTOP, PHONE, Page
 from tests.web.inbox.conftest import Box, mail
 
@@ -157,3 +159,18 @@ def test_the_page_reconnects_after_a_restart_and_shows_what_arrived_meanwhile(bo
     page.wait_live()
     page.wait(lambda: page.subjects()[:1] == ["While you were away"], "the delivery made during the outage", 40)
     assert page.js("return window.__marker") == "no reload"
+
+
+def test_the_quota_is_shown_and_follows_deliveries(box: Box, page: Page, tmp_path: Path):
+    """RFC 9425 in the page: the account's limits under the mailboxes, the usage updated live by a delivery."""
+    env = jmapmono_env(f"sqlite:///{tmp_path / 'jmapmono.sqlite3'}", tmp_path / "data")
+    argv = [sys.executable, "-m", "jmapmono", "user", "quota", box.email, "--storage", "2M", "--messages", "100"]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    box.deliver(mail("Counted"))
+    page.log_in(box.email, box.password)
+    page.wait_live()
+    quota = lambda: page.js("return document.getElementById('quota').textContent")  # noqa: E731
+    page.wait(lambda: "of 2.0 MB" in quota() and "1 of 100 messages" in quota(), "the quota shown")
+    box.deliver(mail("Counted too"))
+    page.wait(lambda: "2 of 100 messages" in quota(), "the usage after a delivery")
