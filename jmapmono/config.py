@@ -127,6 +127,8 @@ class Config:
     broker_node_queue_expires_seconds: int = 60
     #: The longest a database call waits for a connection (a free one in the pool, or a new one), seconds.
     db_connect_timeout_seconds: int = 5
+    #: Memory for parsed messages kept between requests (MiB; 0: parse on every read). Per process.
+    parsed_cache_mb: int = 32
     #: The web inbox (jmapmono/web/inbox.py) at ``/``; off: ``/`` is a 404 as any unknown path.
     web_inbox: bool = True
     #: Largest HTML body part ``GET /jmap/html/…`` cleans for display (octets); larger ones get 413.
@@ -398,6 +400,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         broker_heartbeat_seconds=_int(env, "JMAPMONO_BROKER_HEARTBEAT", 10, 1),
         broker_node_queue_expires_seconds=_int(env, "JMAPMONO_BROKER_NODE_QUEUE_EXPIRES", 60, 1),
         db_connect_timeout_seconds=_int(env, "JMAPMONO_DB_CONNECT_TIMEOUT", 5, 1),
+        parsed_cache_mb=_int(env, "JMAPMONO_PARSED_CACHE_MB", 32, 0),
         web_inbox=_flag(env, "JMAPMONO_WEB_INBOX", True),
         max_html_part_bytes=_int(env, "JMAPMONO_MAX_HTML_PART_BYTES", 2_000_000, 1024),
         quota_storage=_quota(env, "JMAPMONO_QUOTA_STORAGE", sizes=True),

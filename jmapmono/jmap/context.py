@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from jmapmono.mailbox.changes import ChangeLog
     from jmapmono.mailbox.identities import Identities
     from jmapmono.mailbox.manager import MailboxManager
+    from jmapmono.mailbox.parsed_cache import ParsedMessages
     from jmapmono.sending.submissions import Submissions
     from jmapmono.sending.vacation import Vacation
     from jmapmono.store import Database
@@ -31,6 +32,8 @@ class JmapServices(Protocol):
     def blobs(self) -> BlobStore: ...
     @property
     def mailboxes(self) -> MailboxManager: ...
+    @property
+    def parsed_messages(self) -> ParsedMessages: ...
     @property
     def changes(self) -> ChangeLog: ...
     @property

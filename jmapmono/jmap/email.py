@@ -30,7 +30,7 @@ from jmapmono.jmap.method_args import (
 from jmapmono.jmap.registry import MAIL, Invocation, method
 from jmapmono.log import kv
 from jmapmono.mailbox.changes import CannotCalculateChanges
-from jmapmono.mailbox.mime_tree import MimeMessage, parse_mime
+from jmapmono.mailbox.mime_tree import MimeMessage
 from jmapmono.mailbox.model import Message
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,25 @@ def email_get(inv: Invocation) -> dict[str, Any]:
                 raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) emails")
         else:
             found, state = mailboxes.get_messages(inv.account_id, ids)
-        to_parse = [meta for meta in found.values() if fetch.needs_message_for(meta)]
+        # A parse kept from an earlier read is used as it is (a blob id names its content); only the others
+        # are read from the store, in this transaction, and parsed after it.
+        cache = inv.services.parsed_messages
+        kept: dict[str, MimeMessage] = {}
+        to_parse: list[Message] = []
+        for meta in found.values():
+            if fetch.needs_message_for(meta):
+                message = cache.get(meta.blob_id)
+                if message is None:
+                    to_parse.append(meta)
+                else:
+                    kept[meta.id] = message
         raw = inv.services.blobs.read_stored(inv.account_id, [meta.blob_id for meta in to_parse]) if to_parse else {}
+    cached = len(kept)
+    for meta in to_parse:
+        kept[meta.id] = _parse(inv, meta, raw)
     records: dict[str, dict[str, Any]] = {}
-    parse_ids = {meta.id for meta in to_parse}
     for message_id, meta in found.items():
-        message = _parse(inv, meta, raw) if message_id in parse_ids else None
-        records[message_id] = render(fetch, meta.blob_id, message, meta)
+        records[message_id] = render(fetch, meta.blob_id, kept.get(message_id), meta)
     parsed = len(to_parse)
     response = get_response(GetArgs(inv.account_id, ids, fetch.properties), state, records)
     log.info(
@@ -75,6 +87,7 @@ def email_get(inv: Invocation) -> dict[str, Any]:
             found=len(records),
             not_found=len(response["notFound"]),
             parsed=parsed,
+            cached=cached,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
     )
@@ -87,7 +100,7 @@ def _parse(inv: Invocation, meta: Message, raw: dict[str, bytes]) -> MimeMessage
     if data is None:
         log.error(kv(event="email_blob_missing", account=inv.account_id, email=meta.id, blob=meta.blob_id))
         raise MethodError("serverFail", f"the message of email {meta.id} cannot be read")
-    return parse_mime(data)
+    return inv.services.parsed_messages.parse(meta.blob_id, data)
 
 
 @method("Email/changes", MAIL)

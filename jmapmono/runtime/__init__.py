@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from jmapmono.mailbox.changes import ChangeLog
     from jmapmono.mailbox.identities import Identities
     from jmapmono.mailbox.manager import MailboxManager
+    from jmapmono.mailbox.parsed_cache import ParsedMessages
     from jmapmono.push.eventsource import Streams
     from jmapmono.push.slots import PushSlots
     from jmapmono.push.vapid import VapidKeys
@@ -116,6 +117,13 @@ class Runtime:
         # Every delivery, whatever process makes it, may get the recipient's vacation reply (after commit).
         manager.on_delivered.append(lambda delivered, raw: self.vacation.on_delivered(delivered, raw))
         return manager
+
+    @cached_property
+    def parsed_messages(self) -> ParsedMessages:
+        """Parsed raw messages kept between reads (``JMAPMONO_PARSED_CACHE_MB``)."""
+        from jmapmono.mailbox.parsed_cache import ParsedMessages
+
+        return ParsedMessages(self.config.parsed_cache_mb * 1024 * 1024)
 
     @cached_property
     def smtp_relay(self) -> SmtpRelay:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from jmapmono.jmap import email as email_module
+from jmapmono.mailbox import parsed_cache
 from jmapmono.mailbox.mime_tree import parse_mime
 from jmapmono.runtime import Runtime
 from jmapmono.web.app import create_app
@@ -481,7 +481,7 @@ def test_raw_message_parsed_only_when_needed_and_once(monkeypatch, services, ali
         reads.append(sorted(blob_ids))
         return real_read(account_id, blob_ids)
 
-    monkeypatch.setattr(email_module, "parse_mime", counting_parse)
+    monkeypatch.setattr(parsed_cache, "parse_mime", counting_parse)
     monkeypatch.setattr(services.blobs, "read_stored", counting_read)
     fast = RFC_DEFAULT[1:20]  # every property RFC 8621 §4.2 expects to be fast, blobId … preview
     found = alice.call("Email/get", {"ids": ids, "properties": fast})["list"]
@@ -491,6 +491,25 @@ def test_raw_message_parsed_only_when_needed_and_once(monkeypatch, services, ali
     assert len(found) == 2 and len(calls) == 2  # once per email, however many properties
     assert len(reads) == 1 and len(reads[0]) == 2  # both raw messages in one read
     assert found[1]["header:Subject:asText"] == "attachments"
+    again = alice.call("Email/get", {"ids": ids, "properties": slow, "fetchAllBodyValues": True})["list"]
+    assert again == found and len(calls) == 2 and len(reads) == 1  # kept: neither read nor parsed again
+
+
+def test_kept_parses_change_nothing_in_the_answer(config, db, alice, bob, deliver):
+    """Every property of RFC 8621 §4.2 is the same whether the parse was kept or made for the request, and a
+    message with the same content in another account (one blob) is answered from its own email."""
+    uncached = Runtime(replace(config, parsed_cache_mb=0), db)
+    try:
+        plain = JmapClient(create_app(uncached).test_client(), alice.email, alice.account_id)
+        ids = [deliver(raw).message_id for raw in (SIMPLE, ATTACHMENTS)]
+        args = {"ids": ids, "properties": RFC_DEFAULT + ["headers", "bodyStructure"], "fetchAllBodyValues": True}
+        first = alice.call("Email/get", args)["list"]
+        assert alice.call("Email/get", args)["list"] == first == plain.call("Email/get", args)["list"]
+        [theirs] = bob.call("Email/get", {"ids": [deliver(SIMPLE, "bob@example.org").message_id]})["list"]
+        assert theirs["blobId"] == first[0]["blobId"] and theirs["id"] != first[0]["id"]
+        assert theirs["mailboxIds"] != first[0]["mailboxIds"]
+    finally:
+        uncached.stop()
 
 
 def test_statements_of_email_get_do_not_grow_with_the_emails(monkeypatch, services, alice, deliver):
