@@ -69,7 +69,11 @@ export class Client {
     this.token = token;
     this.onLoggedOut = onLoggedOut;
     this.session = null;
+    this.primaryId = null;
+    // The account whose mailbox is open: the user's own, or one shared with them.
     this.accountId = null;
+    // Called when an answer says the Session changed (an account shared, delegated or taken back).
+    this.onSessionChanged = null;
   }
 
   async http(path, init = {}) {
@@ -92,9 +96,19 @@ export class Client {
     const response = await this.http("/.well-known/jmap");
     if (!response.ok) throw new Error(`The session could not be loaded: ${await problemText(response)}`);
     this.session = await response.json();
-    this.accountId = this.session.primaryAccounts["urn:ietf:params:jmap:mail"];
+    this.primaryId = this.session.primaryAccounts["urn:ietf:params:jmap:mail"];
+    if (!this.accountId || !this.session.accounts[this.accountId]) this.accountId = this.primaryId;
     this.apiUrl = local(this.session.apiUrl);
     return this.session;
+  }
+
+  // The mail accounts of the Session: the user's own first, then the others by name.
+  mailAccounts() {
+    const all = Object.entries(this.session.accounts)
+      .filter(([, a]) => a.accountCapabilities && "urn:ietf:params:jmap:mail" in a.accountCapabilities)
+      .map(([id, a]) => ({ id, name: a.name, isPersonal: a.isPersonal, isReadOnly: a.isReadOnly }));
+    const rank = (a) => (a.id === this.primaryId ? 0 : 1);
+    return all.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
   }
 
   // One request of several method calls; the responses by call id (a method error as {error: type, description}).
@@ -106,6 +120,9 @@ export class Client {
     });
     if (!response.ok) throw new Error(await problemText(response));
     const body = await response.json();
+    if (this.session && body.sessionState && body.sessionState !== this.session.state && this.onSessionChanged) {
+      this.onSessionChanged();
+    }
     const out = {};
     for (const [name, args, id] of body.methodResponses) {
       if (name === "error") out[id] = { error: args.type, description: args.description || args.type };

@@ -20,7 +20,7 @@ export class Composer {
 
   async loadIdentities() {
     if (this.identities) return;
-    this.identities = (await this.app.client.call("Identity/get", { ids: null })).list;
+    this.identities = (await this.app.client.call("Identity/get", { accountId: this.app.client.primaryId, ids: null })).list;
     $("c-from").replaceChildren(...this.identities.map((i) => el("option", { value: i.id, text: i.name ? `${i.name} <${i.email}>` : i.email })));
   }
 
@@ -73,7 +73,7 @@ export class Composer {
 
   // The Email/set create arguments of the draft as the form stands.
   draft() {
-    const drafts = this.app.mailboxes.byRole("drafts");
+    const drafts = this.app.own().byRole("drafts");
     if (!drafts) throw new Error("There is no Drafts mailbox.");
     const identity = this.identities.find((i) => i.id === $("c-from").value);
     const email = {
@@ -100,7 +100,7 @@ export class Composer {
   // Replace the previous draft (if any) by the form's content; the calls and the new draft's reference.
   draftCalls() {
     const { email, identity, drafts } = this.draft();
-    const accountId = this.app.client.accountId;
+    const accountId = this.app.client.primaryId; // mail is written from the user's own account
     const set = { accountId, create: { draft: email } };
     if (this.draftId) set.destroy = [this.draftId];
     return { calls: [["Email/set", set, "d"]], identity, drafts };
@@ -131,12 +131,12 @@ export class Composer {
     try {
       const { calls, identity, drafts } = this.draftCalls();
       if (!parseAddresses($("c-to").value).length && !parseAddresses($("c-cc").value).length) throw new Error("Add at least one recipient.");
-      const sent = this.app.mailboxes.byRole("sent");
+      const sent = this.app.own().byRole("sent");
       const update = { [`mailboxIds/${drafts.id}`]: null, "keywords/$draft": null };
       if (sent) update[`mailboxIds/${sent.id}`] = true;
       calls.push([
         "EmailSubmission/set",
-        { accountId: this.app.client.accountId, create: { send: { identityId: identity.id, emailId: "#draft" } }, onSuccessUpdateEmail: { "#send": update } },
+        { accountId: this.app.client.primaryId, create: { send: { identityId: identity.id, emailId: "#draft" } }, onSuccessUpdateEmail: { "#send": update } },
         "s",
       ]);
       $("c-send").disabled = true;

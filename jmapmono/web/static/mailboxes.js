@@ -1,38 +1,46 @@
-// Mailboxes: roles first, then the tree; unread counts; drop targets for moving messages.
+// Mailboxes of every mail account the user can see (their own first, then those shared with them or
+// delegated to them): roles first, then the tree; unread counts; drop targets for moving messages.
 import { $, el, size } from "./util.js";
 
 const ROLE_ORDER = ["inbox", "drafts", "sent", "archive", "junk", "trash"];
-const PROPS = ["name", "parentId", "role", "sortOrder", "totalEmails", "unreadEmails", "totalThreads", "unreadThreads"];
+const PROPS = ["name", "parentId", "role", "sortOrder", "totalEmails", "unreadEmails", "totalThreads", "unreadThreads", "myRights"];
 
+// One account's mailboxes, kept current with Mailbox/changes.
 export class Mailboxes {
-  constructor(app) {
+  constructor(app, account) {
     this.app = app;
+    this.accountId = account.id;
+    this.account = account;
     this.byId = new Map();
     this.state = null;
   }
 
   async load() {
-    const result = await this.app.client.call("Mailbox/get", { ids: null, properties: PROPS });
+    const result = await this.app.client.call("Mailbox/get", { accountId: this.accountId, ids: null, properties: PROPS });
     this.byId = new Map(result.list.map((m) => [m.id, m]));
     this.state = result.state;
   }
 
-  // The calls that bring the mailboxes up to date (answers under mc, mg1, mg2).
-  changeCalls(accountId) {
-    const ref = (path) => ({ resultOf: "mc", name: "Mailbox/changes", path });
+  // The calls that bring the mailboxes up to date (answers under <prefix>mc, <prefix>mg1, <prefix>mg2).
+  changeCalls(prefix = "") {
+    const accountId = this.accountId;
+    const ref = (path) => ({ resultOf: `${prefix}mc`, name: "Mailbox/changes", path });
     return [
-      ["Mailbox/changes", { accountId, sinceState: this.state }, "mc"],
-      ["Mailbox/get", { accountId, "#ids": ref("/created"), properties: PROPS }, "mg1"],
-      ["Mailbox/get", { accountId, "#ids": ref("/updated"), properties: PROPS }, "mg2"],
+      ["Mailbox/changes", { accountId, sinceState: this.state }, `${prefix}mc`],
+      ["Mailbox/get", { accountId, "#ids": ref("/created"), properties: PROPS }, `${prefix}mg1`],
+      ["Mailbox/get", { accountId, "#ids": ref("/updated"), properties: PROPS }, `${prefix}mg2`],
     ];
   }
 
   // Apply the answers; false when the changes cannot be followed (reload instead).
-  applyChanges(out) {
-    const changes = out.mc;
+  applyChanges(out, prefix = "") {
+    const changes = out[`${prefix}mc`];
     if (!changes || changes.error) return false;
     for (const id of changes.destroyed) this.byId.delete(id);
-    for (const key of ["mg1", "mg2"]) if (out[key] && !out[key].error) for (const m of out[key].list) this.byId.set(m.id, m);
+    for (const key of ["mg1", "mg2"]) {
+      const got = out[`${prefix}${key}`];
+      if (got && !got.error) for (const m of got.list) this.byId.set(m.id, m);
+    }
     this.state = changes.newState;
     return !changes.hasMoreChanges;
   }
@@ -40,7 +48,7 @@ export class Mailboxes {
   // The account's quotas (RFC 9425), shown under the mailboxes; nothing when the account has none.
   async loadQuota() {
     try {
-      this.quotas = (await this.app.client.call("Quota/get", { ids: null })).list;
+      this.quotas = (await this.app.client.call("Quota/get", { accountId: this.accountId, ids: null })).list;
     } catch {
       this.quotas = [];
     }
@@ -85,18 +93,19 @@ export class Mailboxes {
     return out;
   }
 
-  render() {
-    const list = $("mailbox-list");
-    const current = this.app.list.mailboxId;
-    list.replaceChildren(
-      ...this.ordered().map(({ m, depth }) => {
-        const unread = m.unreadEmails > 0 ? el("span", { class: "count", text: String(m.unreadEmails), "aria-label": `${m.unreadEmails} unread` }) : null;
-        const button = el(
-          "button",
-          { type: "button", class: `mailbox depth${Math.min(depth, 4)}`, "data-id": m.id, "aria-current": m.id === current ? "true" : null, onclick: () => this.app.openMailbox(m.id) },
-          el("span", { class: "name", text: m.name }),
-          unread,
-        );
+  // The tree items; mailboxes of the open account take dropped messages (a move stays within an account).
+  items(current, level) {
+    const open = this.app.client.accountId === this.accountId;
+    return this.ordered().map(({ m, depth }) => {
+      const unread = m.unreadEmails > 0 ? el("span", { class: "count", text: String(m.unreadEmails), "aria-label": `${m.unreadEmails} unread` }) : null;
+      const here = open && m.id === current;
+      const button = el(
+        "button",
+        { type: "button", class: `mailbox depth${Math.min(depth, 4)}`, "data-id": m.id, "data-account": this.accountId, "aria-current": here ? "true" : null, onclick: () => this.app.openMailbox(m.id, this.accountId) },
+        el("span", { class: "name", text: m.name }),
+        unread,
+      );
+      if (open && (!m.myRights || m.myRights.mayAddItems)) {
         button.addEventListener("dragover", (e) => {
           e.preventDefault();
           button.classList.add("drop");
@@ -108,16 +117,42 @@ export class Mailboxes {
           const id = e.dataTransfer.getData("text/x-jmap-email");
           if (id) this.app.actions.move([id], m.id);
         });
-        return el("li", { role: "treeitem", "aria-level": String(depth + 1), "aria-selected": m.id === current ? "true" : "false" }, button);
-      }),
-    );
-    const moveTo = $("move-to");
-    moveTo.replaceChildren(
-      el("option", { value: "", text: "Move to…" }),
-      ...this.ordered().map(({ m, depth }) => el("option", { value: m.id, text: "\u00a0\u00a0".repeat(depth) + m.name })),
-    );
-    const inbox = this.byRole("inbox");
-    const unread = inbox ? inbox.unreadEmails : 0;
-    document.title = `${unread ? `(${unread}) ` : ""}${this.app.list.title()} — jmapmono`;
+      }
+      return el("li", { role: "treeitem", "aria-level": String(depth + level), "aria-selected": here ? "true" : "false" }, button);
+    });
   }
+}
+
+// The sidebar: the user's own mailboxes, then one group per other account; the "Move to" menu of the open
+// account; the tab title with the unread count of the user's own Inbox.
+export function renderMailboxes(app) {
+  const current = app.list.mailboxId;
+  const groups = [];
+  for (const box of app.accounts.values()) {
+    if (box.accountId === app.client.primaryId) {
+      groups.push(...box.items(current, 1));
+      continue;
+    }
+    const label = `${box.account.name}${box.account.isReadOnly ? " (read only)" : ""}`;
+    groups.push(
+      el(
+        "li",
+        { role: "treeitem", "aria-level": "1", "aria-expanded": "true", class: "account", "data-account": box.accountId },
+        el("span", { class: "account-name", text: label }),
+        el("ul", { role: "group" }, ...box.items(current, 2)),
+      ),
+    );
+  }
+  $("mailbox-list").replaceChildren(...groups);
+  const open = app.mailboxes;
+  $("move-to").replaceChildren(
+    el("option", { value: "", text: "Move to…" }),
+    ...(open ? open.ordered() : [])
+      .filter(({ m }) => !m.myRights || m.myRights.mayAddItems)
+      .map(({ m, depth }) => el("option", { value: m.id, text: "\u00a0\u00a0".repeat(depth) + m.name })),
+  );
+  const own = app.accounts.get(app.client.primaryId);
+  const inbox = own ? own.byRole("inbox") : null;
+  const unread = inbox ? inbox.unreadEmails : 0;
+  document.title = `${unread ? `(${unread}) ` : ""}${app.list.title()} — jmapmono`;
 }

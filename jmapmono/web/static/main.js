@@ -3,12 +3,22 @@ import { AuthError, Client, logIn, savedLogin } from "./api.js";
 import { Composer } from "./compose.js";
 import { bindKeys } from "./keys.js";
 import { MessageList } from "./list.js";
-import { Mailboxes } from "./mailboxes.js";
+import { Mailboxes, renderMailboxes } from "./mailboxes.js";
 import { Push } from "./push.js";
 import { Reader } from "./reader.js";
 import { $, toast } from "./util.js";
 
-const app = {};
+const app = {
+  // The Mailboxes of each mail account (the user's own first), by account id.
+  accounts: new Map(),
+  // The open account's mailboxes.
+  get mailboxes() {
+    return this.client ? this.accounts.get(this.client.accountId) : undefined;
+  },
+  own() {
+    return this.accounts.get(this.client.primaryId);
+  },
+};
 
 class Actions {
   constructor(app) {
@@ -92,33 +102,79 @@ class Actions {
   }
 }
 
-// Bring everything up to date after a push (or a reconnect): */changes and Email/queryChanges.
+// The Session's mail accounts, each with its mailboxes; accounts gone are dropped (the open one falls back
+// to the user's own Inbox).
+async function loadAccounts() {
+  const wanted = app.client.mailAccounts();
+  const next = new Map();
+  for (const account of wanted) {
+    const known = app.accounts.get(account.id);
+    if (known) known.account = account;
+    next.set(account.id, known || new Mailboxes(app, account));
+  }
+  app.accounts = next;
+  await Promise.all([...next.values()].filter((box) => box.state === null).map((box) => box.load()));
+}
+
+let sessionStale = false;
+async function refreshSession() {
+  sessionStale = false;
+  const before = app.client.accountId;
+  await app.client.connect();
+  await loadAccounts();
+  if (app.client.accountId !== before) {
+    toast("That account is no longer shared with you.");
+    app.list.emailState = null;
+    const inbox = app.own().byRole("inbox");
+    await app.list.open(inbox && inbox.id);
+  }
+  renderMailboxes(app);
+}
+
+// Bring everything up to date after a push (or a reconnect): */changes and Email/queryChanges, the open
+// account's list and every account's mailboxes in one request. ``changed`` is the push's map, if any.
 let syncing = false;
 let again = false;
-app.sync = async () => {
-  if (!app.client || !app.mailboxes.state) return;
+app.sync = async (changed = null) => {
+  if (!app.client || !app.mailboxes) return;
+  if (changed && Object.keys(changed).some((id) => !app.accounts.has(id))) sessionStale = true;
   if (syncing) {
     again = true;
     return;
   }
   syncing = true;
+  let rounds = 0;
   try {
     do {
       again = false;
-      const accountId = app.client.accountId;
-      const out = await app.client.request([...app.mailboxes.changeCalls(accountId), ...app.list.changeCalls(accountId)]);
+      if (sessionStale) await refreshSession();
+      const others = [...app.accounts.values()].filter((box) => box !== app.mailboxes);
+      const calls = [...app.mailboxes.changeCalls(), ...app.list.changeCalls(app.client.accountId)];
+      others.forEach((box, i) => calls.push(...box.changeCalls(`a${i}.`)));
+      const out = await app.client.request(calls);
+      const gone = (answer) => answer && answer.error === "accountNotFound";
+      if (gone(out.mc) || gone(out.ec)) {
+        sessionStale = true; // the open account was taken back
+        again = true;
+        continue;
+      }
       const mailboxesDone = app.mailboxes.applyChanges(out);
       if (!out.mc || out.mc.error) await app.mailboxes.load();
+      let othersDone = true;
+      for (const [i, box] of others.entries()) {
+        if (gone(out[`a${i}.mc`])) sessionStale = true;
+        else if (!box.applyChanges(out, `a${i}.`)) othersDone = false;
+      }
       const listDone = app.list.applyChanges(out);
       if (!out.ec || out.ec.error || (app.list.queryState && (!out.qc || out.qc.error))) {
         app.list.emailState = null;
         await app.list.open(app.list.mailboxId, app.list.search);
       }
       if (out.eg && !out.eg.error) for (const e of out.eg.list) app.reader.refresh(e);
-      app.mailboxes.render();
-      await app.mailboxes.loadQuota();
-      if (!mailboxesDone || !listDone) again = true;
-    } while (again);
+      renderMailboxes(app);
+      await app.own().loadQuota();
+      if (!mailboxesDone || !listDone || !othersDone || sessionStale) again = true;
+    } while (again && ++rounds < 10); // a change that cannot be followed waits for the next push
   } catch (e) {
     if (!(e instanceof AuthError)) toast(`Sync failed: ${e.message}`);
   } finally {
@@ -126,13 +182,19 @@ app.sync = async () => {
   }
 };
 
-app.openMailbox = async (id) => {
+app.render = () => renderMailboxes(app);
+
+app.openMailbox = async (id, accountId = app.client.accountId) => {
   app.reader.close();
   $("search").value = "";
   document.body.classList.remove("menu-open");
   $("menu-toggle").setAttribute("aria-expanded", "false");
+  if (accountId !== app.client.accountId) {
+    app.client.accountId = accountId;
+    app.list.emailState = null; // another account's states
+  }
   await app.list.open(id);
-  app.mailboxes.render();
+  renderMailboxes(app);
   $("message-list").focus();
 };
 
@@ -148,26 +210,29 @@ function showLogin(message = "") {
 
 async function start(login) {
   app.client = new Client(login.token, showLogin);
-  app.mailboxes = new Mailboxes(app);
   app.list = new MessageList(app);
   app.reader = new Reader(app);
   app.composer = new Composer(app);
   app.actions = new Actions(app);
+  app.accounts = new Map();
+  app.client.onSessionChanged = () => {
+    sessionStale = true;
+  };
   try {
     await app.client.connect();
-    await app.mailboxes.load();
+    await loadAccounts();
   } catch (e) {
     if (!(e instanceof AuthError)) showLogin(e.message);
     return;
   }
   $("login").hidden = true;
   $("app").hidden = false;
-  const inbox = app.mailboxes.byRole("inbox") || [...app.mailboxes.byId.values()][0];
+  const inbox = app.own().byRole("inbox") || [...app.own().byId.values()][0];
   await app.list.open(inbox && inbox.id);
-  app.mailboxes.render();
+  renderMailboxes(app);
   performance.mark("jmapmono:first-rows"); // what bench/inbox_first_paint.py reads
-  app.mailboxes.loadQuota();
-  app.push = new Push(app.client, () => app.sync(), (status) => {
+  app.own().loadQuota();
+  app.push = new Push(app.client, (changed) => app.sync(changed), (status) => {
     $("conn").textContent = { live: "● live", connecting: "○ connecting", offline: "○ offline" }[status];
     $("conn").dataset.status = status;
   });
@@ -206,7 +271,7 @@ function wire() {
     const text = $("search").value.trim();
     app.reader.close();
     await app.list.open(app.list.mailboxId, text);
-    app.mailboxes.render();
+    renderMailboxes(app);
     $("message-list").focus();
   });
   $("compose-button").addEventListener("click", () => app.composer.open("new"));

@@ -174,3 +174,43 @@ def test_the_quota_is_shown_and_follows_deliveries(box: Box, page: Page, tmp_pat
     page.wait(lambda: "of 2.0 MB" in quota() and "1 of 100 messages" in quota(), "the quota shown")
     box.deliver(mail("Counted too"))
     page.wait(lambda: "2 of 100 messages" in quota(), "the usage after a delivery")
+
+
+def jmapmono_cli(tmp_path: Path, *args: str) -> str:
+    env = jmapmono_env(f"sqlite:///{tmp_path / 'jmapmono.sqlite3'}", tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "jmapmono", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_accounts_shared_with_the_user_show_their_mailboxes_and_mail_live(box: Box, page: Page, tmp_path: Path):
+    """Every mail account of the Session (RFC 8620 §2: ``accounts``) is shown, the user's own first; a
+    mailbox of another account opens that account's mail, and a delivery to it appears live."""
+    jmapmono_cli(tmp_path, "user", "add", "bob@example.org", "--password", "bob's password")
+    jmapmono_cli(tmp_path, "user", "delegate", "bob@example.org", box.email)
+    bob = Box(box.server, "bob@example.org", "bob's password")
+    bob.deliver(mail("For Bob"))
+    box.deliver(mail("For Alice"))
+    page.log_in(box.email, box.password)
+    page.wait_live()
+    page.wait_row("For Alice")
+    groups = "return [...document.querySelectorAll('#mailbox-list .account-name')].map(e => e.textContent)"
+    assert page.js(groups) == ["bob@example.org"]
+    # The user's own Inbox comes first; the tab counts only the user's own unread mail.
+    first = "return document.querySelector('#mailbox-list .mailbox').dataset.account"
+    assert page.js(first) == box.account_id
+    assert page.driver.title.startswith("(1) Inbox")
+
+    # Bob's Inbox: his roles come first too.
+    opened = "const b = document.querySelector(`#mailbox-list .account .mailbox`); b && b.click(); return !!b"
+    page.wait(lambda: page.js(opened), "a click on Bob's Inbox")
+    page.wait(lambda: page.subjects() == ["For Bob"], "Bob's mail in the list")
+    page.open_row("For Bob")
+    page.wait(lambda: not page.wait_row("For Bob")["unread"], "Bob's message read")
+    bob.deliver(mail("Also for Bob"))
+    page.wait(lambda: page.subjects()[:1] == ["Also for Bob"], "a delivery to Bob's Inbox, live")
+    count = "return document.querySelector('#mailbox-list .account .mailbox .count')?.textContent"
+    page.wait(lambda: page.js(count) == "1", "Bob's unread count")
+    assert page.driver.title.startswith("(1) Inbox")  # still the user's own count
