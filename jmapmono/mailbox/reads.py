@@ -65,33 +65,53 @@ def read_messages(tx: Transaction, account_id: str, ids: Iterable[str]) -> dict[
             keywords.setdefault(r["message_id"], set()).add(r["keyword"])
         for r in tx.query(f"SELECT message_id, mailbox_id FROM message_mailboxes WHERE message_id IN ({m})", chunk):
             mailboxes.setdefault(r["message_id"], set()).add(r["mailbox_id"])
-    return {
-        i: Message(
-            id=i,
-            account_id=r["account_id"],
-            blob_id=r["blob_id"],
-            thread_id=r["thread_id"],
-            size=int(r["size"]),
-            received_at=int(r["received_at"]),
-            sent_at=r["sent_at"],
-            subject=r["subject"],
-            from_=json.loads(r["from_json"]),
-            sender=json.loads(r["sender_json"]),
-            to=json.loads(r["to_json"]),
-            cc=json.loads(r["cc_json"]),
-            bcc=json.loads(r["bcc_json"]),
-            reply_to=json.loads(r["reply_to_json"]),
-            message_id=json.loads(r["message_id_json"]),
-            in_reply_to=json.loads(r["in_reply_to_json"]),
-            references=json.loads(r["references_json"]),
-            preview=r["preview"],
-            has_attachment=bool(r["has_attachment"]),
-            keywords=frozenset(keywords.get(i, ())),
-            mailbox_ids=frozenset(mailboxes.get(i, ())),
-            problems=tuple(json.loads(r["problems_json"] or "[]")),
-        )
-        for i, r in rows.items()
-    }
+    return {i: _message(r, keywords.get(i, ()), mailboxes.get(i, ())) for i, r in rows.items()}
+
+
+#: The JSON columns of a message row, decoded together: one ``json.loads`` per row, not ten.
+_JSON_COLUMNS = (
+    "from_json",
+    "sender_json",
+    "to_json",
+    "cc_json",
+    "bcc_json",
+    "reply_to_json",
+    "message_id_json",
+    "in_reply_to_json",
+    "references_json",
+)
+
+
+def _message(r: dict[str, Any], keywords: Iterable[str], mailboxes: Iterable[str]) -> Message:
+    fields = [r[c] for c in _JSON_COLUMNS]
+    fields.append(r["problems_json"] or "[]")
+    from_, sender, to, cc, bcc, reply_to, message_id, in_reply_to, references, problems = json.loads(
+        "[" + ",".join(fields) + "]"
+    )
+    return Message(
+        id=r["id"],
+        account_id=r["account_id"],
+        blob_id=r["blob_id"],
+        thread_id=r["thread_id"],
+        size=int(r["size"]),
+        received_at=int(r["received_at"]),
+        sent_at=r["sent_at"],
+        subject=r["subject"],
+        from_=from_,
+        sender=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=references,
+        preview=r["preview"],
+        has_attachment=bool(r["has_attachment"]),
+        keywords=frozenset(keywords),
+        mailbox_ids=frozenset(mailboxes),
+        problems=tuple(problems),
+    )
 
 
 def read_threads(tx: Transaction, account_id: str, thread_ids: Iterable[str]) -> dict[str, list[str]]:
