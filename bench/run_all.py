@@ -39,6 +39,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("wakeup_latency.py", ["--samples", "200"]),
     ("delivery_throughput.py", ["--seconds", "2"]),
     ("inbox_query.py", ["--messages", "10000", "--seconds", "2"]),
+    ("search_query.py", ["--messages", "10000", "--seconds", "2", "--deliveries", "20"]),
     ("inbox_first_paint.py", ["--messages", "10000", "--samples", "5", "--deliveries", "10"]),
     ("bulk_append.py", ["--messages", "2000", "--batch", "100", "--deliveries", "50"]),
     ("websocket_idle_memory.py", ["--connections", "200", "--echoes", "300"]),

@@ -137,6 +137,10 @@ class Config:
     #: number of messages; None: unlimited.
     quota_storage: int | None = None
     quota_messages: int | None = None
+    #: Search stemming (jmapmono/mailbox/search_tokens.py): None detects each body's language (the detector's
+    #: model is loaded once per indexing process, ~95 MB); a tuple of codes of :data:`STEMMERS` stems every
+    #: body in those languages, without detection; () stems nothing.
+    search_languages: tuple[str, ...] | None = None
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -216,6 +220,55 @@ def _vapid_subject(env: Mapping[str, str], name: str) -> str:
     if value and not (value.startswith("mailto:") or value.startswith("https://")) or len(value) > 256:
         raise ConfigError(f"{name}={value!r} must be a mailto: or https:// URI (RFC 8292 §2.1)")
     return value
+
+
+#: The languages search stems (ISO 639-1 code → Snowball stemmer): those PyStemmer and the detector both know.
+STEMMERS = {
+    "ar": "arabic",
+    "ca": "catalan",
+    "cs": "czech",
+    "da": "danish",
+    "de": "german",
+    "el": "greek",
+    "en": "english",
+    "es": "spanish",
+    "et": "estonian",
+    "eu": "basque",
+    "fi": "finnish",
+    "fr": "french",
+    "ga": "irish",
+    "hi": "hindi",
+    "hu": "hungarian",
+    "hy": "armenian",
+    "id": "indonesian",
+    "it": "italian",
+    "lt": "lithuanian",
+    "ne": "nepali",
+    "nl": "dutch",
+    "no": "norwegian",
+    "pl": "polish",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sr": "serbian",
+    "sv": "swedish",
+    "ta": "tamil",
+    "tr": "turkish",
+}
+
+
+def _search_languages(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    """``detect`` (default): None; ``off``: (); else comma-separated codes of :data:`STEMMERS`."""
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "detect"):
+        return None
+    if raw in ("off", "none"):
+        return ()
+    codes = tuple(dict.fromkeys(code.strip() for code in raw.split(",") if code.strip()))
+    for code in codes:
+        if code not in STEMMERS:
+            raise ConfigError(f"{name}: {code!r} is not detect, off or a language code of {', '.join(STEMMERS)}")
+    return codes
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -405,5 +458,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         max_html_part_bytes=_int(env, "JMAPMONO_MAX_HTML_PART_BYTES", 2_000_000, 1024),
         quota_storage=_quota(env, "JMAPMONO_QUOTA_STORAGE", sizes=True),
         quota_messages=_quota(env, "JMAPMONO_QUOTA_MESSAGES", sizes=False),
+        search_languages=_search_languages(env, "JMAPMONO_SEARCH_LANGUAGES"),
         limits=limits,
     )

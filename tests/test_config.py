@@ -30,3 +30,13 @@ def test_bad_quota_settings_are_refused_in_one_line(name, value):
     with pytest.raises(ConfigError) as e:
         load_config({**BASE, name: value})
     assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_search_languages_detect_by_default_and_take_codes_or_off():
+    assert load_config(BASE).search_languages is None
+    assert load_config({**BASE, "JMAPMONO_SEARCH_LANGUAGES": "Detect"}).search_languages is None
+    assert load_config({**BASE, "JMAPMONO_SEARCH_LANGUAGES": "off"}).search_languages == ()
+    assert load_config({**BASE, "JMAPMONO_SEARCH_LANGUAGES": " de, en,de "}).search_languages == ("de", "en")
+    with pytest.raises(ConfigError) as e:
+        load_config({**BASE, "JMAPMONO_SEARCH_LANGUAGES": "en,xx"})
+    assert "JMAPMONO_SEARCH_LANGUAGES" in str(e.value) and "'xx'" in str(e.value) and "\n" not in str(e.value)

@@ -112,7 +112,8 @@ def search_snippet_get(inv: Invocation) -> dict[str, Any]:
             continue
         subject, body = sources[email_id]
         subject_spans = substring_spans(subject, subject_terms) if subject and subject_terms else []
-        body_spans = word_spans(body, body_terms, limit=16) if body and body_terms else []
+        languages = inv.services.config.search_languages
+        body_spans = word_spans(body, body_terms, 16, languages) if body and body_terms else []
         listed.append(
             {
                 "emailId": email_id,

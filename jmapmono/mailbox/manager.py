@@ -93,13 +93,20 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
     (:class:`Reads`)."""
 
     def __init__(
-        self, db: Database, blobs: BlobStore, accounts: Accounts, quota_defaults: quota.Limits | None = None
+        self,
+        db: Database,
+        blobs: BlobStore,
+        accounts: Accounts,
+        quota_defaults: quota.Limits | None = None,
+        search_languages: tuple[str, ...] | None = None,
     ) -> None:
         self.db = db
         self.blobs = blobs
         self.accounts = accounts
         #: The limits of an account without its own (configuration).
         self.quota_defaults = quota_defaults or quota.Limits()
+        #: The languages new mail is stemmed in for search (None: each body's detected one; configuration).
+        self.search_languages = search_languages
         #: Called after each delivery has committed with (Delivered, raw bytes), e.g. the vacation reply.
         #: A hook must be quick (hand slow work to the background); its failure never fails the delivery.
         self.on_delivered: list[Callable[[Delivered, bytes], None]] = []
@@ -115,7 +122,7 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
         user = self.accounts.get(recipient)
         if user is None:
             raise UnknownUser(f"no such user: {recipient}")
-        prepared = msgs.prepare(raw, summarize(raw), self.db.dialect)
+        prepared = msgs.prepare(raw, summarize(raw), self.db.dialect, self.search_languages)
         with self.db.transaction() as tx:
             m = Mutation(tx, user.account_id, self.quota_defaults)
             account = quota.read(tx, user.account_id, self.quota_defaults)
@@ -197,7 +204,9 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
             except MailboxError as e:
                 result.errors[i] = e
                 continue
-            prepared.append((i, item, keywords, msgs.prepare(item.raw, summarize(item.raw), self.db.dialect)))
+            prepared.append(
+                (i, item, keywords, msgs.prepare(item.raw, summarize(item.raw), self.db.dialect, self.search_languages))
+            )
         with self.db.transaction() as tx:
             m = Mutation(tx, account_id, self.quota_defaults)
             _check_email_state(tx, account_id, if_in_state)

@@ -151,8 +151,9 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def prepare(raw: bytes, summary: Summary, dialect: str) -> Prepared:
-    """Everything about ``raw`` that the append writes and that does not need the database."""
+def prepare(raw: bytes, summary: Summary, dialect: str, search_languages: tuple[str, ...] | None = None) -> Prepared:
+    """Everything about ``raw`` that the append writes and that does not need the database (``search_languages``:
+    those its body is stemmed in, None for the detected one)."""
     a = summary.addresses
     columns = (
         summary.sent_at,
@@ -170,7 +171,7 @@ def prepare(raw: bytes, summary: Summary, dialect: str) -> Prepared:
         blob_id_for(raw),
         threads.keys_for(summary.message_ids, summary.in_reply_to, summary.references, summary.base_subject),
         columns,
-        search.index_row(raw, summary, summary.search_text[:_MAX_SEARCH_TEXT], dialect),
+        search.index_row(raw, summary, summary.search_text[:_MAX_SEARCH_TEXT], dialect, search_languages),
     )
 
 

@@ -4,13 +4,17 @@ Matching is the same on SQLite and Postgres:
 
 - header fields (``header``, ``from``, ``to``, ``cc``, ``bcc``, ``subject`` and the header part of
   ``text``) match by case- and accent-insensitive *substring*: each field's decoded value is kept
-  folded (:func:`fold`) in ``message_headers``, one row per field name, and searched with LIKE.
+  folded (:func:`fold`) in ``message_headers``, one row per field name, and searched with LIKE; for
+  the fields of ``text`` (:data:`TEXT_FIELDS`), only in the messages whose indexed trigrams of those
+  fields include every trigram of the term (search_sql.py), so a rare or missing term reads few rows.
 - bodies (``body`` and the body part of ``text``) match by *word*, a search token matching the
   start of a word ("foo" finds "Foosball", RFC 8621 §5.2), a quoted phrase matching exact words in
-  sequence. SQLite indexes ``message_search.text`` with FTS5 (unicode61 tokenizer, diacritics
-  removed: triggers in jmapmono/store/schema.sql keep it in sync); Postgres with a tsvector built
-  here from the same words (:func:`tsvector`), so neither depends on the database's locale or text
-  parser.
+  sequence. The tokens are made here (search_tokens.py: CJK runs as bigrams, language-tagged stems
+  apart from the words), so neither backend depends on its locale or text parser: SQLite feeds them,
+  space-separated, to FTS5 (``message_search_terms``, unicode61 only splitting them), Postgres to a
+  tsvector (:func:`tsvector_of`). Rows indexed before that (``message_search.tokenizer`` 0: the words
+  alone, in ``message_search_fts`` on SQLite) are still found as they were until reindexed
+  (:mod:`jmapmono.mailbox.search_reindex`).
 
 Search input follows RFC 8621 §4.4.1: white space separates terms that must all match, text in
 matched single or double quotes is a phrase (``\\"``, ``\\'``, ``\\\\`` escapes).
@@ -22,12 +26,14 @@ follow the message (foreign key cascade, FTS triggers).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from jmapmono.mailbox import search_tokens
 from jmapmono.mailbox.mime_fields import text_form
 from jmapmono.mailbox.mime_tree import header_fields
 from jmapmono.store import Transaction, multirow
@@ -46,6 +52,14 @@ _MAX_POSITION = 16383
 _MAX_POSITIONS = 256
 #: Longer words are not indexed (Postgres refuses lexemes over 2047 bytes).
 MAX_WORD_BYTES = 2000
+#: The tokenizer the index rows written now were made by (``message_search.tokenizer``; 0: words only).
+TOKENIZER = 1
+#: Postgres: extras lexemes start with this (never a word's first character), so no word query meets them.
+EXTRA_MARK = "~"
+#: Postgres: the lexemes of header trigrams start with this.
+FIELD_MARK = "^"
+#: The header fields the ``text`` condition searches (RFC 8621 §4.4.1: MUST); their trigrams are indexed.
+TEXT_FIELDS = ("from", "to", "cc", "bcc", "subject")
 
 _WORD = re.compile(r"[^\W_]+")
 #: The combining diacritical marks removed after canonical decomposition (as FTS5 unicode61 does).
@@ -105,6 +119,32 @@ class Term:
     text: str
     words: tuple[str, ...]
     phrase: bool
+    #: The term as typed, lower-cased but not folded (stemmers know their language's accents).
+    raw: str = field(default="", compare=False)
+
+    @functools.cached_property
+    def tokens(self) -> tuple[str, ...]:
+        """The words-stream tokens to find in sequence (CJK runs as bigrams)."""
+        return tuple(search_tokens.stream(self.words))
+
+    @functools.cached_property
+    def trigrams(self) -> tuple[str, ...]:
+        """The header trigrams every field value containing the term holds."""
+        return tuple(search_tokens.trigrams([self.text]))
+
+    @functools.cached_property
+    def extras(self) -> tuple[str, ...]:
+        """Extras tokens any of which also finds an unquoted one-word term: its tagged stems, or, for one CJK
+        character, the end of a run."""
+        if self.phrase or len(self.words) != 1:
+            return ()
+        word = self.words[0]
+        if search_tokens.has_cjk(word):
+            return (word,) if len(word) == 1 else ()
+        raw = self.raw if self.raw and len(words(self.raw)) == 1 else word
+        stems = dict.fromkeys([*search_tokens.query_stems(raw), *search_tokens.query_stems(word)])
+        # A stem that is the word itself adds nothing: the word already finds every word it begins.
+        return tuple(x for x in stems if x[2:] != word)
 
 
 def parse_terms(text: str) -> list[Term]:
@@ -136,7 +176,7 @@ def parse_terms(text: str) -> list[Term]:
     for value, phrase in raw:
         folded = fold(value)
         if folded:
-            terms.append(Term(folded, tuple(words(folded)), phrase))
+            terms.append(Term(folded, tuple(words(folded)), phrase, raw=value.strip().lower()))
     return terms
 
 
@@ -147,7 +187,8 @@ def like_pattern(term: Term) -> str:
 
 
 def fts5_query(terms: Iterable[Term]) -> str | None:
-    """An FTS5 MATCH expression requiring every term (tokens match word prefixes); None if nothing to match."""
+    """The FTS5 MATCH expression of rows indexed by words alone (``message_search_fts``, tokenizer 0):
+    every term (tokens match word prefixes); None if nothing to match."""
     parts = []
     for t in terms:
         if t.words:
@@ -155,23 +196,56 @@ def fts5_query(terms: Iterable[Term]) -> str | None:
     return " AND ".join(parts) or None
 
 
-def tsquery(terms: Iterable[Term]) -> str | None:
-    """The Postgres tsquery (literal syntax) equivalent of :func:`fts5_query`."""
+def terms_query(terms: Iterable[Term]) -> str | None:
+    """The FTS5 MATCH expression of ``message_search_terms``: every term, found as its tokens in sequence
+    (the last a prefix unless quoted) or as one of its extras; None if nothing to match."""
     parts = []
     for t in terms:
-        if t.words:
-            quoted = [f"'{w}'" for w in t.words]
-            if not t.phrase:
-                quoted[-1] += ":*"
-            parts.append("(" + " <-> ".join(quoted) + ")")
+        options = []
+        if t.tokens:
+            options.append('words : "' + " ".join(t.tokens) + '"' + ("" if t.phrase else " *"))
+        if t.extras:
+            options.append("extras : (" + " OR ".join(f'"{x}"' for x in t.extras) + ")")
+        if options:
+            parts.append("(" + " OR ".join(options) + ")")
+    return " AND ".join(parts) or None
+
+
+def _sequence(tokens: Iterable[str], phrase: bool) -> str:
+    quoted = [f"'{w}'" for w in tokens]
+    if not phrase:
+        quoted[-1] += ":*"
+    return "(" + " <-> ".join(quoted) + ")"
+
+
+def tsquery(terms: Iterable[Term]) -> str | None:
+    """The Postgres tsquery (literal syntax) of every term, as :func:`terms_query` finds it; a row indexed
+    by words alone is found as before (the term's words, when they differ from its tokens)."""
+    parts = []
+    for t in terms:
+        options = []
+        if t.tokens:
+            options.append(_sequence(t.tokens, t.phrase))
+        if t.words and t.words != t.tokens:
+            options.append(_sequence(t.words, t.phrase))
+        options += [f"'{EXTRA_MARK}{x}'" for x in t.extras]
+        if options:
+            parts.append(options[0] if len(options) == 1 else "(" + " | ".join(options) + ")")
     return " & ".join(parts) or None
 
 
 def tsvector(text: str) -> str:
     """The Postgres tsvector literal of ``text``'s words with their positions (bounded to fit 1 MB)."""
+    return tsvector_of(words(text))
+
+
+def tsvector_of(tokens: Iterable[str], extras: Iterable[str] = (), fields: Iterable[str] = ()) -> str:
+    """The Postgres tsvector literal of a words stream with positions, extras and header trigrams without
+    (bounded to fit 1 MB; every trigram is kept, header values being bounded, as a search relies on them)."""
     positions: dict[str, list[int]] = {}
-    budget = _TSVECTOR_BUDGET
-    for n, w in enumerate(words(text), 1):
+    head = [f"'{FIELD_MARK}{x}'" for x in fields]
+    budget = _TSVECTOR_BUDGET - sum(len(x.encode()) + 4 for x in head)
+    for n, w in enumerate(tokens, 1):
         ps = positions.get(w)
         if ps is None:
             size = len(w.encode())
@@ -182,7 +256,15 @@ def tsvector(text: str) -> str:
         if len(ps) < _MAX_POSITIONS and budget > 4:
             ps.append(min(n, _MAX_POSITION))
             budget -= 4
-    return " ".join(f"'{w}':{','.join(map(str, dict.fromkeys(ps)))}" for w, ps in positions.items())
+    out = [f"'{w}':{','.join(map(str, dict.fromkeys(ps)))}" for w, ps in positions.items()]
+    out += head
+    for x in extras:
+        size = len(x.encode()) + 4
+        if size > MAX_WORD_BYTES or size > budget:
+            break
+        budget -= size
+        out.append(f"'{EXTRA_MARK}{x}'")
+    return " ".join(out)
 
 
 # --- matches for highlighting --------------------------------------------------------------------------------------
@@ -201,49 +283,94 @@ def substring_spans(value: str, terms: Iterable[Term]) -> list[tuple[int, int]]:
     return _merge(spans)
 
 
-def word_spans(text: str, terms: Iterable[Term], limit: int | None = None) -> list[tuple[int, int]]:
-    """Where the terms match ``text`` as body search finds them (word prefixes, phrases), merged.
+def word_spans(
+    text: str, terms: Iterable[Term], limit: int | None = None, languages: tuple[str, ...] | None = None
+) -> list[tuple[int, int]]:
+    """Where the terms match ``text`` as body search finds them (word prefixes, phrases, CJK bigrams, stems in
+    ``languages`` or, None, the text's detected one), merged.
 
     ``limit`` stops after that many matches (a preview needs only the first few); words are read
     lazily, so a long body costs only as far as its last needed match.
     """
-    wanted = [t for t in terms if t.words]
+    wanted = [t for t in terms if t.tokens]
     if not wanted:
         return []
     folded = _strip_accents(text).lower()
     origin = None
     if len(folded) != len(text):  # some character folded to several, or none: map back one by one
         folded, origin = fold_map(text)
-    found = _WORD.finditer(folded)
-    tokens: list[tuple[int, str]] = []
+    found = search_tokens.offsets(folded)
+    tokens: list[tuple[int, str, bool]] = []
 
-    def token(j: int) -> tuple[int, str] | None:
+    def token(j: int) -> tuple[int, str, bool] | None:
         while len(tokens) <= j:
-            m = next(found, None)
-            if m is None:
+            t = next(found, None)
+            if t is None:
                 return None
-            tokens.append((m.start(), m.group()))
+            tokens.append(t)
         return tokens[j]
 
+    def original(start: int, end: int) -> tuple[int, int]:
+        return (start, end) if origin is None else _original(text, origin, start, end)
+
+    stems = _stem_matcher(text, wanted, languages)
     spans: list[tuple[int, int]] = []
     i = 0
     while token(i) is not None and (limit is None or len(spans) < limit):
         for t in wanted:
-            found_tokens = [token(i + j) for j in range(len(t.words))]
-            seq = [x for x in found_tokens if x is not None]
-            if len(seq) < len(found_tokens):
-                continue
-            words_ = [x[1] for x in seq]
-            if words_[:-1] != list(t.words[:-1]):
-                continue
-            last = words_[-1]
-            if last != t.words[-1] and (t.phrase or not last.startswith(t.words[-1])):
-                continue
-            start, end = seq[0][0], seq[-1][0] + len(t.words[-1])
-            spans.append((start, end) if origin is None else _original(text, origin, start, end))
-            break
+            span = _match_at(t, i, token, stems)
+            if span is not None:
+                spans.append(original(*span))
+                break
         i += 1
     return _merge(spans)
+
+
+def _match_at(
+    t: Term,
+    i: int,
+    token: Callable[[int], tuple[int, str, bool] | None],
+    stems: Callable[[Term, str], bool] | None,
+) -> tuple[int, int] | None:
+    """The folded span where term ``t`` matches from token ``i``, if it does."""
+    found_tokens = [token(i + j) for j in range(len(t.tokens))]
+    seq = [x for x in found_tokens if x is not None]
+    if len(seq) == len(found_tokens):
+        last = seq[-1][1]
+        if [x[1] for x in seq[:-1]] == list(t.tokens[:-1]) and (
+            last == t.tokens[-1] or (not t.phrase and last.startswith(t.tokens[-1]))
+        ):
+            return seq[0][0], seq[-1][0] + len(t.tokens[-1])
+    first = token(i)
+    if first is None:
+        return None
+    start, word, run_end = first
+    if t.extras and len(t.tokens) == 1 and len(t.tokens[0]) == 1 and run_end and word[-1:] == t.tokens[0]:
+        return start + len(word) - 1, start + len(word)  # one CJK character ending a run
+    if stems is not None and t.extras and stems(t, word):
+        return start, start + len(word)
+    return None
+
+
+def _stem_matcher(
+    text: str, terms: list[Term], languages: tuple[str, ...] | None
+) -> Callable[[Term, str], bool] | None:
+    """Whether a word of ``text`` has a term's stem in a language ``text`` is stemmed in, as indexing does (None
+    when no term has stems or the text is not stemmed)."""
+    if not any(t.extras and not search_tokens.has_cjk(t.tokens[0]) for t in terms):
+        return None
+    stemmed = search_tokens.stemming_languages(text, languages)
+    if not stemmed:
+        return None
+    cache: dict[str, list[str]] = {}
+
+    def matches(t: Term, word: str) -> bool:
+        tags = cache.get(word)
+        if tags is None:
+            tags = cache[word] = [tag for code in stemmed for tag in search_tokens.stems(code, [word])]
+        return any(tag in t.extras for tag in tags)
+
+    return matches
 
 
 def _original(text: str, origin: list[int], start: int, end: int) -> tuple[int, int]:
@@ -296,34 +423,61 @@ class IndexRow:
     #: Sort keys: base subject, first From name, first To name.
     keys: tuple[str, str, str]
     headers: dict[str, str]
-    #: The Postgres tsvector literal of ``text`` (None on SQLite, whose FTS triggers index the text).
+    #: The Postgres tsvector literal of the tokens of ``text`` (None on SQLite).
     vector: str | None
+    #: SQLite: the words stream and the extras of ``text``, and the header trigrams, space-separated (None on
+    #: Postgres).
+    terms: tuple[str, str, str] | None = None
 
 
-def index_row(raw: bytes, summary: Summary, text: str, dialect: str) -> IndexRow:
+def index_tokens(text: str, languages: tuple[str, ...] | None = None) -> search_tokens.Tokens:
+    """The index tokens of a body text, stemmed in ``languages`` (None: the detected one)."""
+    return search_tokens.tokenize(text, words(text), languages)
+
+
+def index_columns(
+    text: str, headers: dict[str, str], dialect: str, languages: tuple[str, ...] | None = None
+) -> tuple[str | None, tuple[str, str, str] | None]:
+    """(Postgres tsvector, SQLite terms) of a body text and the folded header rows, the one of ``dialect`` set."""
+    tokens = index_tokens(text, languages)
+    fields = search_tokens.trigrams(headers[name] for name in TEXT_FIELDS if name in headers)
+    if dialect == "postgres":
+        return tsvector_of(tokens.words, tokens.extras, fields), None
+    return None, (" ".join(tokens.words), " ".join(tokens.extras), " ".join(fields))
+
+
+def index_row(
+    raw: bytes, summary: Summary, text: str, dialect: str, languages: tuple[str, ...] | None = None
+) -> IndexRow:
     """The index rows of a new message (pure: parse and fold outside any transaction).
 
-    ``text`` is the body text (bounded by the caller).
+    ``text`` is the body text (bounded by the caller), stemmed in ``languages`` (None: the detected one).
     """
     keys = (
         summary.base_subject or "",
         _first_name(summary.addresses.get("from", [])),
         _first_name(summary.addresses.get("to", [])),
     )
-    return IndexRow(text, keys, header_rows(raw), tsvector(text) if dialect == "postgres" else None)
+    headers = header_rows(raw)
+    vector, terms = index_columns(text, headers, dialect, languages)
+    return IndexRow(text, keys, headers, vector, terms)
 
 
 def index_messages(tx: Transaction, account_id: str, rows: list[tuple[str, IndexRow]]) -> None:
     """Index new messages (inside the appending transaction): their search rows and header rows,
-    many per statement. SQLite's FTS triggers index the text; on Postgres the tsvector is written with the row.
+    many per statement. On SQLite the tokens go to ``message_search_terms`` under the rowid the insert
+    trigger gave; on Postgres the tsvector is written with the row.
     """
     headers = [(mid, name, value) for mid, row in rows for name, value in sorted(row.headers.items())]
     headers_head = "INSERT INTO message_headers (message_id, name, value)"
-    search_rows: list[tuple[str, ...]]
+    search_rows: list[tuple[object, ...]]
     if tx.dialect == "postgres":
-        head = "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, search_vector)"
-        one = "(?, ?, ?, ?, ?, ?, CAST(? AS tsvector))"
-        search_rows = [(mid, account_id, row.text, *row.keys, row.vector or "") for mid, row in rows]
+        head = (
+            "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, tokenizer, "
+            "search_vector)"
+        )
+        one = "(?, ?, ?, ?, ?, ?, ?, CAST(? AS tsvector))"
+        search_rows = [(mid, account_id, row.text, *row.keys, TOKENIZER, row.vector or "") for mid, row in rows]
         if headers and multirow.fits_one([*search_rows, *headers]):
             # One round trip for both (a data-modifying WITH): the usual case of a delivery.
             values = ", ".join([one] * len(search_rows))
@@ -333,8 +487,21 @@ def index_messages(tx: Transaction, account_id: str, rows: list[tuple[str, Index
             )
             return
     else:
-        head = "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key)"
+        head = "INSERT INTO message_search (message_id, account_id, text, subject_key, from_key, to_key, tokenizer)"
         one = ""
-        search_rows = [(mid, account_id, row.text, *row.keys) for mid, row in rows]
+        search_rows = [(mid, account_id, row.text, *row.keys, TOKENIZER) for mid, row in rows]
     multirow.insert(tx, head, search_rows, row=one)
+    if tx.dialect == "sqlite":
+        write_terms(tx, [(mid, row.terms or ("", "", "")) for mid, row in rows])
     multirow.insert(tx, headers_head, headers)
+
+
+def write_terms(tx: Transaction, rows: list[tuple[str, tuple[str, str, str]]]) -> None:
+    """SQLite: index (message id, (words, extras, fields)) in ``message_search_terms`` under the message's
+    search rowid."""
+    multirow.insert(
+        tx,
+        "INSERT INTO message_search_terms (rowid, words, extras, fields)",
+        [(mid, w, x, f) for mid, (w, x, f) in rows],
+        row="((SELECT id FROM message_search_rows WHERE message_id = ?), ?, ?, ?)",
+    )

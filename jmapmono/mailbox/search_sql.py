@@ -4,7 +4,9 @@ The JMAP layer turns an Email/query filter into these conditions; :func:`where` 
 into a predicate over ``messages m`` whose every leaf is exact (no Python post-filter), so the
 database does the filtering with its indexes: mailbox membership drives through
 ``message_mailboxes``, keywords and header rows are primary-key probes, body text goes through
-the full-text index (FTS5 on SQLite, tsvector/GIN on Postgres; see search.py).
+the full-text index (FTS5 on SQLite, tsvector/GIN on Postgres; see search.py), and a substring of the
+fields ``text`` searches is looked for only in the messages whose indexed trigrams of those fields
+include all of its own.
 """
 
 from __future__ import annotations
@@ -12,12 +14,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jmapmono.mailbox.search import MAX_WORD_BYTES, Term, fts5_query, like_pattern, tsquery
+from jmapmono.mailbox.search import (
+    FIELD_MARK,
+    MAX_WORD_BYTES,
+    TEXT_FIELDS,
+    Term,
+    fts5_query,
+    like_pattern,
+    terms_query,
+    tsquery,
+)
 
 SQL = tuple[str, list[object]]
 
-#: The header fields the ``text`` condition searches (RFC 8621 §4.4.1: MUST).
-TEXT_FIELDS = ("from", "to", "cc", "bcc", "subject")
 _TRUE: SQL = ("1 = 1", [])
 _FALSE: SQL = ("1 = 0", [])
 
@@ -165,15 +174,71 @@ def thread_keyword(mode: str, keyword: str) -> SQL:
     return f"NOT {missing}", [keyword]
 
 
-def _headers(names: Sequence[str], terms: Sequence[Term]) -> SQL:
-    """Some field among ``names`` contains every term (all in one field when several)."""
-    sql = "EXISTS (SELECT 1 FROM message_headers h WHERE h.message_id = m.id AND "
+def _like(names: Sequence[str], terms: Sequence[Term], message_id: str = "m.id") -> SQL:
+    """Some field among ``names`` of the message ``message_id`` contains every term (all in one field)."""
+    sql = f"EXISTS (SELECT 1 FROM message_headers h WHERE h.message_id = {message_id} AND "
     params: list[object] = list(names)
     sql += "h.name = ?" if len(names) == 1 else f"h.name IN ({', '.join('?' * len(names))})"
     for t in terms:
         sql += " AND h.value LIKE ? ESCAPE '\\'"
         params.append(like_pattern(t))
     return sql + ")", params
+
+
+def _headers(names: Sequence[str], terms: Sequence[Term], dialect: str) -> SQL:
+    """Some field among ``names`` contains every term (all in one field when several)."""
+    exact = _like(names, terms)
+    narrow = _trigrams(dialect, terms) if set(names) <= set(TEXT_FIELDS) else None
+    return exact if narrow is None else _join("AND", [narrow, exact], _TRUE)
+
+
+def _trigrams(dialect: str, terms: Sequence[Term]) -> SQL | None:
+    """The messages whose searched header fields hold every trigram of the terms (all that may contain them),
+    with those not reindexed yet (no trigrams kept); None when the terms have no trigram (too short)."""
+    grams = list(dict.fromkeys(g for t in terms for g in t.trigrams))
+    if not grams:
+        return None
+    if dialect == "postgres":  # one subquery, that Postgres joins (an OR of two would be rescanned)
+        return (
+            "m.id IN (SELECT s.message_id FROM message_search s "
+            "WHERE s.search_vector @@ CAST(? AS tsquery) OR s.tokenizer = 0)",
+            [_trigram_query(grams)],
+        )
+    words_only = "SELECT o.message_id FROM message_search o WHERE o.tokenizer = 0"
+    match = "fields : (" + " AND ".join(f'"{g}"' for g in grams) + ")"
+    return (
+        "(m.id IN (SELECT r.message_id FROM message_search_rows r WHERE r.id IN "
+        "(SELECT rowid FROM message_search_terms WHERE message_search_terms MATCH ?)) "
+        f"OR m.id IN ({words_only}))",
+        [match],
+    )
+
+
+def _trigram_query(grams: Sequence[str]) -> str:
+    return " & ".join(f"'{FIELD_MARK}{g}'" for g in grams)
+
+
+def _text_postgres(c: Text) -> SQL | None:
+    """Postgres: a text condition on the fields and the body as one EXISTS over the search row, which the
+    planner joins as it sees fit (walking the mail in order for common terms, the GIN index for rare ones;
+    ORed subqueries would each be a sequential scan): the rows whose tsvector has, for every term, its body
+    tokens or all of its header trigrams (or that are not reindexed yet), then the exact check of each term.
+    None when a term cannot be narrowed so (no word, a word never indexed, or shorter than a trigram)."""
+    narrow, exact = [], []
+    params: list[object] = []
+    for t in c.terms:
+        body = tsquery([t])
+        if body is None or not t.trigrams or any(len(w.encode()) > MAX_WORD_BYTES for w in t.words):
+            return None
+        narrow.append(f"({body} | {_trigram_query(t.trigrams)})")
+        like, like_params = _like(c.fields, [t], "s.message_id")
+        exact.append(f"(s.search_vector @@ CAST(? AS tsquery) OR {like})")
+        params += [body, *like_params]
+    sql = (
+        "EXISTS (SELECT 1 FROM message_search s WHERE s.message_id = m.id "
+        f"AND (s.search_vector @@ CAST(? AS tsquery) OR s.tokenizer = 0) AND {' AND '.join(exact)})"
+    )
+    return sql, [" & ".join(narrow), *params]
 
 
 def _body(dialect: str, terms: Sequence[Term]) -> SQL | None:
@@ -188,13 +253,17 @@ def _body(dialect: str, terms: Sequence[Term]) -> SQL | None:
             "m.id IN (SELECT s.message_id FROM message_search s WHERE s.search_vector @@ CAST(? AS tsquery))",
             [query],
         )
-    match = fts5_query(terms)
+    match, words_only = terms_query(terms), fts5_query(terms)
     if match is None:
         return None
+    # Rows indexed by words alone (before reindexing) are in message_search_fts, the others in _terms.
+    sources, params = ["SELECT rowid FROM message_search_terms WHERE message_search_terms MATCH ?"], [match]
+    if words_only is not None:
+        sources.append("SELECT rowid FROM message_search_fts WHERE message_search_fts MATCH ?")
+        params.append(words_only)
     return (
-        "m.id IN (SELECT r.message_id FROM message_search_rows r WHERE r.id IN "
-        "(SELECT rowid FROM message_search_fts WHERE message_search_fts MATCH ?))",
-        [match],
+        f"m.id IN (SELECT r.message_id FROM message_search_rows r WHERE r.id IN ({' UNION ALL '.join(sources)}))",
+        list(params),
     )
 
 
@@ -205,10 +274,14 @@ def _text(dialect: str, c: Text) -> SQL:
         body = _body(dialect, c.terms) if c.body else None
         return body or _TRUE
     if not c.body and len(c.fields) == 1:
-        return _headers(c.fields, c.terms)
+        return _headers(c.fields, c.terms, dialect)
+    if dialect == "postgres" and c.body and set(c.fields) <= set(TEXT_FIELDS):
+        joined = _text_postgres(c)
+        if joined is not None:
+            return joined
     parts = []
     for t in c.terms:  # each term may be found in any of the fields, or the body
-        options = [_headers(c.fields, [t])]
+        options = [_headers(c.fields, [t], dialect)]
         body = _body(dialect, [t]) if c.body else None
         if body is not None:
             options.append(body)
@@ -252,7 +325,7 @@ def where(c: Cond | None, dialect: str) -> SQL:
     if isinstance(c, Text):
         return _text(dialect, c)
     if isinstance(c, Header):
-        return _headers([c.name], c.terms)
+        return _headers([c.name], c.terms, dialect)
     raise TypeError(f"not a search condition: {c!r}")
 
 

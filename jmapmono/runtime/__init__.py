@@ -113,7 +113,7 @@ class Runtime:
         from jmapmono.mailbox.quota import Limits
 
         quota_defaults = Limits(self.config.quota_storage, self.config.quota_messages)
-        manager = MailboxManager(self.db, self.blobs, self.accounts, quota_defaults)
+        manager = MailboxManager(self.db, self.blobs, self.accounts, quota_defaults, self.config.search_languages)
         # Every delivery, whatever process makes it, may get the recipient's vacation reply (after commit).
         manager.on_delivered.append(lambda delivered, raw: self.vacation.on_delivered(delivered, raw))
         return manager

@@ -496,3 +496,36 @@ CREATE TABLE quota_limits (
 );
 INSERT INTO quota_usage (account_id, octets, messages)
 SELECT account_id, SUM(size), COUNT(*) FROM messages GROUP BY account_id;
+
+-- version: 7
+-- Search in the user's language (jmapmono/mailbox/search_tokens.py): the index is fed with tokens made in
+-- Python, the same on both backends (CJK runs as bigrams, language-tagged stems apart from the words).
+-- tokenizer: what made the row's index entries; 0, every row written before, is the words alone (SQLite:
+-- in message_search_fts as the triggers fed it). `jmapmono search reindex` brings rows to the current one;
+-- until then they are found as they were.
+ALTER TABLE message_search ADD COLUMN tokenizer INTEGER NOT NULL DEFAULT 0;
+
+-- Rows still to reindex: header searches read them all (their trigrams are not indexed).
+CREATE INDEX message_search_words_only ON message_search(message_id) WHERE tokenizer = 0;
+
+-- only: sqlite
+-- The tokens (space-separated; unicode61 only splits them): words, the positional stream; extras, the
+-- positionless set; fields, the trigrams of the From/To/Cc/Bcc/Subject values. Content is kept (SQLite
+-- before 3.43 cannot delete from a contentless table by rowid alone), so a row is removed by its rowid,
+-- that of message_search_rows.
+CREATE VIRTUAL TABLE message_search_terms USING fts5(words, extras, fields, tokenize='unicode61 remove_diacritics 2');
+
+-- only: sqlite
+DROP TRIGGER message_search_fts_insert;
+
+-- only: sqlite
+DROP TRIGGER message_search_fts_update;
+
+-- only: sqlite
+DROP TRIGGER message_search_fts_delete;
+
+-- only: sqlite
+CREATE TRIGGER message_search_rows_insert AFTER INSERT ON message_search BEGIN INSERT INTO message_search_rows (message_id) VALUES (new.message_id); END;
+
+-- only: sqlite
+CREATE TRIGGER message_search_rows_delete AFTER DELETE ON message_search BEGIN INSERT INTO message_search_fts (message_search_fts, rowid, text) SELECT 'delete', id, old.text FROM message_search_rows WHERE message_id = old.message_id AND old.tokenizer = 0; DELETE FROM message_search_terms WHERE rowid IN (SELECT id FROM message_search_rows WHERE message_id = old.message_id AND old.tokenizer > 0); DELETE FROM message_search_rows WHERE message_id = old.message_id; END;

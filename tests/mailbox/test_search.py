@@ -46,7 +46,8 @@ def test_search_input_syntax():
     assert search.like_pattern(Term("50%_off\\", (), False)) == "%50\\%\\_off\\\\%"
     terms = parse_terms('foo "bar baz"')
     assert search.fts5_query(terms) == '"foo" * AND "bar baz"'
-    assert search.tsquery(terms) == "('foo':*) & ('bar' <-> 'baz')"
+    assert search.terms_query(terms) == '(words : "foo" * OR extras : ("hufo" OR "srfo")) AND (words : "bar baz")'
+    assert search.tsquery(terms) == "(('foo':*) | '~hufo' | '~srfo') & ('bar' <-> 'baz')"
     assert search.fts5_query(parse_terms("!!!")) is None
 
 
@@ -135,7 +136,7 @@ def test_the_index_follows_deletes(box, services):
         assert tx.value("SELECT COUNT(*) AS n FROM message_headers WHERE message_id = ?", (gone,)) == 0
         if tx.dialect == "sqlite":
             assert tx.value("SELECT COUNT(*) AS n FROM message_search_rows") == 1
-            hits = tx.query("SELECT rowid FROM message_search_fts WHERE message_search_fts MATCH 'zebra'")
+            hits = tx.query("SELECT rowid FROM message_search_terms WHERE message_search_terms MATCH 'zebra'")
             assert len(hits) == 1
 
 
@@ -146,7 +147,7 @@ def test_deleting_an_account_empties_its_index(box, services):
         assert tx.value("SELECT COUNT(*) AS n FROM message_headers") == 0
         assert tx.value("SELECT COUNT(*) AS n FROM message_search") == 0
         if tx.dialect == "sqlite":
-            assert tx.query("SELECT rowid FROM message_search_fts WHERE message_search_fts MATCH 'unicorn'") == []
+            assert tx.query("SELECT rowid FROM message_search_terms WHERE message_search_terms MATCH 'unicorn'") == []
 
 
 def test_search_is_per_account(box, bob, services):

@@ -107,3 +107,21 @@ class Box:
 
     def error(self, method: str = "Email/query", **args) -> str:
         return self.client.error(method, args)["type"]
+
+
+def index_the_old_way(db, message_id: str) -> None:
+    """Make a message's index row as releases before the tokenizer wrote it: the words alone, tokenizer 0."""
+    from jmapmono.mailbox.search import tsvector
+
+    with db.transaction() as tx:
+        text = tx.value("SELECT text FROM message_search WHERE message_id = ?", (message_id,))
+        if tx.dialect == "postgres":
+            tx.execute(
+                "UPDATE message_search SET search_vector = CAST(? AS tsvector), tokenizer = 0 WHERE message_id = ?",
+                (tsvector(text), message_id),
+            )
+            return
+        rowid = tx.value("SELECT id FROM message_search_rows WHERE message_id = ?", (message_id,))
+        tx.execute("DELETE FROM message_search_terms WHERE rowid = ?", (rowid,))
+        tx.execute("INSERT INTO message_search_fts (rowid, text) VALUES (?, ?)", (rowid, text))
+        tx.execute("UPDATE message_search SET tokenizer = 0 WHERE message_id = ?", (message_id,))
