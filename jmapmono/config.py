@@ -135,6 +135,13 @@ class Config:
     #: number of messages; None: unlimited.
     quota_storage: int | None = None
     quota_messages: int | None = None
+    #: Sieve filters (RFC 9661, jmapmono/mailbox/sieve/): the largest script (octets), scripts per account,
+    #: commands and tests in one script, and redirects one delivery may make (each also ends a loop: a
+    #: message already redirected by its recipient is kept, not redirected again).
+    sieve_max_script_size: int = 65_536
+    sieve_max_scripts: int = 16
+    sieve_max_rules: int = 2_000
+    sieve_max_redirects: int = 4
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -402,5 +409,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         max_html_part_bytes=_int(env, "JMAPMONO_MAX_HTML_PART_BYTES", 2_000_000, 1024),
         quota_storage=_quota(env, "JMAPMONO_QUOTA_STORAGE", sizes=True),
         quota_messages=_quota(env, "JMAPMONO_QUOTA_MESSAGES", sizes=False),
+        sieve_max_script_size=_int(env, "JMAPMONO_SIEVE_MAX_SCRIPT_SIZE", 65_536, 64),
+        sieve_max_scripts=_int(env, "JMAPMONO_SIEVE_MAX_SCRIPTS", 16, 1),
+        sieve_max_rules=_int(env, "JMAPMONO_SIEVE_MAX_RULES", 2_000, 1),
+        sieve_max_redirects=_int(env, "JMAPMONO_SIEVE_MAX_REDIRECTS", 4, 0),
         limits=limits,
     )

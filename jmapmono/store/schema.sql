@@ -496,3 +496,30 @@ CREATE TABLE quota_limits (
 );
 INSERT INTO quota_usage (account_id, octets, messages)
 SELECT account_id, SUM(size), COUNT(*) FROM messages GROUP BY account_id;
+
+-- version: 7
+-- (no statements)
+
+-- version: 8
+-- Sieve scripts (RFC 9661; jmapmono/mailbox/sieve/scripts.py): the content is a blob the account holds
+-- (reference "sieve:<id>"), beside its compiled form (JSON, made once when the content is set); at most one
+-- active script per account. The replies of the scripts' vacation actions (RFC 5230 §4.2), one per sender
+-- per handle within :days, apart from the VacationResponse's own.
+CREATE TABLE sieve_scripts (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    blob_id TEXT NOT NULL,
+    is_active INTEGER NOT NULL DEFAULT 0,
+    compiled TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX sieve_scripts_name ON sieve_scripts (account_id, name);
+CREATE UNIQUE INDEX sieve_scripts_active ON sieve_scripts (account_id) WHERE is_active = 1;
+CREATE TABLE sieve_vacation_replies (
+    account_id TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    replied_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, handle, sender)
+);
