@@ -141,6 +141,13 @@ class Config:
     #: model is loaded once per indexing process, ~95 MB); a tuple of codes of :data:`STEMMERS` stems every
     #: body in those languages, without detection; () stems nothing.
     search_languages: tuple[str, ...] | None = None
+    #: Sieve filters (RFC 9661, jmapmono/mailbox/sieve/): the largest script (octets), scripts per account,
+    #: commands and tests in one script, and redirects one delivery may make (each also ends a loop: a
+    #: message already redirected by its recipient is kept, not redirected again).
+    sieve_max_script_size: int = 65_536
+    sieve_max_scripts: int = 16
+    sieve_max_rules: int = 2_000
+    sieve_max_redirects: int = 4
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -459,5 +466,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         quota_storage=_quota(env, "JMAPMONO_QUOTA_STORAGE", sizes=True),
         quota_messages=_quota(env, "JMAPMONO_QUOTA_MESSAGES", sizes=False),
         search_languages=_search_languages(env, "JMAPMONO_SEARCH_LANGUAGES"),
+        sieve_max_script_size=_int(env, "JMAPMONO_SIEVE_MAX_SCRIPT_SIZE", 65_536, 64),
+        sieve_max_scripts=_int(env, "JMAPMONO_SIEVE_MAX_SCRIPTS", 16, 1),
+        sieve_max_rules=_int(env, "JMAPMONO_SIEVE_MAX_RULES", 2_000, 1),
+        sieve_max_redirects=_int(env, "JMAPMONO_SIEVE_MAX_REDIRECTS", 4, 0),
         limits=limits,
     )

@@ -12,6 +12,8 @@ the MTA that pipes a message into it:
 - 67 (EX_NOUSER): no such user.
 - 73 (EX_CANTCREAT): the recipient is over quota (storage or messages): a permanent error
   (the MTA bounces it, as LMTP's ``552 5.2.2``); nothing was stored.
+- 77 (EX_NOPERM): the recipient's Sieve script rejected the message (reject/ereject, RFC 5429); the
+  reason is printed, a permanent error (the MTA bounces it, as LMTP's ``550 5.7.1``); nothing was stored.
 - 75 (EX_TEMPFAIL): the database is unavailable (or any unexpected failure): the
   MTA keeps the message and retries.
 - 64 (EX_USAGE): bad command line. A bad configuration (environment, env file) is 75 too, not
@@ -41,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "deliver",
         help="deliver one message from standard input (local delivery agent for an MTA)",
         description="Deliver the message on standard input to EMAIL. Exit codes (sendmail): 0 delivered, "
-        "65 empty or over JMAPMONO_MAX_MESSAGE_SIZE, 67 no such user, 75 temporary failure (try again), "
+        "65 empty or over JMAPMONO_MAX_MESSAGE_SIZE, 67 no such user, 73 over quota, 77 rejected by the "
+        "recipient's Sieve script, 75 temporary failure (try again), "
         "64 usage; a bad configuration is 75 too (the MTA keeps the mail). "
         "Input with LF line endings only is stored with CRLF.",
     )
@@ -84,8 +87,9 @@ def _networks_arg(value: str) -> tuple[IPNetwork, ...]:
 
 def _deliver(args: argparse.Namespace) -> int:
     from jmapmono.accounts.users import AccountError
-    from jmapmono.exits import EX_CANTCREAT, EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
-    from jmapmono.intake.deliver import read_message, to_crlf
+    from jmapmono.exits import EX_CANTCREAT, EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_OK, EX_TEMPFAIL, CommandError
+    from jmapmono.intake.deliver import read_message, reply_text, to_crlf
+    from jmapmono.mailbox.manager import SieveRejected
     from jmapmono.mailbox.quota import OverQuota
     from jmapmono.runtime import Runtime
     from jmapmono.store import StoreError
@@ -113,6 +117,9 @@ def _deliver(args: argparse.Namespace) -> int:
     except OverQuota as e:
         log.info(kv(event="deliver", rcpt=args.to, size=len(raw), result="over_quota"))
         raise CommandError(f"mailbox full: {e}", EX_CANTCREAT) from None
+    except SieveRejected as e:
+        log.info(kv(event="deliver", rcpt=args.to, size=len(raw), result="rejected"))
+        raise CommandError(f"rejected: {reply_text(e.description)}", EX_NOPERM) from None
     except StoreError as e:
         raise CommandError(f"database unavailable, try again later: {e}", EX_TEMPFAIL) from None
     except Exception as e:  # never a traceback to the MTA, never a bounce for our own failure

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import BinaryIO
 
 _READ_CHUNK = 1 << 16
+#: Longest reject reason quoted in a reply (characters).
+MAX_REASON = 200
 
 
 def read_message(stream: BinaryIO, limit: int) -> bytes | None:
@@ -27,3 +29,11 @@ def to_crlf(raw: bytes) -> bytes:
     if b"\r\n" in raw or b"\n" not in raw:
         return raw
     return raw.replace(b"\n", b"\r\n")
+
+
+def reply_text(reason: str) -> str:
+    """A Sieve reject reason as one line of printable ASCII, for an LMTP reply or the ``deliver`` message
+    (RFC 5429 §2.1.1: the refusal in the protocol's own terms)."""
+    text = " ".join(reason.split())
+    text = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:MAX_REASON]
+    return text or "rejected by the recipient's filter"

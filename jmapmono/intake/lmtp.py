@@ -16,8 +16,10 @@ The reply contract with the MTA:
   once that recipient's copy is durably stored (``250 2.0.0``), or ``451 4.3.0``
   (database unavailable: the MTA keeps the message and retries), ``550 5.1.1``
   (the user was deleted meanwhile), ``552 5.2.2`` (that recipient is over
-  quota; the others are still delivered), ``552 5.3.4`` (message over the limit:
-  the excess is read and discarded, never buffered) or ``554 5.6.0`` (empty).
+  quota; the others are still delivered), ``550 5.7.1`` with the reason (that
+  recipient's Sieve script rejected it: reject/ereject, RFC 5429 §2.1: the MTA
+  bounces it), ``552 5.3.4`` (message over the limit: the excess is read and
+  discarded, never buffered) or ``554 5.6.0`` (empty).
 
 Who may connect: LMTP has no authentication, and what it stores is trusted
 (the ``Return-Path`` it writes is where vacation replies go), so a client whose
@@ -55,7 +57,9 @@ from aiosmtpd.smtp import Envelope, Session
 from jmapmono import metrics
 from jmapmono.accounts.users import AccountError
 from jmapmono.config import Config, IPNetwork
+from jmapmono.intake.deliver import reply_text
 from jmapmono.log import kv
+from jmapmono.mailbox.manager import SieveRejected
 from jmapmono.mailbox.quota import OverQuota
 from jmapmono.store import StoreError
 
@@ -235,6 +239,9 @@ class DeliveryHandler:
         except OverQuota as e:
             error = str(e)
             reply = f"552 5.2.2 <{rcpt}> mailbox full: {e}"
+        except SieveRejected as e:
+            error = "rejected by the recipient's filter"
+            reply = f"550 5.7.1 <{rcpt}> {reply_text(e.description)}"
         except StoreError as e:
             error = str(e)
             reply = f"451 4.3.0 <{rcpt}> mailbox database unavailable, try again later"

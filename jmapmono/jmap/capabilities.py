@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jmapmono.jmap.registry import MAIL, QUOTA, SUBMISSION, VACATION, capability
+from jmapmono.jmap.registry import MAIL, QUOTA, SIEVE, SUBMISSION, VACATION, capability
+from jmapmono.mailbox.sieve.compile import EXTENSIONS as SIEVE_EXTENSIONS
 
 if TYPE_CHECKING:
     from jmapmono.jmap.context import JmapServices
@@ -44,6 +45,21 @@ def _submission_account(services: JmapServices, account_id: str) -> dict[str, An
     return {"maxDelayedSend": 0, "submissionExtensions": {}}
 
 
+def _sieve_account(services: JmapServices, account_id: str) -> dict[str, Any]:
+    """RFC 9661 §1.2.1: the limits of the account's scripts and what they may use."""
+    limits = services.mailboxes.sieve.limits
+    return {
+        "maxSizeScriptName": limits.max_name_size,
+        "maxSizeScript": limits.max_script_size,
+        "maxNumberScripts": limits.max_scripts,
+        "maxNumberRedirects": limits.max_redirects,
+        "sieveExtensions": list(SIEVE_EXTENSIONS),
+        "notificationMethods": None,
+        "externalLists": None,
+        "implementation": "jmapmono",
+    }
+
+
 def _empty_session(services: JmapServices) -> dict[str, Any]:
     return {}
 
@@ -56,3 +72,4 @@ capability(MAIL, _empty_session, _mail_account)
 capability(SUBMISSION, _empty_session, _submission_account)
 capability(VACATION, _empty_session, _empty_account)
 capability(QUOTA, _empty_session, _empty_account)
+capability(SIEVE, _empty_session, _sieve_account)

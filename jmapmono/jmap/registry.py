@@ -23,6 +23,7 @@ MAIL = "urn:ietf:params:jmap:mail"
 SUBMISSION = "urn:ietf:params:jmap:submission"
 VACATION = "urn:ietf:params:jmap:vacationresponse"
 QUOTA = "urn:ietf:params:jmap:quota"
+SIEVE = "urn:ietf:params:jmap:sieve"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
 
 

@@ -36,6 +36,10 @@ from jmapmono.mailbox.model import (
 )
 from jmapmono.mailbox.mutation import Mutation
 from jmapmono.mailbox.reads import Reads
+from jmapmono.mailbox.sieve import filing
+from jmapmono.mailbox.sieve.run import Message, Outcome, SieveRuntimeError, Target, failed
+from jmapmono.mailbox.sieve.scripts import Limits as SieveLimits
+from jmapmono.mailbox.sieve.scripts import SieveScripts
 from jmapmono.store import Database, Transaction
 
 log = logging.getLogger(__name__)
@@ -44,10 +48,26 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Delivered:
     account_id: str
+    #: Empty when the recipient's filter stored nothing (discard, or redirect alone).
     message_id: str
     blob_id: str
     thread_id: str = ""
     mailbox_id: str = ""
+    #: The recipient address the message was delivered for.
+    recipient: str = ""
+    #: The vacation action of the recipient's filter (RFC 5230 §4), when it ran: its reply replaces the
+    #: VacationResponse's for this message.
+    vacation: dict | None = None
+
+
+class SieveRejected(MailboxError):
+    """The recipient's filter refused the message (reject/ereject, RFC 5429): nothing was stored."""
+
+    set_error = "forbidden"
+
+
+#: Sends a filter's redirects: (account id, recipient, raw, addresses) -> the addresses NOT sent.
+Redirector = Callable[[str, str, bytes, list[str]], list[str]]
 
 
 def summarize(raw: bytes) -> msgs.Summary:
@@ -99,10 +119,16 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
         accounts: Accounts,
         quota_defaults: quota.Limits | None = None,
         search_languages: tuple[str, ...] | None = None,
+        sieve_limits: SieveLimits | None = None,
     ) -> None:
         self.db = db
         self.blobs = blobs
         self.accounts = accounts
+        #: The accounts' Sieve scripts; the active one runs in :meth:`deliver` before the message is stored.
+        self.sieve = SieveScripts(db, blobs, sieve_limits)
+        #: Sends the redirects of a filter (the sending layer, wired by the runtime); None: redirects fail and
+        #: the message is kept.
+        self.redirector: Redirector | None = None
         #: The limits of an account without its own (configuration).
         self.quota_defaults = quota_defaults or quota.Limits()
         #: The languages new mail is stemmed in for search (None: each body's detected one; configuration).
@@ -114,14 +140,27 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
     # -- delivery -----------------------------------------------------------------------------------------------
 
     def deliver(self, recipient: str, raw: bytes, mailbox_name: str | None = None) -> Delivered:
-        """Deliver ``raw`` to ``recipient``'s mailbox named ``mailbox_name`` (case-insensitive), else the Inbox.
+        """Deliver ``raw`` to ``recipient``: where the recipient's active Sieve script files it, else the mailbox
+        named ``mailbox_name`` (case-insensitive), else the Inbox.
 
-        Durable when this returns; the bytes are kept exactly. Raises UnknownUser, or OverQuota (nothing stored).
+        Durable when this returns; the bytes are kept exactly. Raises UnknownUser, OverQuota or SieveRejected
+        (nothing stored). A script that fails keeps the message in the Inbox (logged).
         """
         started = time.monotonic()
         user = self.accounts.get(recipient)
         if user is None:
             raise UnknownUser(f"no such user: {recipient}")
+        outcome = self._filter(user, recipient, raw)
+        if outcome is not None and outcome.redirects:
+            self._redirect(user, recipient, raw, outcome)
+        vacation = outcome.vacation if outcome is not None else None
+        if outcome is not None and outcome.discarded:
+            log.info(
+                kv(event="sieve_discarded", account=user.account_id, size=len(raw), redirects=len(outcome.redirects))
+            )
+            delivered = Delivered(user.account_id, "", "", recipient=recipient, vacation=vacation)
+            self._after_delivery(delivered, raw)
+            return delivered
         prepared = msgs.prepare(raw, summarize(raw), self.db.dialect, self.search_languages)
         with self.db.transaction() as tx:
             m = Mutation(tx, user.account_id, self.quota_defaults)
@@ -132,28 +171,88 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
             m.quota_limits = account.limits
             self._ensure_defaults(tx, m, user)
             target = self._mailbox_for_delivery(tx, user.account_id, mailbox_name)
-            entry = msgs.NewEntry(prepared, {target}, frozenset(), now_ms())
+            mailboxes, keywords = {target}, frozenset[str]()
+            if outcome is not None:
+                mailboxes, keywords, problems = filing.resolve(tx, m, user.id, outcome.targets, target)
+                for problem in problems:
+                    log.warning(kv(event="sieve_failed", account=user.account_id, error=problem, kept="inbox"))
+            entry = msgs.NewEntry(prepared, mailboxes, keywords, now_ms())
             (appended,) = msgs.append_all(tx, m, self.blobs, [entry], delivery=True)
             event = Added(account_id=user.account_id, delivery=True)
-            self._describe_added(event, [(appended, {target}, frozenset())])
+            self._describe_added(event, [(appended, mailboxes, keywords)])
             m.finish(event)
         log.info(
             kv(
                 event="delivered",
                 account=user.account_id,
                 message=appended.id,
-                mailbox=target,
+                mailbox=",".join(sorted(mailboxes)),
                 size=len(raw),
                 ms=round((time.monotonic() - started) * 1000, 1),
             )
         )
-        delivered = Delivered(user.account_id, appended.id, appended.blob_id, appended.thread_id, target)
+        delivered = Delivered(
+            user.account_id,
+            appended.id,
+            appended.blob_id,
+            appended.thread_id,
+            target if target in mailboxes else min(mailboxes),
+            recipient,
+            vacation,
+        )
+        self._after_delivery(delivered, raw)
+        return delivered
+
+    def _after_delivery(self, delivered: Delivered, raw: bytes) -> None:
         for hook in self.on_delivered:
             try:
                 hook(delivered, raw)
             except Exception as e:  # the mail is stored: a reaction to it failing must not undo that
-                log.warning(kv(event="delivery_hook_failed", account=user.account_id, message=appended.id, error=e))
-        return delivered
+                log.warning(
+                    kv(
+                        event="delivery_hook_failed",
+                        account=delivered.account_id,
+                        message=delivered.message_id,
+                        error=e,
+                    )
+                )
+
+    def _filter(self, user: User, recipient: str, raw: bytes) -> Outcome | None:
+        """The outcome of the recipient's active script; None without one. Raises SieveRejected."""
+        started = time.monotonic()
+        script_id = None
+        try:
+            active = self.sieve.active(user.account_id)
+            if active is None:
+                return None
+            script_id, program = active
+            outcome = program.run(Message(raw, recipient), self.sieve.limits.max_redirects)
+        except SieveRuntimeError as e:
+            outcome = failed(str(e))
+        except Exception as e:  # a bug or a broken stored form must not lose mail: keep it in the Inbox
+            log.exception(kv(event="sieve_crashed", account=user.account_id, script=script_id, error=type(e).__name__))
+            outcome = failed(f"{type(e).__name__}: {e}")
+        if outcome.error is not None:
+            log.warning(kv(event="sieve_failed", account=user.account_id, script=script_id, error=outcome.error))
+        if log.isEnabledFor(logging.DEBUG):
+            ms = round((time.monotonic() - started) * 1000, 2)
+            log.debug(kv(event="sieve_ran", account=user.account_id, script=script_id, ms=ms))
+        if outcome.reject is not None:
+            log.info(kv(event="sieve_rejected", account=user.account_id, script=script_id, size=len(raw)))
+            raise SieveRejected(outcome.reject)
+        return outcome
+
+    def _redirect(self, user: User, recipient: str, raw: bytes, outcome: Outcome) -> None:
+        """Send the redirects; any not sent keeps the message in the Inbox (nothing is lost)."""
+        unsent = list(outcome.redirects)
+        if self.redirector is not None:
+            try:
+                unsent = self.redirector(user.account_id, recipient, raw, list(outcome.redirects))
+            except Exception as e:
+                log.warning(kv(event="sieve_redirect_failed", account=user.account_id, error=repr(e)))
+        if unsent and not any(t.mailbox is None for t in outcome.targets):
+            outcome.targets.append(Target(None, frozenset()))
+            log.warning(kv(event="sieve_redirect_kept", account=user.account_id, unsent=len(unsent), kept="inbox"))
 
     @staticmethod
     def _describe_added(event: Added, items: list) -> None:
@@ -389,6 +488,7 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
             tx.execute(f"DELETE FROM {table} WHERE mailbox_id IN ({mb})", (account_id,))
         tx.execute("UPDATE mailboxes SET parent_id = NULL WHERE account_id = ?", (account_id,))
         tables = ("mailboxes", "thread_keys", "change_log", "change_states", "account_changes")
-        for table in (*tables, "quota_usage", "quota_limits"):
+        for table in (*tables, "quota_usage", "quota_limits", "sieve_scripts", "sieve_vacation_replies"):
             tx.execute(f"DELETE FROM {table} WHERE account_id = ?", (account_id,))
+        tx.execute("DELETE FROM blob_refs WHERE account_id = ? AND ref LIKE 'sieve:%'", (account_id,))
         log.info(kv(event="account_mail_removed", account=account_id))

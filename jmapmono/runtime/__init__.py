@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from jmapmono.push.ws_session import Hub
     from jmapmono.runtime.event_flow import EventFlow
     from jmapmono.runtime.housekeeping import Housekeeping
+    from jmapmono.sending.sieve_actions import SieveActions
     from jmapmono.sending.smarthost import SmtpRelay
     from jmapmono.sending.submissions import Submissions
     from jmapmono.sending.vacation import Vacation
@@ -111,11 +112,20 @@ class Runtime:
     def mailboxes(self) -> MailboxManager:
         from jmapmono.mailbox.manager import MailboxManager
         from jmapmono.mailbox.quota import Limits
+        from jmapmono.mailbox.sieve.scripts import Limits as SieveLimits
 
-        quota_defaults = Limits(self.config.quota_storage, self.config.quota_messages)
-        manager = MailboxManager(self.db, self.blobs, self.accounts, quota_defaults, self.config.search_languages)
-        # Every delivery, whatever process makes it, may get the recipient's vacation reply (after commit).
+        c = self.config
+        quota_defaults = Limits(c.quota_storage, c.quota_messages)
+        sieve_limits = SieveLimits(
+            c.sieve_max_script_size, c.sieve_max_scripts, c.sieve_max_rules, c.sieve_max_redirects
+        )
+        manager = MailboxManager(self.db, self.blobs, self.accounts, quota_defaults, c.search_languages, sieve_limits)
+        # Every delivery, whatever process makes it, may get the recipient's vacation reply (after commit): the
+        # VacationResponse's, or that of the recipient's Sieve script, which replaces it for that message.
         manager.on_delivered.append(lambda delivered, raw: self.vacation.on_delivered(delivered, raw))
+        manager.on_delivered.append(lambda delivered, raw: self.sieve_actions.on_delivered(delivered, raw))
+        # A script's redirects go out through the SMTP relay (or to a local user) before the message is stored.
+        manager.redirector = lambda account, rcpt, raw, to: self.sieve_actions.redirect(account, rcpt, raw, to)
         return manager
 
     @cached_property
@@ -124,6 +134,13 @@ class Runtime:
         from jmapmono.mailbox.parsed_cache import ParsedMessages
 
         return ParsedMessages(self.config.parsed_cache_mb * 1024 * 1024)
+
+    @cached_property
+    def sieve_actions(self) -> SieveActions:
+        """Carries out what a Sieve script decided beyond filing: redirects and vacation replies."""
+        from jmapmono.sending.sieve_actions import SieveActions
+
+        return SieveActions(self.db, self.config, self.accounts, self.mailboxes, self.smtp_relay)
 
     @cached_property
     def smtp_relay(self) -> SmtpRelay:
@@ -290,9 +307,10 @@ class Runtime:
             self.housekeeping.stop()
         if self.flow is not None:
             self.flow.stop()
-        vacation = self.__dict__.get("vacation")
-        if vacation is not None:
-            vacation.wait_idle()  # replies still being sent need the database
+        for name in ("vacation", "sieve_actions"):
+            replies = self.__dict__.get(name)
+            if replies is not None:
+                replies.wait_idle()  # replies still being sent need the database
         for name in ("jmap_bus", "mailbox_bus"):  # only those that were created
             bus = self.__dict__.get(name)
             if bus is not None:

@@ -274,7 +274,10 @@ class Vacation:
 
     def on_delivered(self, delivered: Delivered, raw: bytes) -> None:
         """``MailboxManager.deliver`` hook (after commit): answer in the background when a response is enabled
-        (one primary-key read here; nothing else in the delivery path)."""
+        (one primary-key read here; nothing else in the delivery path). Not for a message the recipient's filter
+        did not store, nor one its vacation action answers."""
+        if not delivered.message_id or delivered.vacation is not None:
+            return
         with self.db.read() as tx:
             enabled = tx.value(
                 "SELECT is_enabled FROM vacation_responses WHERE account_id = ?", (delivered.account_id,)

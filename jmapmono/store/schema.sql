@@ -529,3 +529,26 @@ CREATE TRIGGER message_search_rows_insert AFTER INSERT ON message_search BEGIN I
 
 -- only: sqlite
 CREATE TRIGGER message_search_rows_delete AFTER DELETE ON message_search BEGIN INSERT INTO message_search_fts (message_search_fts, rowid, text) SELECT 'delete', id, old.text FROM message_search_rows WHERE message_id = old.message_id AND old.tokenizer = 0; DELETE FROM message_search_terms WHERE rowid IN (SELECT id FROM message_search_rows WHERE message_id = old.message_id AND old.tokenizer > 0); DELETE FROM message_search_rows WHERE message_id = old.message_id; END;
+-- version: 8
+-- Sieve scripts (RFC 9661; jmapmono/mailbox/sieve/scripts.py): the content is a blob the account holds
+-- (reference "sieve:<id>"), beside its compiled form (JSON, made once when the content is set); at most one
+-- active script per account. The replies of the scripts' vacation actions (RFC 5230 §4.2), one per sender
+-- per handle within :days, apart from the VacationResponse's own.
+CREATE TABLE sieve_scripts (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    blob_id TEXT NOT NULL,
+    is_active INTEGER NOT NULL DEFAULT 0,
+    compiled TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX sieve_scripts_name ON sieve_scripts (account_id, name);
+CREATE UNIQUE INDEX sieve_scripts_active ON sieve_scripts (account_id) WHERE is_active = 1;
+CREATE TABLE sieve_vacation_replies (
+    account_id TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    replied_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, handle, sender)
+);

@@ -167,3 +167,17 @@ def test_over_quota_exit_73_and_nothing_stored(services, config):
     assert b"mailbox full" in result.stderr and b"result=over_quota" in result.stderr
     assert_clean(result)
     assert stored(services, "alice@example.org") == [MESSAGE]
+
+
+def test_rejected_by_the_sieve_script_exit_77_and_nothing_stored(services, config):
+    """RFC 5429 §2.1: a reject refuses the message in the delivery protocol: for ``deliver``, exit 77
+    (EX_NOPERM, a permanent failure the MTA bounces) with the reason; nothing is stored."""
+    from tests.support.sieve import activate
+
+    services.accounts.create_user("alice@example.org")
+    activate(services, "alice@example.org", 'require "reject";\r\nreject "I do not want this";\r\n')
+    result = run_deliver(config.database_url, ["--to", "alice@example.org"], MESSAGE)
+    assert result.returncode == 77
+    assert b"I do not want this" in result.stderr and b"result=rejected" in result.stderr
+    assert_clean(result)
+    assert stored(services, "alice@example.org") == []

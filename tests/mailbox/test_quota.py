@@ -7,7 +7,7 @@ import pytest
 
 from jmapmono.mailbox import quota
 from jmapmono.mailbox.model import NewMessage
-from jmapmono.store.migrations import migrate
+from jmapmono.store.migrations import load_migrations, migrate
 
 
 def raw(subject: str, body: str = "body") -> bytes:
@@ -59,7 +59,7 @@ def test_the_migration_counts_what_accounts_already_hold(services, alice):
         tx.execute("DROP TABLE quota_usage")
         tx.execute("DROP TABLE quota_limits")
         tx.execute("DELETE FROM schema_migrations WHERE version = 6")
-    assert migrate(db, target=6) == 6
+    assert migrate(db) == load_migrations(db.dialect)[-1].version  # the later versions stay applied
     kept, counted = kept_and_counted(services, alice.account_id)
     assert kept == counted and counted.messages == 3
 

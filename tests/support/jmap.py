@@ -12,7 +12,8 @@ SUBMISSION = "urn:ietf:params:jmap:submission"
 VACATION = "urn:ietf:params:jmap:vacationresponse"
 MDN = "urn:ietf:params:jmap:mdn"
 QUOTA = "urn:ietf:params:jmap:quota"
-ALL = [CORE, MAIL, SUBMISSION, VACATION, MDN, QUOTA]
+SIEVE = "urn:ietf:params:jmap:sieve"
+ALL = [CORE, MAIL, SUBMISSION, VACATION, MDN, QUOTA, SIEVE]
 PASSWORD = "correct horse battery"
 
 
