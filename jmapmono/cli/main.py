@@ -22,9 +22,9 @@ from jmapmono.store import StoreError
 
 
 def _command_modules() -> list:
-    from jmapmono.cli import backup, events, mail, serve, users, vapid
+    from jmapmono.cli import backup, events, mail, serve, shares, users, vapid
 
-    return [serve, users, mail, events, backup, vapid]
+    return [serve, users, shares, mail, events, backup, vapid]
 
 
 class _Parser(argparse.ArgumentParser):

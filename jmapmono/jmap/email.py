@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.email_props import (
     DEFAULT_GET_PROPERTIES,
     FETCH_ARGUMENTS,
@@ -58,6 +60,13 @@ def email_get(inv: Invocation) -> dict[str, Any]:
                 raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) emails")
         else:
             found, state = mailboxes.get_messages(inv.account_id, ids)
+        shared = sharing.view(inv)
+        if shared is not None:  # a sharee: only emails in a readable shared mailbox, only shared mailboxIds
+            found = {
+                i: replace(meta, mailbox_ids=shared.shown_mailboxes(meta.mailbox_ids))
+                for i, meta in found.items()
+                if shared.sees(meta)
+            }
         to_parse = [meta for meta in found.values() if fetch.needs_message_for(meta)]
         raw = inv.services.blobs.read_stored(inv.account_id, [meta.blob_id for meta in to_parse]) if to_parse else {}
     records: dict[str, dict[str, Any]] = {}
@@ -99,7 +108,7 @@ def email_changes(inv: Invocation) -> dict[str, Any]:
         changes = inv.services.changes.changes_since(inv.account_id, "Email", req.since_state, req.max_changes)
     except CannotCalculateChanges as e:
         raise MethodError("cannotCalculateChanges", str(e)) from None
-    return changes_response(
+    response = changes_response(
         inv.account_id,
         changes.old_state,
         changes.new_state,
@@ -108,3 +117,9 @@ def email_changes(inv: Invocation) -> dict[str, Any]:
         changes.updated,
         changes.destroyed,
     )
+    shared = sharing.view(inv)
+    if shared is not None:
+        changed = [*response["created"], *response["updated"]]
+        visible = inv.services.mailboxes.visible_messages(inv.account_id, changed, shared.readable)
+        response = sharing.filter_changes(response, visible)
+    return response

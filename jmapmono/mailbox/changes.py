@@ -37,6 +37,7 @@ TYPES = (
     "EmailSubmission",
     "VacationResponse",
     "Quota",
+    "ShareNotification",
 )
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _BATCH = 500

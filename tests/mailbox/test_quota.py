@@ -59,7 +59,7 @@ def test_the_migration_counts_what_accounts_already_hold(services, alice):
         tx.execute("DROP TABLE quota_usage")
         tx.execute("DROP TABLE quota_limits")
         tx.execute("DELETE FROM schema_migrations WHERE version = 6")
-    assert migrate(db) == 6
+    assert migrate(db) >= 6  # the latest version, this one included
     kept, counted = kept_and_counted(services, alice.account_id)
     assert kept == counted and counted.messages == 3
 
