@@ -13,9 +13,10 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from jmapmono.accounts import share_rights
 from jmapmono.accounts.principal import Principal
 from jmapmono.clock import now_ms
 from jmapmono.config import Config
@@ -79,6 +80,8 @@ class AccountAccess:
     owner_user_id: int
     is_personal: bool
     is_read_only: bool = False
+    #: None: full access (the owner, a delegate). Else the mailboxes shared with the user: id -> rights.
+    shares: Mapping[str, frozenset[str]] | None = None
 
 
 def normalize_email(email: str) -> str:
@@ -183,6 +186,10 @@ class Accounts:
             # Delegations go with the user (cascade): each delegate of this account loses it.
             for row in tx.query("SELECT delegate_id FROM delegations WHERE owner_id = ?", (user.id,)):
                 self._access_changed(tx, user, int(row["delegate_id"]), False)
+            for row in tx.query(
+                "SELECT DISTINCT sharee_user_id FROM mailbox_shares WHERE account_id = ?", (user.account_id,)
+            ):
+                self._access_changed(tx, user, int(row["sharee_user_id"]), False)
             for hook in self.on_user_deleted:
                 hook(tx, user)
             self.credentials_revoked(tx, Revocation(user.id, USER_DELETED))
@@ -296,20 +303,37 @@ class Accounts:
                 "JOIN users o ON o.id = d.owner_id WHERE d.delegate_id = ? ORDER BY personal DESC, email",
                 (user_id, user_id),
             )
-        return {r["account_id"]: AccountAccess(r["account_id"], r["email"], r["id"], bool(r["personal"])) for r in rows}
+            shared = tx.query(
+                f"SELECT o.id, o.email, s.account_id, s.mailbox_id, {share_rights.SELECT_COLUMNS} "
+                "FROM mailbox_shares s JOIN users o ON o.account_id = s.account_id "
+                "WHERE s.sharee_user_id = ? ORDER BY o.email",
+                (user_id,),
+            )
+        access = {
+            r["account_id"]: AccountAccess(r["account_id"], r["email"], r["id"], bool(r["personal"])) for r in rows
+        }
+        partial: dict[str, tuple[dict, dict[str, frozenset[str]]]] = {}
+        for r in shared:
+            if r["account_id"] not in access:  # full access wins over a share
+                partial.setdefault(r["account_id"], (r, {}))[1][r["mailbox_id"]] = share_rights.from_row(r)
+        for account_id, (r, shares) in partial.items():
+            writable = any(rights & share_rights.WRITE_RIGHTS for rights in shares.values())
+            access[account_id] = AccountAccess(account_id, r["email"], r["id"], False, not writable, shares)
+        return access
 
     def access(self, user_id: int, account_id: str) -> AccountAccess | None:
         """The user's access to ``account_id``, or None when they cannot see it."""
         return self.accessible_accounts(user_id).get(account_id)
 
     def users_with_access(self, account_id: str) -> builtins.list[int]:
-        """Ids of every user who can see ``account_id`` (the owner and its delegates)."""
+        """Ids of every user who can see ``account_id`` (the owner, its delegates and sharees)."""
         with self.db.read() as tx:
             rows = tx.query(
                 "SELECT u.id FROM users u WHERE u.account_id = ? "
                 "UNION SELECT d.delegate_id FROM delegations d JOIN users u ON u.id = d.owner_id "
-                "WHERE u.account_id = ?",
-                (account_id, account_id),
+                "WHERE u.account_id = ? "
+                "UNION SELECT s.sharee_user_id FROM mailbox_shares s WHERE s.account_id = ?",
+                (account_id, account_id, account_id),
             )
         return [r["id"] for r in rows]
 
@@ -318,6 +342,11 @@ class Accounts:
         tx.announce_change()
         for hook in self.on_credentials_revoked:
             hook(tx, revocation)
+
+    def access_changed(self, tx: Transaction, owner: User, user_id: int, granted: bool) -> None:
+        """Tell the hooks, inside ``tx``, that ``user_id``'s access to ``owner``'s account changes when it commits
+        (a share granted, changed or revoked: push re-reads that user's accounts)."""
+        self._access_changed(tx, owner, user_id, granted)
 
     def _access_changed(self, tx: Transaction, owner: User, delegate_id: int, granted: bool) -> None:
         tx.announce_change()

@@ -22,9 +22,9 @@ from jmapmono.store import StoreError
 
 
 def _command_modules() -> list:
-    from jmapmono.cli import backup, events, mail, search, serve, users, vapid
+    from jmapmono.cli import backup, events, mail, search, serve, shares, users, vapid
 
-    return [serve, users, mail, events, backup, vapid, search]
+    return [serve, users, shares, mail, events, backup, vapid, search]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -83,7 +83,7 @@ def with_runtime(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         _quiet_logs()
-        for name in ("email", "owner", "delegate"):
+        for name in ("email", "owner", "delegate", "sharee"):
             if getattr(args, name, None) is not None:
                 setattr(args, name, _email(getattr(args, name)))
         if getattr(args, "password", None) is not None:

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.errors import MethodError, SetError, invalid_arguments
 from jmapmono.jmap.method_args import reject_unknown_arguments
 from jmapmono.jmap.registry import CORE, Invocation, method
@@ -52,7 +53,9 @@ def blob_copy(inv: Invocation) -> dict[str, Any]:
     if services.accounts.access(user_id, from_account) is None:
         raise MethodError("fromAccountNotFound")
     wanted = [inv.resolve_id(b) for b in blob_ids]
-    copied, missing = services.blobs.copy(from_account, to_account, user_id, wanted)
+    hidden = [b for b in wanted if not sharing.blob_readable(services, inv.principal, from_account, b)]
+    copied, missing = services.blobs.copy(from_account, to_account, user_id, [b for b in wanted if b not in hidden])
+    missing = [*missing, *hidden]
     not_copied = {
         blob_id: SetError(NOT_FOUND, f"blob {blob_id} not found in account {from_account}").to_json()
         for blob_id in missing

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jmapmono.jmap.registry import MAIL, QUOTA, SIEVE, SUBMISSION, VACATION, capability
+from jmapmono.jmap.registry import MAIL, MAIL_SHARE, QUOTA, SIEVE, SUBMISSION, VACATION, capability
 from jmapmono.mailbox.sieve.compile import EXTENSIONS as SIEVE_EXTENSIONS
 
 if TYPE_CHECKING:
+    from jmapmono.accounts.principal import Principal
+    from jmapmono.accounts.users import AccountAccess
     from jmapmono.jmap.context import JmapServices
 
 #: Email/query sort properties we support (RFC 8621 §4.4.2).
@@ -41,6 +43,13 @@ def _mail_account(services: JmapServices, account_id: str) -> dict[str, Any]:
     }
 
 
+def _mail_account_for(
+    services: JmapServices, account_id: str, principal: Principal, access: AccountAccess
+) -> dict[str, Any]:
+    """A sharee creates mailboxes only as children of shared ones (with mayCreateChild)."""
+    return {**_mail_account(services, account_id), "mayCreateTopLevelMailbox": access.shares is None}
+
+
 def _submission_account(services: JmapServices, account_id: str) -> dict[str, Any]:
     return {"maxDelayedSend": 0, "submissionExtensions": {}}
 
@@ -68,8 +77,9 @@ def _empty_account(services: JmapServices, account_id: str) -> dict[str, Any]:
     return {}
 
 
-capability(MAIL, _empty_session, _mail_account)
+capability(MAIL, _empty_session, _mail_account, user_account_value=_mail_account_for)
 capability(SUBMISSION, _empty_session, _submission_account)
 capability(VACATION, _empty_session, _empty_account)
 capability(QUOTA, _empty_session, _empty_account)
 capability(SIEVE, _empty_session, _sieve_account)
+capability(MAIL_SHARE, _empty_session, _empty_account)

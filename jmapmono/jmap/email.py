@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.email_props import (
     DEFAULT_GET_PROPERTIES,
     FETCH_ARGUMENTS,
@@ -58,6 +60,13 @@ def email_get(inv: Invocation) -> dict[str, Any]:
                 raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) emails")
         else:
             found, state = mailboxes.get_messages(inv.account_id, ids)
+        shared = sharing.view(inv)
+        if shared is not None:  # a sharee: only emails in a readable shared mailbox, only shared mailboxIds
+            found = {
+                i: replace(meta, mailbox_ids=shared.shown_mailboxes(meta.mailbox_ids))
+                for i, meta in found.items()
+                if shared.sees(meta)
+            }
         # A parse kept from an earlier read is used as it is (a blob id names its content); only the others
         # are read from the store, in this transaction, and parsed after it.
         cache = inv.services.parsed_messages
@@ -112,7 +121,7 @@ def email_changes(inv: Invocation) -> dict[str, Any]:
         changes = inv.services.changes.changes_since(inv.account_id, "Email", req.since_state, req.max_changes)
     except CannotCalculateChanges as e:
         raise MethodError("cannotCalculateChanges", str(e)) from None
-    return changes_response(
+    response = changes_response(
         inv.account_id,
         changes.old_state,
         changes.new_state,
@@ -121,3 +130,9 @@ def email_changes(inv: Invocation) -> dict[str, Any]:
         changes.updated,
         changes.destroyed,
     )
+    shared = sharing.view(inv)
+    if shared is not None:
+        changed = [*response["created"], *response["updated"]]
+        visible = inv.services.mailboxes.visible_messages(inv.account_id, changed, shared.readable)
+        response = sharing.filter_changes(response, visible)
+    return response

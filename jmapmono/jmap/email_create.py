@@ -19,6 +19,7 @@ from email.message import Message
 from email.utils import collapse_rfc2231_value
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.email_headers import CONVENIENCE, is_header_property, parse_header_property
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.method_args import is_id
@@ -358,7 +359,8 @@ def _fetch_blobs(inv: Invocation, body: _Body) -> None:
     blobs = inv.services.blobs
     contents = {}
     for blob_id in dict.fromkeys(b for _, b, _, _ in body.blobs):
-        contents[blob_id] = blobs.read(inv.account_id, blob_id, inv.principal.user_id)
+        readable = sharing.blob_readable(inv.services, inv.principal, inv.account_id, blob_id)
+        contents[blob_id] = blobs.read(inv.account_id, blob_id, inv.principal.user_id) if readable else None
     missing = [b for b, c in contents.items() if c is None]
     if missing:
         raise SetError("blobNotFound", f"blobs not found: {', '.join(missing)}", notFound=missing)

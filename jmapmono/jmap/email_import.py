@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jmapmono.jmap import email_rights, sharing
 from jmapmono.jmap.email_create import (
     Bad,
     invalid_properties,
@@ -85,6 +86,16 @@ def _append(
     """Append ``items`` in one operation; register their creation ids. Returns (created, new Email state)."""
     if not items:
         return {}, None
+    shared = sharing.view_for(inv.services, inv.principal, account)
+    if shared is not None:
+        for cid, item in list(items.items()):
+            try:
+                email_rights.check_add(shared, item.mailbox_ids)
+            except SetError as e:
+                not_created[cid] = e
+                del items[cid]
+        if not items:
+            return {}, None
     try:
         # New mail in the account: the EmailDelivery state moves (RFC 8621 §1.5), as for mail delivered over LMTP.
         result = inv.services.mailboxes.append_many(
@@ -170,6 +181,8 @@ def _import_item(inv: Invocation, obj: dict[str, Any]) -> NewMessage:
     if problems:
         raise invalid_properties(problems)
     content = inv.services.blobs.read(inv.account_id, blob_id, inv.principal.user_id)
+    if content is not None and not sharing.blob_readable(inv.services, inv.principal, inv.account_id, blob_id):
+        content = None
     if content is None:
         raise SetError(BLOB_NOT_FOUND, f"blob {blob_id} not found", properties=["blobId"], notFound=[blob_id])
     raw = content.data
@@ -224,6 +237,9 @@ def email_copy(inv: Invocation) -> dict[str, Any]:
     originals, _ = inv.services.mailboxes.get_messages(
         from_account, [inv.resolve_id(i) for i in wanted.values() if isinstance(i, str) and _resolvable(inv, i)]
     )
+    source_view = sharing.view_for(inv.services, inv.principal, from_account)
+    if source_view is not None:  # a sharee copies only what they can see
+        originals = {i: m for i, m in originals.items() if source_view.sees(m)}
     items: dict[str, NewMessage] = {}
     sources: dict[str, str] = {}
     not_created: dict[str, SetError] = {}

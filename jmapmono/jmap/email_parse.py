@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.email_props import DEFAULT_PARSE_PROPERTIES, FETCH_ARGUMENTS, parse_fetch, render
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.method_args import arg, invalid, is_id, reject_unknown_arguments
@@ -50,7 +51,11 @@ def email_parse(inv: Invocation) -> dict[str, Any]:
     for blob_id in dict.fromkeys(blob_ids):
         content = None
         if is_id(blob_id):
-            content = inv.services.blobs.read(inv.account_id, blob_id, inv.principal.user_id)
+            content = (
+                inv.services.blobs.read(inv.account_id, blob_id, inv.principal.user_id)
+                if sharing.blob_readable(inv.services, inv.principal, inv.account_id, blob_id)
+                else None
+            )
         if content is None:
             not_found.append(blob_id)
             continue

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.method_args import (
     QueryArgs,
@@ -115,7 +116,7 @@ _FIELD_NAME = re.compile(r"[!-9;-~]+")
 # --- the filter ----------------------------------------------------------------------------------------------------
 
 
-def _utc_date(name: str, value: Any) -> int:
+def utc_date_filter(name: str, value: Any) -> int:
     """A UTCDate (RFC 3339 date-time; any offset accepted) in milliseconds since the epoch."""
     if not isinstance(value, str) or not _UTC_DATE.fullmatch(value):
         raise invalid(f"filter {name!r} must be a UTCDate such as 2024-01-31T09:30:00Z")
@@ -155,7 +156,7 @@ def _condition(inv: Invocation, name: str, value: Any) -> Cond:
             raise invalid("filter 'inMailboxOtherThan' must be an array of Mailbox ids")
         return InMailboxOtherThan(tuple(dict.fromkeys(_mailbox_id(inv, name, v) for v in value)))
     if name in ("before", "after"):
-        ms = _utc_date(name, value)
+        ms = utc_date_filter(name, value)
         return ReceivedBefore(ms) if name == "before" else ReceivedSince(ms)
     if name in ("minSize", "maxSize"):
         size = arg_unsigned_int({name: value}, name)
@@ -244,9 +245,12 @@ def _prepare(inv: Invocation, known: frozenset[str]) -> tuple[QueryArgs, EmailQu
     if any(inv.args.get(name, 0) is None for name in _DEFAULTED):  # null takes the default, as omitted does
         inv = replace(inv, args={k: v for k, v in inv.args.items() if v is not None or k not in _DEFAULTED})
     query = parse_query(inv)
-    email_query = EmailQuery(
-        parse_filter(inv, query.filter), parse_sort(query), arg_bool(inv.args, "collapseThreads", False)
-    )
+    condition = parse_filter(inv, query.filter)
+    shared = sharing.view(inv)
+    if shared is not None:  # a sharee finds only emails in the mailboxes they may read
+        visible: Cond = AnyOf(tuple(InMailbox(m) for m in sorted(shared.readable)))
+        condition = visible if condition is None else AllOf((visible, condition))
+    email_query = EmailQuery(condition, parse_sort(query), arg_bool(inv.args, "collapseThreads", False))
     return query, email_query
 
 

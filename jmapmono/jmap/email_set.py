@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+from jmapmono.jmap import email_rights, sharing
 from jmapmono.jmap.email_create import (
     Bad,
     Draft,
@@ -92,11 +93,15 @@ def email_set(inv: Invocation) -> dict[str, Any]:
     out = _Outcome(req.if_in_state or current, req.if_in_state)
     mgr = services.mailboxes
 
+    shared = sharing.view(inv)
     drafts: dict[str, Draft] = {}
     for cid, obj in req.create.items():
         try:
             drafts[cid] = build_draft(inv, obj)
+            if shared is not None:
+                email_rights.check_add(shared, drafts[cid].mailbox_ids)
         except SetError as e:
+            drafts.pop(cid, None)
             out.not_created[cid] = e
     if drafts:
         items = [NewMessage(d.raw, tuple(d.mailbox_ids), tuple(d.keywords), d.received_at) for d in drafts.values()]
@@ -119,6 +124,14 @@ def email_set(inv: Invocation) -> dict[str, Any]:
                 out.not_destroyed[key] = SetError("notFound", f"{key} names no email created in this request")
             else:
                 ids.append(resolved)
+        if ids and shared is not None:
+            found, _ = mgr.get_messages(account, ids)
+            for message_id in list(ids):
+                try:
+                    email_rights.check_destroy(shared, found.get(message_id))
+                except SetError as e:
+                    out.not_destroyed[message_id] = e
+                    ids.remove(message_id)
         if ids:
             result = out.run(mgr.destroy_messages, account, ids)
             out.destroyed = result.destroyed
@@ -178,6 +191,15 @@ def _update(inv: Invocation, patches: dict[str, dict[str, Any]], out: _Outcome) 
     for message_id, error in _check_unchanged(inv, unchanged).items():
         out.not_updated[message_id] = error
         del updates[message_id]
+    shared = sharing.view(inv)
+    if shared is not None and updates:
+        found, _ = inv.services.mailboxes.get_messages(inv.account_id, updates)
+        for message_id, update in list(updates.items()):
+            try:
+                updates[message_id] = email_rights.check_update(shared, found.get(message_id), update)
+            except SetError as e:
+                out.not_updated[message_id] = e
+                del updates[message_id]
     if not updates:
         return
     result = out.run(inv.services.mailboxes.update_messages, inv.account_id, updates)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from functools import cmp_to_key
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.method_args import (
     Comparator,
@@ -211,6 +212,9 @@ def mailbox_query(inv: Invocation) -> dict[str, Any]:
     """Filter and sort the account's mailboxes; the query state is the Mailbox state."""
     query, matches, compare, sort_as_tree, filter_as_tree = _prepare(inv, QUERY_ARGS)
     mailboxes, state = inv.services.mailboxes.get_mailboxes(query.account_id, None, inv.principal.user_id)
+    view = sharing.view(inv)
+    if view is not None:
+        mailboxes = sharing.shown(mailboxes, view)
     ids = run_query(mailboxes, matches, compare, sort_as_tree, filter_as_tree)
     position, page, limit = query_window(query, ids)
     return query_response(query, state, position, page, len(ids), can_calculate_changes=True, limit=limit)
@@ -225,6 +229,9 @@ def mailbox_query_changes(inv: Invocation) -> dict[str, Any]:
     arg_id(inv.args, "upToId", None, nullable=True)  # ignored: every Mailbox filter and sort property is mutable
     account_id, services = query.account_id, inv.services
     mailboxes, state = services.mailboxes.get_mailboxes(account_id, None, inv.principal.user_id)
+    view = sharing.view(inv)
+    if view is not None:
+        mailboxes = sharing.shown(mailboxes, view)
     ids = run_query(mailboxes, matches, compare, sort_as_tree, filter_as_tree)
     try:
         # read after the results: it covers at least every change up to `state` (extra ids are harmless)

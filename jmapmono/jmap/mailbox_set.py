@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jmapmono.jmap import mailbox_share, sharing
 from jmapmono.jmap.capabilities import MAX_MAILBOX_DEPTH
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.mailbox import PROPERTIES, SERVER_SET, mailbox_json, my_rights
@@ -166,12 +167,19 @@ def mailbox_set(inv: Invocation) -> dict[str, Any]:
     not_created: dict[str, SetError] = {}
     not_updated: dict[str, SetError] = {}
 
+    shared = sharing.view(inv)
+    child_rights: dict[str, frozenset[str]] = {}
     specs: list[MailboxCreate] = []
     for key, obj in args.create.items():
         try:
-            specs.append(_create_spec(inv, key, obj, args.create))
+            spec = _create_spec(inv, key, obj, args.create)
+            if shared is not None:
+                child_rights[key] = mailbox_share.check_create(shared, spec.parent)
+            specs.append(spec)
         except _Invalid as e:
             not_created[key] = SetError("invalidProperties", e.description, properties=e.properties)
+        except SetError as e:
+            not_created[key] = e
     specs, cyclic = _parents_first(specs)
     for s in cyclic:
         not_created[s.key] = SetError("invalidProperties", "parentId references form a loop", properties=["parentId"])
@@ -179,22 +187,47 @@ def mailbox_set(inv: Invocation) -> dict[str, Any]:
     existing = [k for k in args.update if not k.startswith("#")]
     current: dict[str, dict[str, Any]] = {}
     if existing:
+        if shared is not None:
+            existing = [k for k in existing if k in shared.rights]
         current = {mb.id: mailbox_json(mb) for mb in mgr.get_mailboxes(account_id, existing, user_id)[0]}
     by_key = {s.key: s for s in specs}
     patches: list[MailboxPatch] = []
-    for key, patch in args.update.items():
+    share_updates: dict[str, dict[str, Any]] = {}
+    for key, full_patch in args.update.items():
         target: Target = NewRef(key[1:]) if key.startswith("#") else key
         if isinstance(target, str) and target not in current:
             not_updated[key] = SetError("notFound", f"no mailbox {key}")
             continue
         record = current[key] if isinstance(target, str) else _new_mailbox_json(by_key.get(key[1:]))
         try:
-            patches.append(_patch_spec(inv, target, patch, record, args.create))
+            share, patch = mailbox_share.split_patch(inv, full_patch)
+            if share and not isinstance(target, str):
+                raise SetError(
+                    "invalidProperties", "shareWith can be set once the mailbox exists", properties=["shareWith"]
+                )
+            if share:
+                share_updates[key] = share
+                if not patch:
+                    continue
+            patch_spec = _patch_spec(inv, target, patch, record, args.create)
+            if shared is not None and isinstance(target, str):
+                mailbox_share.check_update(shared, target, patch, patch_spec.parent)
+            patches.append(patch_spec)
         except SetError as e:
             not_updated[key] = e
         except _Invalid as e:
             not_updated[key] = SetError("invalidProperties", e.description, properties=e.properties)
     destroys: list[Target] = [NewRef(k[1:]) if k.startswith("#") else k for k in args.destroy]
+    not_destroyed: dict[str, SetError] = {}
+    if shared is not None:
+        for target in list(destroys):
+            try:
+                if not isinstance(target, str):
+                    raise SetError("forbidden", "a sharee destroys only mailboxes shared with them")
+                mailbox_share.check_destroy(shared, target, remove_emails)
+            except SetError as e:
+                not_destroyed[_response_key(target)] = e
+                destroys.remove(target)
 
     try:
         result = mgr.set_mailboxes(
@@ -209,6 +242,23 @@ def mailbox_set(inv: Invocation) -> dict[str, Any]:
         )
     except StateMismatch as e:
         raise MethodError("stateMismatch", str(e)) from None
+
+    new_state = result.new_state
+    for key, share in share_updates.items():
+        if key in result.not_updated or key in not_updated:
+            continue
+        try:
+            mailbox_share.apply_share_with(inv, key, share, shared)
+            result.updated.setdefault(key, {})
+        except SetError as e:
+            not_updated[key] = e
+            result.updated.pop(key, None)
+    for key, rights in child_rights.items():
+        made = result.created.get(key)
+        if made is not None:
+            mgr.share_mailbox(account_id, made.id, user_id, rights, user_id)
+    if share_updates or child_rights:
+        new_state = inv.services.changes.state(account_id, "Mailbox")
 
     created: dict[str, Any] = {}
     for s in specs:
@@ -231,13 +281,13 @@ def mailbox_set(inv: Invocation) -> dict[str, Any]:
     return set_response(
         account_id,
         result.old_state,
-        result.new_state,
+        new_state,
         created=created,
         updated=updated,
         destroyed=result.destroyed,
         not_created={**not_created, **{k: _set_error(e) for k, e in result.not_created.items()}},
         not_updated={**not_updated, **{_response_key(k): _set_error(e) for k, e in result.not_updated.items()}},
-        not_destroyed={_response_key(k): _set_error(e) for k, e in result.not_destroyed.items()},
+        not_destroyed={**not_destroyed, **{_response_key(k): _set_error(e) for k, e in result.not_destroyed.items()}},
     )
 
 

@@ -21,6 +21,7 @@ from email.utils import formataddr
 from typing import Any
 
 from jmapmono.jmap import method_args as std
+from jmapmono.jmap import sharing
 from jmapmono.jmap.errors import MethodError, SetError
 from jmapmono.jmap.identity import set_error
 from jmapmono.jmap.registry import Invocation, capability, method
@@ -193,7 +194,8 @@ def mdn_parse(inv: Invocation) -> dict[str, Any]:
     not_parsable: list[str] = []
     not_found: list[str] = []
     for blob_id in dict.fromkeys(blob_ids):
-        content = inv.services.blobs.read(account_id, blob_id, inv.principal.user_id) if std.is_id(blob_id) else None
+        readable = std.is_id(blob_id) and sharing.blob_readable(inv.services, inv.principal, account_id, blob_id)
+        content = inv.services.blobs.read(account_id, blob_id, inv.principal.user_id) if readable else None
         if content is None:
             not_found.append(blob_id)
             continue

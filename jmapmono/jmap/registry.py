@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jmapmono.accounts.principal import Principal
+    from jmapmono.accounts.users import AccountAccess
     from jmapmono.jmap.context import JmapServices
 
 CORE = "urn:ietf:params:jmap:core"
@@ -25,6 +26,11 @@ VACATION = "urn:ietf:params:jmap:vacationresponse"
 QUOTA = "urn:ietf:params:jmap:quota"
 SIEVE = "urn:ietf:params:jmap:sieve"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
+#: Mailbox ``shareWith`` and the ``mayShare`` right (draft-ietf-jmap-mail-sharing).
+MAIL_SHARE = "urn:ietf:params:jmap:mail:share"
+#: Principals and share notifications (RFC 9670).
+PRINCIPALS = "urn:ietf:params:jmap:principals"
+PRINCIPALS_OWNER = "urn:ietf:params:jmap:principals:owner"
 
 
 @dataclass
@@ -81,6 +87,8 @@ class CapabilitySpec:
     account_value: Callable[[JmapServices, str], dict[str, Any]] | None = None
     #: Names a primaryAccounts entry.
     primary: bool = True
+    #: The account value as one user sees it (their access to the account), where it differs per user.
+    user_account_value: Callable[[JmapServices, str, Principal, AccountAccess], dict[str, Any]] | None = None
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -104,9 +112,10 @@ def capability(
     session_value: Callable[[JmapServices], dict[str, Any]],
     account_value: Callable[[JmapServices, str], dict[str, Any]] | None = None,
     primary: bool = True,
+    user_account_value: Callable[[JmapServices, str, Principal, AccountAccess], dict[str, Any]] | None = None,
 ) -> None:
     """Declare a capability for the Session."""
-    CAPABILITIES[uri] = CapabilitySpec(uri, session_value, account_value, primary)
+    CAPABILITIES[uri] = CapabilitySpec(uri, session_value, account_value, primary, user_account_value)
 
 
 def load_all() -> None:

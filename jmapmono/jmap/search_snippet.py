@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.email_query import parse_filter
 from jmapmono.jmap.method_args import arg_id_list, check_max_objects_in_get, parse_query, reject_unknown_arguments
 from jmapmono.jmap.registry import MAIL, Invocation, method
@@ -106,6 +107,10 @@ def search_snippet_get(inv: Invocation) -> dict[str, Any]:
     check_max_objects_in_get(inv, len(ids))
     subject_terms, body_terms = terms_of(condition)
     sources = snippet_sources(inv.services.db, query.account_id, ids)
+    shared = sharing.view(inv)
+    if shared is not None:
+        visible = inv.services.mailboxes.visible_messages(query.account_id, sources, shared.readable)
+        sources = {i: v for i, v in sources.items() if i in visible}
     listed = []
     for email_id in ids:
         if email_id not in sources:

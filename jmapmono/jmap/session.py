@@ -72,7 +72,10 @@ def build_session(services: JmapServices, principal: Principal) -> Session:
         for spec in specs:
             if spec.account_value is None:
                 continue
-            value = spec.account_value(services, account_id)
+            if spec.user_account_value is not None:
+                value = spec.user_account_value(services, account_id, principal, acc)
+            else:
+                value = spec.account_value(services, account_id)
             if value is not None:
                 caps[spec.uri] = value
         accounts[account_id] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.mailbox import changes_since
 from jmapmono.jmap.method_args import get_response, parse_get, reject_unknown_arguments
@@ -29,10 +30,22 @@ def thread_get(inv: Invocation) -> dict[str, Any]:
             raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) threads")
     else:
         threads, state = mgr.get_threads(get.account_id, get.ids)
+    shared = sharing.view(inv)
+    if shared is not None:  # a sharee sees the visible emails of a thread, and no thread without one
+        every = [i for ids in threads.values() for i in ids]
+        visible = mgr.visible_messages(get.account_id, every, shared.readable)
+        threads = {t: [i for i in ids if i in visible] for t, ids in threads.items()}
+        threads = {t: ids for t, ids in threads.items() if ids}
     return get_response(get, state, {t: {"id": t, "emailIds": ids} for t, ids in threads.items()})
 
 
 @method("Thread/changes", MAIL)
 def thread_changes(inv: Invocation) -> dict[str, Any]:
     """Standard /changes over the Thread change log."""
-    return changes_since(inv, "Thread")[0]
+    response = changes_since(inv, "Thread")[0]
+    shared = sharing.view(inv)
+    if shared is not None:
+        changed = [*response["created"], *response["updated"]]
+        visible = inv.services.mailboxes.visible_threads(inv.account_id, changed, shared.readable)
+        response = sharing.filter_changes(response, visible)
+    return response

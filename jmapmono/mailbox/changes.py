@@ -38,6 +38,7 @@ TYPES = (
     "VacationResponse",
     "Quota",
     "SieveScript",
+    "ShareNotification",
 )
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _BATCH = 500

@@ -161,3 +161,21 @@ class AccessChanged(MailboxEvent):
     owner_user_id: int = 0
     delegate_user_id: int = 0
     granted: bool = False
+
+
+@dataclass(kw_only=True)
+class SharesChanged(MailboxEvent):
+    """A mailbox of ``account_id`` was shared with a user, its rights changed, or the share was revoked
+    (``rights`` empty). The mailbox and its emails are logged as updated, so the sharee's ``*/changes``
+    report what appeared or went."""
+
+    mailbox_id: str = ""
+    sharee_user_id: int = 0
+    rights: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class ShareNotified(MailboxEvent):
+    """ShareNotifications of ``account_id`` (a sharee's account) were written or destroyed."""
+
+    notification_ids: list[str] = field(default_factory=list)

@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from jmapmono.log import kv
-from jmapmono.mailbox import changes
+from jmapmono.mailbox import changes, shares
 from jmapmono.mailbox import messages as msgs
 from jmapmono.mailbox.events import MailboxesChanged
 from jmapmono.mailbox.mailboxes import UNCHANGED
@@ -534,6 +534,7 @@ class _Batch:
         m.apply_counts()  # the mailbox's own rows go before the mailbox does
         tx.execute("DELETE FROM mailbox_subscriptions WHERE mailbox_id = ?", (mailbox_id,))
         tx.execute("DELETE FROM mailbox_threads WHERE mailbox_id = ?", (mailbox_id,))
+        shares.forget_mailbox(tx, self.ops.accounts, self.account_id, mailbox_id)
         tx.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
         del self.tree.boxes[mailbox_id]
         m.destroyed("Mailbox", [mailbox_id])

@@ -15,6 +15,7 @@ from jmapmono.accounts.users import User
 from jmapmono.clock import now_ms
 from jmapmono.log import kv
 from jmapmono.mailbox import messages as msgs
+from jmapmono.mailbox import shares
 from jmapmono.mailbox.events import MailboxAdded, MailboxDeleted, MailboxRenamed, MailboxSubscriptionChanged
 from jmapmono.mailbox.model import (
     DEFAULT_MAILBOXES,
@@ -50,6 +51,7 @@ class MailboxOps:
 
     db: Any
     blobs: Any
+    accounts: Any
     quota_defaults: Any
 
     # -- provisioning -------------------------------------------------------------------------------------------
@@ -284,6 +286,7 @@ class MailboxOps:
             m.apply_counts()  # the mailbox's own rows go before the mailbox does
             tx.execute("DELETE FROM mailbox_subscriptions WHERE mailbox_id = ?", (mailbox_id,))
             tx.execute("DELETE FROM mailbox_threads WHERE mailbox_id = ?", (mailbox_id,))
+            shares.forget_mailbox(tx, self.accounts, account_id, mailbox_id)
             tx.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
             m.destroyed("Mailbox", [mailbox_id])
             event = MailboxDeleted(

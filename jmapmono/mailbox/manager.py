@@ -36,6 +36,8 @@ from jmapmono.mailbox.model import (
 )
 from jmapmono.mailbox.mutation import Mutation
 from jmapmono.mailbox.reads import Reads
+from jmapmono.mailbox.share_notifications import ShareNotificationOps
+from jmapmono.mailbox.shares import ShareOps
 from jmapmono.mailbox.sieve import filing
 from jmapmono.mailbox.sieve.run import Message, Outcome, SieveRuntimeError, Target, failed
 from jmapmono.mailbox.sieve.scripts import Limits as SieveLimits
@@ -108,7 +110,7 @@ def _check_email_state(tx: Transaction, account_id: str, if_in_state: str | None
             raise StateMismatch(f"the Email state is {current!r}, not {if_in_state!r}")
 
 
-class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
+class MailboxManager(MailboxOps, MailboxBatchOps, ShareOps, ShareNotificationOps, Reads):
     """Mailbox and message mutations (this class, :class:`MailboxOps`, :class:`MailboxBatchOps`), and reads
     (:class:`Reads`)."""
 
@@ -487,7 +489,7 @@ class MailboxManager(MailboxOps, MailboxBatchOps, Reads):
         for table in ("mailbox_threads", "mailbox_subscriptions"):
             tx.execute(f"DELETE FROM {table} WHERE mailbox_id IN ({mb})", (account_id,))
         tx.execute("UPDATE mailboxes SET parent_id = NULL WHERE account_id = ?", (account_id,))
-        tables = ("mailboxes", "thread_keys", "change_log", "change_states", "account_changes")
+        tables = ("mailboxes", "thread_keys", "change_log", "change_states", "account_changes", "share_notifications")
         for table in (*tables, "quota_usage", "quota_limits", "sieve_scripts", "sieve_vacation_replies"):
             tx.execute(f"DELETE FROM {table} WHERE account_id = ?", (account_id,))
         tx.execute("DELETE FROM blob_refs WHERE account_id = ? AND ref LIKE 'sieve:%'", (account_id,))

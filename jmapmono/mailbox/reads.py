@@ -191,3 +191,66 @@ class Reads:
     def states(self, account_id: str) -> dict[str, str]:
         with self.db.read() as tx:
             return changes.states(tx, account_id)
+
+    def blob_visible(self, account_id: str, blob_id: str, mailbox_ids: Iterable[str], user_id: int) -> bool:
+        """Whether ``blob_id`` is the user's own upload in the account, or the blob of an email of the account
+        in one of ``mailbox_ids``."""
+        wanted = sorted(set(mailbox_ids))
+        with self.db.read() as tx:
+            refs = [
+                r["ref"]
+                for r in tx.query(
+                    "SELECT ref FROM blob_refs WHERE blob_id = ? AND account_id = ?", (blob_id, account_id)
+                )
+            ]
+            if f"upload:{user_id}" in refs:
+                return True
+            ids = [ref[len("message:") :] for ref in refs if ref.startswith("message:")]
+            if not ids or not wanted:
+                return False
+            return (
+                tx.one(
+                    f"SELECT 1 AS found FROM message_mailboxes WHERE message_id IN ({marks(len(ids))}) "
+                    f"AND mailbox_id IN ({marks(len(wanted))}) LIMIT 1",
+                    (*ids, *wanted),
+                )
+                is not None
+            )
+
+    def visible_messages(self, account_id: str, ids: Iterable[str], mailbox_ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` that are emails of the account in one of ``mailbox_ids``."""
+        wanted = sorted(set(mailbox_ids))
+        found: set[str] = set()
+        if not wanted:
+            return found
+        with self.db.read() as tx:
+            for chunk in chunks(sorted(set(ids))):
+                found.update(
+                    r["message_id"]
+                    for r in tx.query(
+                        f"SELECT DISTINCT mm.message_id FROM message_mailboxes mm "
+                        f"JOIN messages m ON m.id = mm.message_id WHERE m.account_id = ? "
+                        f"AND mm.message_id IN ({marks(len(chunk))}) AND mm.mailbox_id IN ({marks(len(wanted))})",
+                        (account_id, *chunk, *wanted),
+                    )
+                )
+        return found
+
+    def visible_threads(self, account_id: str, thread_ids: Iterable[str], mailbox_ids: Iterable[str]) -> set[str]:
+        """Those of ``thread_ids`` holding an email of the account in one of ``mailbox_ids``."""
+        wanted = sorted(set(mailbox_ids))
+        found: set[str] = set()
+        if not wanted:
+            return found
+        with self.db.read() as tx:
+            for chunk in chunks(sorted(set(thread_ids))):
+                found.update(
+                    r["thread_id"]
+                    for r in tx.query(
+                        f"SELECT DISTINCT m.thread_id FROM messages m JOIN message_mailboxes mm "
+                        f"ON mm.message_id = m.id WHERE m.account_id = ? AND m.thread_id IN ({marks(len(chunk))}) "
+                        f"AND mm.mailbox_id IN ({marks(len(wanted))})",
+                        (account_id, *chunk, *wanted),
+                    )
+                )
+        return found

@@ -221,15 +221,17 @@ class PushSubscriptions:
         return None if row is None else _row(row)
 
     def targets(self, account_id: str) -> builtins.list[Subscription]:
-        """Verified, unexpired subscriptions in force of every user who can see ``account_id`` (owner, delegates)."""
+        """Verified, unexpired subscriptions in force of every user who can see ``account_id`` (owner, delegates,
+        sharees of its mailboxes)."""
         with self.db.read() as tx:
             rows = tx.query(
                 f"SELECT {_COLUMNS} FROM push_subscriptions WHERE verified = 1 AND expires_at > ? AND {_CURRENT} "
                 "AND user_id IN ("
                 "SELECT u.id FROM users u WHERE u.account_id = ? "
                 "UNION SELECT d.delegate_id FROM delegations d JOIN users o ON o.id = d.owner_id "
-                "WHERE o.account_id = ?) ORDER BY id",
-                (now_ms(), account_id, account_id),
+                "WHERE o.account_id = ? "
+                "UNION SELECT s.sharee_user_id FROM mailbox_shares s WHERE s.account_id = ?) ORDER BY id",
+                (now_ms(), account_id, account_id, account_id),
             )
         return [_row(r) for r in rows]
 

@@ -552,3 +552,45 @@ CREATE TABLE sieve_vacation_replies (
     replied_at INTEGER NOT NULL,
     PRIMARY KEY (account_id, handle, sender)
 );
+
+-- version: 9
+-- Mailbox sharing (jmapmono/mailbox/shares.py): a mailbox of account_id shared with one user, with the
+-- rights of RFC 8621 §2 MailboxRights the owner granted (may_share: may change who the mailbox is shared
+-- with). A sharee sees the owner's account with only the mailboxes shared with them; rights are per
+-- mailbox, never inherited by children. Rows go with the mailbox or the sharee.
+CREATE TABLE mailbox_shares (
+    mailbox_id TEXT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    account_id TEXT NOT NULL,
+    sharee_user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    may_read_items INTEGER NOT NULL DEFAULT 0,
+    may_add_items INTEGER NOT NULL DEFAULT 0,
+    may_remove_items INTEGER NOT NULL DEFAULT 0,
+    may_set_seen INTEGER NOT NULL DEFAULT 0,
+    may_set_keywords INTEGER NOT NULL DEFAULT 0,
+    may_create_child INTEGER NOT NULL DEFAULT 0,
+    may_rename INTEGER NOT NULL DEFAULT 0,
+    may_delete INTEGER NOT NULL DEFAULT 0,
+    may_submit INTEGER NOT NULL DEFAULT 0,
+    may_share INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, sharee_user_id)
+);
+CREATE INDEX mailbox_shares_sharee ON mailbox_shares(sharee_user_id, account_id);
+CREATE INDEX mailbox_shares_account ON mailbox_shares(account_id);
+-- RFC 9670 §5 ShareNotification: written in the sharee's account (account_id) when a share to them is
+-- granted, changed or revoked; the client may only destroy them. changed_by_json: {name, email,
+-- principalId}; rights as JSON MailboxRights objects, NULL when there were none (granted) or are none
+-- (revoked).
+CREATE TABLE share_notifications (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    changed_by_json TEXT NOT NULL,
+    object_type TEXT NOT NULL,
+    object_account_id TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    old_rights_json TEXT,
+    new_rights_json TEXT,
+    name TEXT NOT NULL
+);
+CREATE INDEX share_notifications_account ON share_notifications(account_id, created, id);

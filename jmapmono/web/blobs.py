@@ -32,6 +32,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
+from jmapmono.jmap import sharing
 from jmapmono.jmap.errors import REQUEST_ERROR_PREFIX
 from jmapmono.log import kv
 from jmapmono.mailbox.blobs import BlobGone, BlobReader, is_valid_blob_id
@@ -256,6 +257,8 @@ def download(account_id: str, blob_id: str, name: str) -> Response:
         return problem(400, "the type parameter must be a printable ASCII media type")
     not_found = problem(404, f"blob {blob_id!r} not found in account {account_id!r}")
     if not is_valid_blob_id(blob_id) or services.accounts.access(principal.user_id, account_id) is None:
+        return not_found
+    if not sharing.blob_readable(services, principal, account_id, blob_id):
         return not_found
     meta = services.blobs.lookup(account_id, blob_id, principal.user_id)
     if meta is not None and request.if_none_match.contains(blob_id):

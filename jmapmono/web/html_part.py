@@ -18,6 +18,7 @@ import time
 
 from flask import Blueprint, Response, g, request
 
+from jmapmono.jmap import sharing
 from jmapmono.log import kv
 from jmapmono.mailbox.blobs import is_valid_blob_id
 from jmapmono.store import StoreError
@@ -53,7 +54,11 @@ def html_part(account_id: str, blob_id: str) -> Response:
     limit = services.config.max_html_part_bytes
     allow_remote = request.args.get("images") == "1"
     try:
-        if not is_valid_blob_id(blob_id) or services.accounts.access(principal.user_id, account_id) is None:
+        if (
+            not is_valid_blob_id(blob_id)
+            or services.accounts.access(principal.user_id, account_id) is None
+            or not sharing.blob_readable(services, principal, account_id, blob_id)
+        ):
             return not_found
         blob = services.blobs.open(account_id, blob_id, principal.user_id)
         if blob is None:
