@@ -214,3 +214,29 @@ def test_accounts_shared_with_the_user_show_their_mailboxes_and_mail_live(box: B
     count = "return document.querySelector('#mailbox-list .account .mailbox .count')?.textContent"
     page.wait(lambda: page.js(count) == "1", "Bob's unread count")
     assert page.driver.title.startswith("(1) Inbox")  # still the user's own count
+
+
+def test_a_mailbox_shared_with_the_user_shows_and_goes_when_the_share_is_taken_back(
+    box: Box, page: Page, tmp_path: Path
+):
+    """A single mailbox shared with rights (draft-ietf-jmap-mail-sharing: ``shareWith``): the owner's account
+    appears with that mailbox only; taking the share back removes it from the open page, which falls back to
+    the user's own Inbox (RFC 8620 §2: the Session's ``accounts`` changed, so its ``state`` did)."""
+    jmapmono_cli(tmp_path, "user", "add", "bob@example.org", "--password", "bob's password")
+    bob = Box(box.server, "bob@example.org", "bob's password")
+    bob.deliver(mail("Bob's secret"))
+    bob.jmap(["Mailbox/set", {"create": {"p": {"name": "Projects"}}}, "m"])
+    jmapmono_cli(tmp_path, "mailbox", "share", "bob@example.org", "Projects", box.email, "--rights", "read,seen")
+    box.deliver(mail("For Alice"))
+    page.log_in(box.email, box.password)
+    page.wait_live()
+    page.wait_row("For Alice")
+    shared = "return [...document.querySelectorAll('#mailbox-list .account .mailbox .name')].map(e => e.textContent)"
+    page.wait(lambda: page.js(shared) == ["Projects"], "only the shared mailbox of Bob's")
+    page.js("document.querySelector('#mailbox-list .account .mailbox').click()")
+    page.wait(lambda: page.js("return document.getElementById('list-title').textContent") == "Projects", "open")
+    assert page.subjects() == []  # Bob's Inbox is not shared: its mail is not shown
+
+    jmapmono_cli(tmp_path, "mailbox", "unshare", "bob@example.org", "Projects", box.email)
+    page.wait(lambda: page.js(shared) == [], "Bob's account gone from the page")
+    page.wait(lambda: page.subjects() == ["For Alice"], "back in the user's own Inbox")
