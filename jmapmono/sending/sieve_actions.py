@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from jmapmono.log import kv
 from jmapmono.mailbox.identities import is_address
 from jmapmono.mailbox.mime_addresses import addresses
 from jmapmono.mailbox.mime_tree import parse_mime
+from jmapmono.sending.background import CLOSE_TIMEOUT, BackgroundWork
 from jmapmono.sending.smarthost import RelayError, SmtpRelay
 from jmapmono.sending.vacation import VacationSettings, build_reply, reply_target, skip_reason
 from jmapmono.store import Database
@@ -44,7 +44,6 @@ LOOP_FIELD = b"X-Jmapmono-Loop"
 MAX_HOPS = 8
 #: Bounds of a vacation action's ``:days`` (RFC 5230 §4.1 lets a site set both).
 MIN_DAYS, MAX_DAYS = 1, 365
-CLOSE_TIMEOUT = 30.0
 
 
 def _header_end(raw: bytes) -> int:
@@ -90,8 +89,7 @@ class SieveActions:
         self.accounts = accounts
         self.mailboxes = mailboxes
         self.relay = relay
-        self._workers: set[threading.Thread] = set()
-        self._lock = threading.Lock()
+        self._replies = BackgroundWork("sieve_vacation")
 
     # -- redirect ---------------------------------------------------------------------------------------------
 
@@ -143,38 +141,18 @@ class SieveActions:
         """``MailboxManager.deliver`` hook: the script's vacation reply, in the background."""
         if delivered.vacation is None:
             return
-        worker = threading.Thread(
-            target=self._respond_logged,
-            args=(delivered.account_id, delivered.vacation, raw),
-            name=f"sieve-vacation-{delivered.account_id}",
-            daemon=False,  # a `deliver` process finishes its reply before it exits
+        self._replies.start(
+            delivered.account_id,
+            self.respond,
+            delivered.account_id,
+            delivered.vacation,
+            raw,
+            account=delivered.account_id,
         )
-        with self._lock:
-            worker.start()
-            self._workers.add(worker)
-
-    def _respond_logged(self, account_id: str, params: dict[str, Any], raw: bytes) -> None:
-        try:
-            self.respond(account_id, params, raw)
-        except Exception as e:  # a failed reply never affects the delivery
-            log.warning(kv(event="sieve_vacation_failed", account=account_id, error=repr(e)))
-        finally:
-            with self._lock:
-                self._workers.discard(threading.current_thread())
 
     def wait_idle(self, timeout: float = CLOSE_TIMEOUT) -> bool:
         """Wait until no reply is being sent (tests; shutdown); True if none is left."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                workers = list(self._workers)
-            if not workers:
-                return True
-            for worker in workers:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                worker.join(remaining)
+        return self._replies.wait_idle(timeout)
 
     def respond(self, account_id: str, params: dict[str, Any], raw: bytes) -> str:
         """Send the vacation action's reply if the rules allow it; what happened ("sent" or why not)."""

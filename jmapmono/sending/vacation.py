@@ -20,7 +20,6 @@ message tries again.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from jmapmono.mailbox.mime_addresses import addresses
 from jmapmono.mailbox.mime_fields import header_text, html_to_text, message_ids, strip_comments, text_form, unfold
 from jmapmono.mailbox.mime_tree import MimePart, parse_mime
 from jmapmono.mailbox.mutation import Mutation
+from jmapmono.sending.background import CLOSE_TIMEOUT, BackgroundWork
 from jmapmono.sending.smarthost import RelayError, SmtpRelay
 from jmapmono.store import Database, Transaction
 
@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 TYPE = "VacationResponse"
 SINGLETON = "singleton"
 DEFAULT_TEXT = "I am away at the moment and will read your message when I am back.\n"
-#: Seconds :meth:`Vacation.close` waits for replies still being sent.
-CLOSE_TIMEOUT = 30.0
 _LIST_FIELDS = ("list-id", "list-help", "list-unsubscribe", "list-subscribe", "list-post", "list-owner", "list-archive")
 _ROBOTS = frozenset({"mailer-daemon", "listserv", "majordomo", "noreply", "no-reply", "donotreply", "do-not-reply"})
 _ADDRESSED = ("To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
@@ -219,8 +217,7 @@ class Vacation:
         self.accounts = accounts
         self.mailboxes = mailboxes
         self.relay = relay
-        self._workers: set[threading.Thread] = set()
-        self._lock = threading.Lock()
+        self._replies = BackgroundWork("vacation_reply")
 
     def get(self, account_id: str) -> tuple[VacationSettings, str]:
         """The settings and the VacationResponse state."""
@@ -284,38 +281,20 @@ class Vacation:
             )
         if not enabled:
             return
-        worker = threading.Thread(
-            target=self._respond_logged,
-            args=(delivered.account_id, delivered.message_id, raw, now_ms()),
-            name=f"vacation-{delivered.message_id}",
-            daemon=False,  # a `deliver` process finishes its reply before it exits
+        self._replies.start(
+            delivered.message_id,
+            self.respond,
+            delivered.account_id,
+            delivered.message_id,
+            raw,
+            now_ms(),
+            account=delivered.account_id,
+            message=delivered.message_id,
         )
-        with self._lock:  # started and registered together: the worker unregisters itself under the same lock
-            worker.start()
-            self._workers.add(worker)
-
-    def _respond_logged(self, account_id: str, message_id: str, raw: bytes, received_at: int) -> None:
-        try:
-            self.respond(account_id, message_id, raw, received_at)
-        except Exception as e:  # a failed reply never affects the delivery: log it and move on
-            log.warning(kv(event="vacation_reply_failed", account=account_id, message=message_id, error=repr(e)))
-        finally:
-            with self._lock:
-                self._workers.discard(threading.current_thread())
 
     def wait_idle(self, timeout: float = CLOSE_TIMEOUT) -> bool:
         """Wait until no reply is being worked on (tests; shutdown); True if none is left."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                workers = list(self._workers)
-            if not workers:
-                return True
-            for worker in workers:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                worker.join(remaining)
+        return self._replies.wait_idle(timeout)
 
     def respond(self, account_id: str, message_id: str, raw: bytes, received_at: int) -> str:
         """Send the vacation reply to one delivered message if RFC 3834 allows it; what happened: "sent",
