@@ -12,6 +12,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from jmapmono.jmap.errors import MethodError
+from jmapmono.jmap.filters import filter_matches
 from jmapmono.jmap.method_args import (
     changes_response,
     get_response,
@@ -85,12 +86,10 @@ def principal_changes(inv: Invocation) -> dict[str, Any]:
 
 
 def _matches(record: dict[str, Any], f: dict[str, Any]) -> bool:
-    if "operator" in f:
-        results = [_matches(record, c) for c in f.get("conditions") or []]
-        return {"AND": all(results), "OR": any(results), "NOT": not any(results)}[f["operator"]]
-    unknown = sorted(set(f) - FILTERS)
-    if unknown:
-        raise MethodError("unsupportedFilter", f"Principal filters have no condition {', '.join(unknown)}")
+    return filter_matches(f, FILTERS, "Principal/query", lambda c: _condition(record, c))
+
+
+def _condition(record: dict[str, Any], f: dict[str, Any]) -> bool:
     for name, value in f.items():
         if name == "accountIds":
             if not isinstance(value, list) or not set(value) & set(record["accounts"] or {}):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from jmapmono.jmap.errors import MethodError
+from jmapmono.jmap.filters import filter_matches
 from jmapmono.jmap.method_args import (
     Comparator,
     arg_str,
@@ -84,16 +85,10 @@ def quota_changes(inv: Invocation) -> dict[str, Any]:
 
 
 def _matches(quota: dict[str, Any], condition: dict[str, Any]) -> bool:
-    if "operator" in condition:
-        results = [_matches(quota, c) for c in condition["conditions"]]
-        if condition["operator"] == "AND":
-            return all(results)
-        if condition["operator"] == "OR":
-            return any(results)
-        return not any(results)
-    unknown = sorted(set(condition) - FILTER_CONDITIONS)
-    if unknown:
-        raise MethodError("unsupportedFilter", f"Quota/query cannot filter on {', '.join(unknown)}")
+    return filter_matches(condition, FILTER_CONDITIONS, "Quota/query", lambda c: _condition(quota, c))
+
+
+def _condition(quota: dict[str, Any], condition: dict[str, Any]) -> bool:
     for name, value in condition.items():
         if not isinstance(value, str):
             raise invalid(f"the filter condition {name!r} must be a string")

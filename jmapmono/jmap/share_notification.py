@@ -12,6 +12,7 @@ from typing import Any
 from jmapmono.jmap import sharing
 from jmapmono.jmap.email_query import utc_date_filter
 from jmapmono.jmap.errors import MethodError, SetError
+from jmapmono.jmap.filters import filter_matches
 from jmapmono.jmap.mailbox import changes_since
 from jmapmono.jmap.method_args import (
     check_if_in_state,
@@ -92,12 +93,10 @@ def share_notification_changes(inv: Invocation) -> dict[str, Any]:
 
 
 def _matches(n: Notification, f: dict[str, Any]) -> bool:
-    if "operator" in f:
-        results = [_matches(n, c) for c in f.get("conditions") or []]
-        return {"AND": all(results), "OR": any(results), "NOT": not any(results)}[f["operator"]]
-    unknown = sorted(set(f) - FILTERS)
-    if unknown:
-        raise MethodError("unsupportedFilter", f"ShareNotification filters have no condition {', '.join(unknown)}")
+    return filter_matches(f, FILTERS, "ShareNotification/query", lambda c: _condition(n, c))
+
+
+def _condition(n: Notification, f: dict[str, Any]) -> bool:
     if "after" in f and n.created < utc_date_filter("after", f["after"]):
         return False
     if "before" in f and n.created >= utc_date_filter("before", f["before"]):

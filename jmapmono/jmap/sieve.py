@@ -16,6 +16,7 @@ from typing import Any
 
 from jmapmono.jmap import method_args as std
 from jmapmono.jmap.errors import MethodError, SetError
+from jmapmono.jmap.filters import filter_matches
 from jmapmono.jmap.registry import SIEVE, Invocation, method
 from jmapmono.mailbox.changes import CannotCalculateChanges
 from jmapmono.mailbox.mailbox_plan import StateMismatch
@@ -202,16 +203,10 @@ def sieve_set(inv: Invocation) -> dict[str, Any]:
 
 
 def _matches(script: dict[str, Any], condition: dict[str, Any]) -> bool:
-    if "operator" in condition:
-        results = [_matches(script, c) for c in condition["conditions"]]
-        if condition["operator"] == "AND":
-            return all(results)
-        if condition["operator"] == "OR":
-            return any(results)
-        return not any(results)
-    unknown = sorted(set(condition) - FILTER_CONDITIONS)
-    if unknown:
-        raise MethodError("unsupportedFilter", f"SieveScript/query cannot filter on {', '.join(unknown)}")
+    return filter_matches(condition, FILTER_CONDITIONS, "SieveScript/query", lambda c: _condition(script, c))
+
+
+def _condition(script: dict[str, Any], condition: dict[str, Any]) -> bool:
     if "name" in condition:
         if not isinstance(condition["name"], str):
             raise std.invalid("the filter condition 'name' must be a string")
