@@ -219,36 +219,27 @@ class Reads:
 
     def visible_messages(self, account_id: str, ids: Iterable[str], mailbox_ids: Iterable[str]) -> set[str]:
         """Those of ``ids`` that are emails of the account in one of ``mailbox_ids``."""
-        wanted = sorted(set(mailbox_ids))
-        found: set[str] = set()
-        if not wanted:
-            return found
-        with self.db.read() as tx:
-            for chunk in chunks(sorted(set(ids))):
-                found.update(
-                    r["message_id"]
-                    for r in tx.query(
-                        f"SELECT DISTINCT mm.message_id FROM message_mailboxes mm "
-                        f"JOIN messages m ON m.id = mm.message_id WHERE m.account_id = ? "
-                        f"AND mm.message_id IN ({marks(len(chunk))}) AND mm.mailbox_id IN ({marks(len(wanted))})",
-                        (account_id, *chunk, *wanted),
-                    )
-                )
-        return found
+        return self._in_mailboxes(account_id, "id", ids, mailbox_ids)
 
     def visible_threads(self, account_id: str, thread_ids: Iterable[str], mailbox_ids: Iterable[str]) -> set[str]:
         """Those of ``thread_ids`` holding an email of the account in one of ``mailbox_ids``."""
+        return self._in_mailboxes(account_id, "thread_id", thread_ids, mailbox_ids)
+
+    def _in_mailboxes(
+        self, account_id: str, column: str, values: Iterable[str], mailbox_ids: Iterable[str]
+    ) -> set[str]:
+        """Those of ``values`` of ``messages.<column>`` with an email of the account in one of ``mailbox_ids``."""
         wanted = sorted(set(mailbox_ids))
         found: set[str] = set()
         if not wanted:
             return found
         with self.db.read() as tx:
-            for chunk in chunks(sorted(set(thread_ids))):
+            for chunk in chunks(sorted(set(values))):
                 found.update(
-                    r["thread_id"]
+                    r["found"]
                     for r in tx.query(
-                        f"SELECT DISTINCT m.thread_id FROM messages m JOIN message_mailboxes mm "
-                        f"ON mm.message_id = m.id WHERE m.account_id = ? AND m.thread_id IN ({marks(len(chunk))}) "
+                        f"SELECT DISTINCT m.{column} AS found FROM messages m JOIN message_mailboxes mm "
+                        f"ON mm.message_id = m.id WHERE m.account_id = ? AND m.{column} IN ({marks(len(chunk))}) "
                         f"AND mm.mailbox_id IN ({marks(len(wanted))})",
                         (account_id, *chunk, *wanted),
                     )
