@@ -2,9 +2,9 @@
 owner's account on their socket at once, a delivery into the shared mailbox is pushed to them as to the owner,
 and a revocation takes the account off the socket (the next request there is accountNotFound).
 
-RFC 9670 §1.4: the sharee's Session gains the owner's account when data is shared with them; RFC 8620 §7.1:
-"the server MUST send a StateChange … when any of the data types change"; draft-ietf-jmap-mail-sharing:
-``shareWith`` changes take effect for the principal at once.
+RFC 9670 (the sharee's Session gains the owner's account when data is shared with them); RFC 8620 §7.1:
+"When something changes on the server, the server pushes a StateChange object to the client";
+draft-ietf-jmap-mail-sharing: ``shareWith`` changes take effect for the principal at once.
 """
 
 from __future__ import annotations
