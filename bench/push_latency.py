@@ -10,6 +10,8 @@ sent. Also shown: the LMTP ``250`` reply (stored and committed) on the same cloc
 - embedded: SQLite + memory://, one ``serve`` (its LMTP child is another process: the commit reaches the
   serving process through the SQLite doorbell), with one worker and with one per CPU (``--workers``): the
   WebSocket and the stream land on any worker, which learns of the delivery by tailing the outbox;
+- embedded, shared Inbox: the same, with a second user to whom the owner's Inbox is shared (read only):
+  the owner's WebSocket and the sharee's, on the same clock;
 - cluster: Postgres + RabbitMQ, two ``serve`` processes: delivered through node A's LMTP, the WebSocket
   and the EventSource stream on node B;
 - cluster under load: the same, while ``--load-sockets`` other push-enabled WebSockets (default 1,000, 20
@@ -79,15 +81,15 @@ def delivery_state(change: dict) -> str | None:
     return None
 
 
-def open_websocket(port: int) -> tuple[websocket.WebSocket, Listener]:
+def open_websocket(port: int, user: str = USER, name: str = "websocket") -> tuple[websocket.WebSocket, Listener]:
     ws = websocket.create_connection(
-        f"ws://127.0.0.1:{port}/jmap/ws", subprotocols=["jmap"], header=[f"Authorization: {basic(USER)}"], timeout=30
+        f"ws://127.0.0.1:{port}/jmap/ws", subprotocols=["jmap"], header=[f"Authorization: {basic(user)}"], timeout=30
     )
     if ws.subprotocol != "jmap":
         raise RuntimeError(f"WebSocket subprotocol {ws.subprotocol!r}")
     ws.send(json.dumps({"@type": "WebSocketPushEnable", "dataTypes": None}))
     ws.settimeout(None)
-    listener = Listener("websocket")
+    listener = Listener(name)
 
     def read() -> None:
         try:
@@ -143,13 +145,17 @@ def measure(
     push_port: int,
     samples: int,
     load: LoadProcess | None = None,
+    sharee: str | None = None,
 ) -> None:
     ws, on_ws = open_websocket(push_port)
     stream, on_es = open_eventsource(push_port)
+    others = [open_websocket(push_port, sharee, "sharee websocket")] if sharee else []
+    listeners = [on_ws, on_es, *(listener for _, listener in others)]
     client = LMTPClient("127.0.0.1", lmtp_port)
     client.lhlo()
-    results: dict[str, list[float]] = {"websocket": [], "eventsource": [], "lmtp 250": [], "after 250": []}
-    last = {"websocket": None, "eventsource": None}
+    results: dict[str, list[float]] = {listener.name: [] for listener in listeners}
+    results.update({"lmtp 250": [], "after 250": []})
+    last: dict[str, str | None] = {listener.name: None for listener in listeners}
     started = time.perf_counter()
     try:
         for n in range(WARMUP + samples):
@@ -164,7 +170,7 @@ def measure(
             if reply.code != 250:
                 raise RuntimeError(f"LMTP refused the message: {reply}")
             arrived = {}
-            for listener in (on_ws, on_es):
+            for listener in listeners:
                 arrived[listener.name], last[listener.name] = listener.next_delivery(last[listener.name])
             if n >= WARMUP:
                 results["lmtp 250"].append((replied - sent) * 1000)
@@ -175,11 +181,13 @@ def measure(
         note = load.summary() if load else ""
     finally:
         client.quit()
-        gevent.killall([on_ws.greenlet, on_es.greenlet], timeout=2)  # first: a close must not race a read
+        gevent.killall([listener.greenlet for listener in listeners], timeout=2)  # first: a close must not race a read
         ws.close()
         stream.close()
+        for other, _ in others:
+            other.close()
     whats = {"lmtp 250": "DATA sent -> LMTP 250", "after 250": "LMTP 250 -> websocket StateChange"}
-    for name in ("websocket", "eventsource", "lmtp 250", "after 250"):
+    for name in results:
         what = whats.get(name, f"DATA sent -> {name} StateChange")
         rate = (WARMUP + samples) / elapsed if name == "websocket" else None  # deliveries/s, one at a time
         figures.latency(f"{label}: {what}", results[name], rate=rate, note=note if name == "websocket" else "")
@@ -192,6 +200,18 @@ def embedded(figures: common.Figures, samples: int, workers: int = 1) -> None:
         with common.serving(env, work, workers=workers) as server:
             label = "embedded" if workers == 1 else f"embedded, {workers} workers"
             measure(figures, label, server.lmtp_port, server.http_port, samples)
+
+
+def embedded_shared(figures: common.Figures, samples: int) -> None:
+    """The owner's Inbox shared read-only with a second user: both WebSockets hear the same delivery."""
+    sharee = "sharee@example.org"
+    with common.temp_dir() as work:
+        env = common.jmapmono_env(f"sqlite:///{work / 'jmapmono.sqlite3'}", work / "data")
+        common.add_user(env, USER)
+        common.add_user(env, sharee)
+        common.cli(env, "mailbox", "share", USER, "Inbox", sharee, "--rights", "read")
+        with common.serving(env, work) as server:
+            measure(figures, "embedded, shared Inbox", server.lmtp_port, server.http_port, samples, sharee=sharee)
 
 
 def cluster(figures: common.Figures, samples: int) -> None:
@@ -321,6 +341,7 @@ def main(argv: list[str]) -> None:
     common.banner(f"push latency, {samples} deliveries one at a time (~2 KB)")
     figures = common.Figures("push_latency")
     embedded(figures, samples)
+    embedded_shared(figures, samples)
     workers = common.arg_int(argv, "workers", os.cpu_count() or 1)
     if workers > 1:
         embedded(figures, samples, workers)
