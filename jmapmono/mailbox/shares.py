@@ -62,14 +62,31 @@ def sharees_of(tx: Transaction, mailbox_ids: Iterable[str]) -> dict[str, dict[in
 
 
 def forget_mailbox(tx: Transaction, accounts: Any, account_id: str, mailbox_id: str) -> None:
-    """Drop the shares of a mailbox being destroyed (inside its transaction) and tell its sharees."""
-    rows = tx.query("SELECT sharee_user_id FROM mailbox_shares WHERE mailbox_id = ?", (mailbox_id,))
-    if not rows:
+    """Drop the shares of a mailbox being destroyed (inside its transaction) and tell its sharees: their access
+    goes with this transaction; each gets a ShareNotification (rights to none) once it has committed, written
+    in a transaction of its own (the owner's account is locked here: locking a sharee's too could deadlock with
+    a grant, which locks both in account-id order)."""
+    sharees = sharees_of(tx, [mailbox_id]).get(mailbox_id, {})
+    if not sharees:
         return
+    name = tx.value("SELECT name FROM mailboxes WHERE id = ?", (mailbox_id,))
     tx.execute("DELETE FROM mailbox_shares WHERE mailbox_id = ?", (mailbox_id,))
     owner = _owner(tx, account_id)
-    for r in rows:
-        accounts.access_changed(tx, owner, int(r["sharee_user_id"]), False)
+    for sharee_user_id in sharees:
+        accounts.access_changed(tx, owner, sharee_user_id, False)
+
+    def notify_sharees() -> None:
+        for sharee_user_id, rights in sharees.items():
+            with accounts.db.transaction() as notes_tx:
+                sharee = _user_by_id(notes_tx, sharee_user_id)
+                notes = Mutation(notes_tx, sharee.account_id)
+                by = {"name": owner.email, "email": owner.email, "principalId": owner.account_id}
+                share_notifications.notify(
+                    notes, by, "Mailbox", account_id, mailbox_id, rights_json(rights), None, str(name or "")
+                )
+                notes.finish(ShareNotified(account_id=sharee.account_id))
+
+    tx.after_commit(notify_sharees)
 
 
 def rights_json(rights: frozenset[str]) -> dict[str, bool] | None:

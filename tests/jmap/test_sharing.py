@@ -289,6 +289,27 @@ def test_share_notifications_tell_the_sharee_what_changed_and_only_destroy_is_al
     assert call("ShareNotification/changes", sinceState=changes["newState"])["destroyed"] == [got[0]["id"]]
 
 
+def test_the_owner_destroying_a_shared_mailbox_notifies_the_sharee(world):
+    """RFC 9670 §5: a ShareNotification records a change of the user's permissions to a shared object; the
+    mailbox going takes them all (``newRights`` null), as a revocation does."""
+    principals = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:principals"]
+    bob = JmapClient(world.as_bob.client, BOB, world.bob.account_id)
+
+    def notifications() -> list[dict]:
+        args = {"accountId": world.bob.account_id, "ids": None}
+        return bob.responses([["ShareNotification/get", args, "c"]], principals)[0][1]["list"]
+
+    world.share(world.shared, "mayReadItems", "maySetSeen")
+    assert len(notifications()) == 1
+    world.services.mailboxes.delete_mailbox(world.account, world.shared)
+    assert world.services.accounts.access(world.bob.id, world.account) is None
+    last = notifications()[-1]
+    assert len(notifications()) == 2 and last["newRights"] is None and last["oldRights"]["maySetSeen"]
+    assert (last["objectId"], last["name"], last["changedBy"]["email"]) == (world.shared, "Family", ALICE)
+    world.services.mailboxes.delete_mailbox(world.account, world.other)
+    assert len(notifications()) == 2  # a mailbox shared with nobody notifies nobody
+
+
 def test_a_child_made_by_a_sharee_is_shared_with_them_and_a_destroyed_mailbox_takes_its_shares(world):
     """RFC 8621 §2 mayCreateChild: "The user may create a Mailbox with this Mailbox as its parent"; rights are
     per mailbox (draft-ietf-jmap-mail-sharing): the child gets its parent's share, for its creator only."""
