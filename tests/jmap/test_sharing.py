@@ -2,10 +2,11 @@
 
 draft-ietf-jmap-mail-sharing (Mailbox ``shareWith``, the ``mayShare`` right) builds on RFC 9670 (principals
 and the sharing model) and RFC 8621 §2, MailboxRights: "mayReadItems: If true, the user may use this
-Mailbox as part of a filter in an Email/query call, and the Mailbox may be included in the mailboxIds property of Email objects. Email objects
-may be fetched if they are in at least one Mailbox with this permission"; "maySetSeen … maySetKeywords: If an
-Email belongs to multiple Mailboxes, the user may only modify … if they have this permission for all of the
-Mailboxes"; "mayAddItems", "mayRemoveItems", "mayRename", "mayDelete", "mayCreateChild".
+Mailbox as part of a filter in an Email/query call, and the Mailbox may be included in the mailboxIds
+property of Email objects. Email objects may be fetched if they are in at least one Mailbox with this
+permission"; "maySetSeen … maySetKeywords: If an Email belongs to multiple Mailboxes, the user may only
+modify … if they have this permission for all of the Mailboxes"; "mayAddItems", "mayRemoveItems",
+"mayRename", "mayDelete", "mayCreateChild".
 """
 
 from __future__ import annotations
