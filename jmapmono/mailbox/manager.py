@@ -474,6 +474,39 @@ class MailboxManager(MailboxOps, MailboxBatchOps, ShareOps, ShareNotificationOps
         log.info(kv(event="quota_set", account=account_id, octets=after.limits.octets, messages=after.limits.messages))
         return after
 
+    def apply_quota_defaults(self) -> int:
+        """After the configured default limits changed: record the Quota changes of every account that follows
+        them (one transaction each), so that Quota/changes and pushes report them. Returns how many changed."""
+        started = time.monotonic()
+        with self.db.transaction() as tx:
+            old = quota.claim_defaults(tx, self.quota_defaults)
+        if old is None:
+            return 0
+        with self.db.read() as tx:
+            account_ids = [r["account_id"] for r in tx.query("SELECT account_id FROM users ORDER BY id")]
+        changed = 0
+        for account_id in account_ids:
+            with self.db.transaction() as tx:
+                diff = quota.difference(
+                    quota.read(tx, account_id, old), quota.read(tx, account_id, self.quota_defaults)
+                )
+                if not any(diff.values()):
+                    continue  # the account has limits of its own
+                m = Mutation(tx, account_id, self.quota_defaults)
+                quota.record(m, diff)
+                m.finish(StatesChanged(account_id=account_id, changes={quota.TYPE: diff}))
+                changed += 1
+        log.info(
+            kv(
+                event="quota_defaults_changed",
+                octets=self.quota_defaults.octets,
+                messages=self.quota_defaults.messages,
+                accounts=changed,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        )
+        return changed
+
     # -- accounts -----------------------------------------------------------------------------------------------
 
     def remove_account_data(self, tx: Transaction, user: User) -> None:

@@ -156,13 +156,57 @@ def set_limits(
         (account_id, *new),
     )
     after = read(tx, account_id, defaults)
+    changed = difference(before, after)
+    record(m, changed)
+    return after, changed
+
+
+def difference(before: Account, after: Account) -> dict[str, list[str]]:
+    """The Quota objects that appear, change or disappear between two readings of an account."""
     old_objects, new_objects = before.objects(), after.objects()
-    changed = {
+    return {
         "created": [i for i in new_objects if i not in old_objects],
         "updated": [i for i in new_objects if i in old_objects and old_objects[i] != new_objects[i]],
         "destroyed": [i for i in old_objects if i not in new_objects],
     }
+
+
+def record(m: Mutation, changed: dict[str, list[str]]) -> None:
     m.created(TYPE, changed["created"])
     m.updated(TYPE, changed["updated"])
     m.destroyed(TYPE, changed["destroyed"])
-    return after, changed
+
+
+#: Stands for "no limit" where SQL compares limits (NULL equals nothing).
+_NONE = -2
+
+
+def claim_defaults(tx: Transaction, defaults: Limits) -> Limits | None:
+    """Record ``defaults`` as the configured limits in force. Returns the previous ones when they differed and
+    this call is the one that recorded the change (compare-and-set: of several processes starting together,
+    one), so that its caller records the accounts' Quota changes; None otherwise (also the first time)."""
+    row = tx.one("SELECT octets, messages FROM quota_defaults_applied WHERE id = 1")
+    if row is None:
+        tx.execute(
+            "INSERT INTO quota_defaults_applied (id, octets, messages) VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (defaults.octets, defaults.messages),
+        )
+        return None
+    old = Limits(
+        None if row["octets"] is None else int(row["octets"]), None if row["messages"] is None else int(row["messages"])
+    )
+    if old == defaults:
+        return None
+    claimed = tx.execute(
+        "UPDATE quota_defaults_applied SET octets = ?, messages = ? "
+        "WHERE id = 1 AND COALESCE(octets, ?) = ? AND COALESCE(messages, ?) = ?",
+        (
+            defaults.octets,
+            defaults.messages,
+            _NONE,
+            _NONE if old.octets is None else old.octets,
+            _NONE,
+            _NONE if old.messages is None else old.messages,
+        ),
+    )
+    return old if claimed == 1 else None

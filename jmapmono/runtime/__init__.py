@@ -270,6 +270,7 @@ class Runtime:
 
         if self.flow is not None:
             raise RuntimeError("this runtime is already started")
+        self.mailboxes.apply_quota_defaults()  # a changed configuration is a Quota change for clients
         self.flow = EventFlow(self, **relay_options)
         self.flow.start()
         self.housekeeping = Housekeeping(self.db, jobs_of(self), self.config.housekeeping_seconds)

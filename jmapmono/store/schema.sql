@@ -594,3 +594,14 @@ CREATE TABLE share_notifications (
     name TEXT NOT NULL
 );
 CREATE INDEX share_notifications_account ON share_notifications(account_id, created, id);
+
+-- version: 10
+-- The default quota limits (configuration) last seen in force: a process that starts with other defaults
+-- records the Quota changes of every account that follows them (jmapmono/mailbox/quota.py
+-- claim_defaults), so Quota/changes and pushes report a change of configuration too. One row; none
+-- until a serving process first starts.
+CREATE TABLE quota_defaults_applied (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    octets INTEGER,
+    messages INTEGER
+);

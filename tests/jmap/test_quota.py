@@ -125,3 +125,48 @@ def test_upload_past_the_storage_limit_is_refused(alice, services):
         headers={**alice.headers, "Content-Type": "application/octet-stream"},
     )
     assert r.status_code == 413 and r.get_json()["type"] == "urn:ietf:params:jmap:error:overQuota"
+
+
+def test_a_change_of_the_configured_defaults_is_a_quota_change(config, alice, bob, services):
+    """RFC 9425 §4.3: Quota/changes reports every change of a Quota object, including one made by the
+    operator's configuration: a process started with other default limits records it, once, for the accounts
+    that follow the defaults (bob has limits of his own)."""
+    from dataclasses import replace
+
+    from jmapmono.runtime import Runtime
+    from jmapmono.web.app import create_app
+    from tests.support.jmap import JmapClient
+
+    services.mailboxes.set_quota(bob.account_id, octets=5_000_000)
+    assert services.mailboxes.apply_quota_defaults() == 0  # the first defaults seen are recorded, nothing moves
+    states = {c.account_id: quotas(c)["state"] for c in (alice, bob)}
+
+    def restart_with(**limits: object) -> tuple[int, dict, dict]:
+        """A process of its own started with these defaults: the accounts it changed, then alice's and bob's
+        Quota/changes since the last call, as its clients see them."""
+        other = Runtime(replace(config, **limits))
+        try:
+            changed = other.mailboxes.apply_quota_defaults()
+            http = create_app(other).test_client()
+            out = []
+            for c in (alice, bob):
+                got = JmapClient(http, c.email, c.account_id).call("Quota/changes", sinceState=states[c.account_id])
+                states[c.account_id] = got["newState"]
+                out.append({k: sorted(got[k]) for k in ("created", "updated", "destroyed")})
+            return changed, out[0], out[1]
+        finally:
+            other.stop()
+
+    nothing = {"created": [], "updated": [], "destroyed": []}
+    assert restart_with(quota_storage=1_000_000) == (1, {**nothing, "created": ["storage"]}, nothing)
+    assert restart_with(quota_storage=1_000_000) == (0, nothing, nothing)  # recorded once, whoever starts next
+    assert restart_with(quota_storage=2_000_000, quota_messages=10) == (
+        2,
+        {**nothing, "created": ["messages"], "updated": ["storage"]},
+        {**nothing, "created": ["messages"]},
+    )
+    assert restart_with() == (
+        2,
+        {**nothing, "destroyed": ["messages", "storage"]},
+        {**nothing, "destroyed": ["messages"]},
+    )
