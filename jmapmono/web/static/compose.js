@@ -41,7 +41,7 @@ export class Composer {
       if (mode === "forward") {
         subject = prefixed("Fwd", original.subject);
         body = `\n\n---------- Forwarded message ----------\nFrom: ${addressList(original.from)}\nDate: ${longDate(original.receivedAt)}\nSubject: ${original.subject || ""}\nTo: ${addressList(original.to)}\n\n${text}`;
-        this.forwarded = original.attachments || [];
+        this.forwarded = await this.ownCopies(original.attachments || []);
       } else {
         subject = prefixed("Re", original.subject);
         to = original.replyTo && original.replyTo.length ? original.replyTo : original.from || [];
@@ -69,6 +69,19 @@ export class Composer {
     $("compose").showModal();
     (to.length ? $("c-body") : $("c-to")).focus();
     if (to.length) $("c-body").setSelectionRange(0, 0);
+  }
+
+  // Attachments of a message in another account (shared with the user) copied into the user's own, where the
+  // draft is written (Blob/copy, RFC 8620 §6.3); those that cannot be copied are left out, and said so.
+  async ownCopies(parts) {
+    const from = this.app.client.accountId;
+    const to = this.app.client.primaryId;
+    if (from === to || parts.length === 0) return parts;
+    const out = await this.app.client.request([["Blob/copy", { fromAccountId: from, accountId: to, blobIds: parts.map((p) => p.blobId) }, "b"]]);
+    const copied = out.b && !out.b.error ? out.b.copied || {} : {};
+    const kept = parts.filter((p) => copied[p.blobId]).map((p) => ({ ...p, blobId: copied[p.blobId] }));
+    if (kept.length < parts.length) toast(`${parts.length - kept.length} attachment(s) could not be attached.`);
+    return kept;
   }
 
   // The Email/set create arguments of the draft as the form stands.

@@ -240,3 +240,50 @@ def test_a_mailbox_shared_with_the_user_shows_and_goes_when_the_share_is_taken_b
     jmapmono_cli(tmp_path, "mailbox", "unshare", "bob@example.org", "Projects", box.email)
     page.wait(lambda: page.js(shared) == [], "Bob's account gone from the page")
     page.wait(lambda: page.subjects() == ["For Alice"], "back in the user's own Inbox")
+
+
+def test_a_message_in_a_shared_mailbox_is_forwarded_with_its_attachment(box: Box, page: Page, tmp_path: Path):
+    """The draft is written in the user's own account, so the attachment of a message in a shared one is
+    first copied there (RFC 8620 §6.3, Blob/copy: "Binary data may be copied *between* two different
+    accounts")."""
+    jmapmono_cli(tmp_path, "user", "add", "bob@example.org", "--password", "bob's password")
+    bob = Box(box.server, "bob@example.org", "bob's password")
+    raw = (
+        b"From: Ann Example <ann@example.org>\r\nTo: bob@example.org\r\nSubject: Plans attached\r\n"
+        b"Message-ID: <plans@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nSee the notes.\r\n"
+        b"--b\r\nContent-Type: text/plain; name=notes.txt\r\n"
+        b"Content-Disposition: attachment; filename=notes.txt\r\n\r\n"
+        b"Step one.\r\n--b--\r\n"
+    )
+    bob.deliver(raw)
+    (_, made, _), *_ = bob.jmap(["Mailbox/set", {"create": {"p": {"name": "Projects"}}}, "m"])
+    projects = made["created"]["p"]["id"]
+    (_, found, _), *_ = bob.jmap(["Email/query", {"filter": {"subject": "Plans attached"}}, "q"])
+    bob.jmap(["Email/set", {"update": {found["ids"][0]: {"mailboxIds": {projects: True}}}}, "s"])
+    jmapmono_cli(tmp_path, "mailbox", "share", "bob@example.org", "Projects", box.email, "--rights", "read")
+
+    page.log_in(box.email, box.password)
+    page.wait_live()
+    page.wait(lambda: page.js("return !!document.querySelector('#mailbox-list .account .mailbox')"), "Bob's box")
+    page.js("document.querySelector('#mailbox-list .account .mailbox').click()")
+    page.open_row("Plans attached")
+    page.js("document.querySelector('[data-act=forward]').click()")
+    page.wait(lambda: "notes.txt" in page.js("return document.getElementById('c-attachments').textContent"), "attached")
+    page.by_css("#c-to")[0].send_keys(box.email)
+    page.by_css("#c-send")[0].click()
+    page.wait(lambda: not page.js("return document.getElementById('compose').open"), "the composer closed")
+
+    def arrived() -> list | None:
+        (_, q, _), (_, got, _) = box.jmap(
+            ["Email/query", {"filter": {"subject": "Fwd: Plans attached", "notKeyword": "$draft"}}, "q"],
+            [
+                "Email/get",
+                {"#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}, "properties": ["attachments"]},
+                "g",
+            ],
+        )
+        return [a["name"] for e in got["list"] for a in e["attachments"]] or None
+
+    names = page.wait(arrived, "the forward, with its attachment, in the user's own account")
+    assert set(names) == {"notes.txt"}  # the sent copy and the one delivered to the user
