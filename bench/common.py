@@ -154,13 +154,15 @@ class _Postgres:
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
-        self._counter = 0
 
     def new_database(self) -> str:
+        """A new empty database. Named at random: a script may open run_all's Postgres several times, and
+        each of its ``_Postgres`` objects would count from one again."""
+        import secrets
+
         import psycopg
 
-        self._counter += 1
-        name = f"bench{os.getpid()}_{self._counter}"
+        name = f"bench{os.getpid()}_{secrets.token_hex(4)}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
