@@ -3,21 +3,8 @@ state of the StateChange moves when usage or a limit changes, and is the state Q
 
 from __future__ import annotations
 
-import pytest
-
-from tests.support.jmap import PASSWORD
-from tests.support.servers import start_app
-
 ALICE = "alice@example.org"
 MESSAGE = b"From: carol@remote.example\r\nSubject: hello\r\nMessage-ID: <q@remote>\r\n\r\nHi.\r\n"
-
-
-@pytest.fixture
-def server(config, db):
-    server = start_app(config, db)
-    server.services.accounts.create_user(ALICE, PASSWORD)
-    yield server
-    server.stop()
 
 
 def quota_state(client, account: str) -> str:

@@ -11,27 +11,14 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from jmapmono.runtime import Runtime
 from jmapmono.store import open_database
 from tests.support.emails import mail
-from tests.support.jmap import PASSWORD
-from tests.support.servers import start_app
 from tests.support.waiting import wait_until
 from tests.support.ws_client import WsClient, basic
 
 ALICE, BOB = "alice@example.org", "bob@example.org"
 MAIL = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
-
-
-@pytest.fixture
-def server(config, db):
-    server = start_app(config, db)
-    for email in (ALICE, BOB):
-        server.services.accounts.create_user(email, PASSWORD)
-    yield server
-    server.stop()
 
 
 def _other_process(config, fn) -> None:

@@ -4,21 +4,8 @@ and SieveScript/changes from the old state returns exactly what changed."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.support.jmap import PASSWORD
-from tests.support.servers import start_app
-
 ALICE = "alice@example.org"
 SCRIPT = b'require "fileinto";\r\nif header :contains "subject" "jmap" { fileinto "Lists"; }\r\n'
-
-
-@pytest.fixture
-def server(config, db):
-    server = start_app(config, db)
-    server.services.accounts.create_user(ALICE, PASSWORD)
-    yield server
-    server.stop()
 
 
 def one(client, method: str, args: dict) -> dict:

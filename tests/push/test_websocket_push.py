@@ -4,25 +4,12 @@ data types, disable, resume by pushState, every data type, delegation granted an
 
 from __future__ import annotations
 
-import pytest
-
-from tests.support.jmap import PASSWORD
-from tests.support.servers import start_app
 from tests.support.waiting import wait_until
 
 ALICE, BOB = "alice@example.org", "bob@example.org"
 MAIL = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
 ALL_TYPES = {"Mailbox", "Email", "Thread", "EmailDelivery", "Identity", "EmailSubmission", "VacationResponse"}
 _sent = [0]
-
-
-@pytest.fixture
-def server(config, db):
-    server = start_app(config, db)
-    for email in (ALICE, BOB):
-        server.services.accounts.create_user(email, PASSWORD)
-    yield server
-    server.stop()
 
 
 def account(server, email: str) -> str:
