@@ -81,6 +81,9 @@ def _without_return_path(raw: bytes) -> bytes:
 
 
 class SieveActions:
+    """What a Sieve script decides beyond filing: redirects (before the message is stored) and vacation
+    replies (after, in the background)."""
+
     def __init__(
         self, db: Database, config: Config, accounts: Accounts, mailboxes: MailboxManager, relay: SmtpRelay
     ) -> None:
