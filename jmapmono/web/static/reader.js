@@ -67,7 +67,15 @@ export class Reader {
     this.renderAttachments();
     await this.renderBody();
     this.app.list.render();
-    if (!email.keywords.$seen) this.app.actions.keyword([id], "$seen", true);
+    if (!email.keywords.$seen && this.maySetSeen(email)) this.app.actions.keyword([id], "$seen", true);
+  }
+
+  // RFC 8621 §2: $seen may be set only with maySetSeen in every mailbox of the email (a read-only share has not).
+  maySetSeen(email) {
+    return Object.keys(email.mailboxIds || {}).every((id) => {
+      const m = this.app.mailboxes.byId.get(id);
+      return !m || !m.myRights || m.myRights.maySetSeen;
+    });
   }
 
   renderFlags() {

@@ -265,6 +265,11 @@ def test_a_message_in_a_shared_mailbox_is_forwarded_with_its_attachment(box: Box
 
     page.log_in(box.email, box.password)
     page.wait_live()
+    record = (
+        "window.__sent = []; const f = window.fetch;"
+        " window.fetch = (u, o) => { if (o && typeof o.body === 'string') window.__sent.push(o.body); return f(u, o); }"
+    )
+    page.js(record)  # the page's API calls from here on
     page.wait(lambda: page.js("return !!document.querySelector('#mailbox-list .account .mailbox')"), "Bob's box")
     page.js("document.querySelector('#mailbox-list .account .mailbox').click()")
     page.open_row("Plans attached")
@@ -287,3 +292,5 @@ def test_a_message_in_a_shared_mailbox_is_forwarded_with_its_attachment(box: Box
 
     names = page.wait(arrived, "the forward, with its attachment, in the user's own account")
     assert set(names) == {"notes.txt"}  # the sent copy and the one delivered to the user
+    # RFC 8621 §2 maySetSeen: a read-only share may not be marked read; the page did not try.
+    assert not [body for body in page.js("return window.__sent") if "keywords/$seen" in body]
