@@ -276,7 +276,8 @@ class Accounts:
         return bool(changed)
 
     def accessible_accounts(self, user_id: int) -> dict[str, AccountAccess]:
-        """Every account the user can see: their own first, then those delegated to them.
+        """Every account the user can see: their own first, then those delegated to them, then those with
+        mailboxes shared with them (``AccountAccess.shares``).
 
         Read on every request (the Session), so kept in memory under the store's change stamp: a grant,
         a revocation or a deletion anywhere is a commit that changes the stamp, and the next call reads again."""

@@ -45,12 +45,6 @@ log = logging.getLogger("jmapmono.api")
 #: raise a MethodError (typically ``forbidden``: the call is valid but a policy refuses it).
 CallPolicy = Callable[[Invocation, MethodSpec], None]
 
-#: What a user with mailboxes shared with them (not the whole account) may call in that account: mail, not
-#: sending as the owner nor the owner's vacation response.
-SHAREE_CAPABILITIES = frozenset(
-    {registry.CORE, registry.MAIL, registry.MAIL_SHARE, registry.QUOTA, registry.PRINCIPALS, registry.WEBSOCKET}
-)
-
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -301,11 +295,6 @@ def _check_account(session: Session, spec: MethodSpec, args: dict[str, Any]) -> 
         and spec.capability not in session.account_capabilities(account_id)
     ):
         raise MethodError("accountNotSupportedByMethod", f"account {account_id!r} does not support {spec.name}")
-    if access.shares is not None and spec.capability not in SHAREE_CAPABILITIES:
-        raise MethodError(
-            "forbidden",
-            f"{spec.name} is not available to a user with only some mailboxes of this account shared with them",
-        )
     if spec.writes and access.is_read_only:
         raise MethodError("accountReadOnly", f"account {account_id!r} is read-only")
 

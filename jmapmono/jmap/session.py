@@ -61,6 +61,14 @@ def session_state(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
+#: The account capabilities a user with only some mailboxes of an account shared with them has in it: mail,
+#: not sending as the owner, nor the owner's vacation response, Sieve scripts or receipts. Methods of the
+#: others answer ``accountNotSupportedByMethod`` there (RFC 8620 §3.6.2), as in any account without them.
+SHAREE_CAPABILITIES = frozenset(
+    {registry.MAIL, registry.MAIL_SHARE, registry.QUOTA, registry.PRINCIPALS, registry.PRINCIPALS_OWNER}
+)
+
+
 def build_session(services: JmapServices, principal: Principal) -> Session:
     """The Session as ``principal`` sees it now (one database read)."""
     base = services.config.public_base_url
@@ -70,7 +78,7 @@ def build_session(services: JmapServices, principal: Principal) -> Session:
     for account_id, acc in access.items():
         caps: dict[str, Any] = {}
         for spec in specs:
-            if spec.account_value is None:
+            if spec.account_value is None or (acc.shares is not None and spec.uri not in SHAREE_CAPABILITIES):
                 continue
             if spec.user_account_value is not None:
                 value = spec.user_account_value(services, account_id, principal, acc)

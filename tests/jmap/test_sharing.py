@@ -369,4 +369,7 @@ def test_a_sharee_copies_and_sends_nothing_they_cannot_see(world):
         [["Identity/get", {"accountId": world.account}, "c"]],
         [*USING, "urn:ietf:params:jmap:submission"],
     )[0]
-    assert (name, got["type"]) == ("error", "forbidden")
+    assert (name, got["type"]) == ("error", "accountNotSupportedByMethod")
+    session = requests.get(world.server.url + "/.well-known/jmap", headers=basic_auth(BOB), timeout=10).json()
+    caps = set(session["accounts"][world.account]["accountCapabilities"])
+    assert "urn:ietf:params:jmap:submission" not in caps and "urn:ietf:params:jmap:mail" in caps
