@@ -47,11 +47,22 @@ export class Mailboxes {
 
   // The account's quotas (RFC 9425), shown under the mailboxes; nothing when the account has none.
   async loadQuota() {
+    let answer;
     try {
-      this.quotas = (await this.app.client.call("Quota/get", { accountId: this.accountId, ids: null })).list;
+      answer = await this.app.client.call("Quota/get", { accountId: this.accountId, ids: null });
     } catch {
-      this.quotas = [];
+      answer = null;
     }
+    this.showQuota(answer);
+  }
+
+  // The call that brings the quotas up to date within another request (its answer under "qq").
+  quotaCall() {
+    return ["Quota/get", { accountId: this.accountId, ids: null }, "qq"];
+  }
+
+  showQuota(answer) {
+    this.quotas = answer && !answer.error ? answer.list : [];
     const line = $("quota");
     const parts = this.quotas.map((q) =>
       q.resourceType === "octets" ? `${size(q.used)} of ${size(q.hardLimit)}` : `${q.used} of ${q.hardLimit} messages`,

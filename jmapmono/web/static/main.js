@@ -149,7 +149,7 @@ app.sync = async (changed = null) => {
       again = false;
       if (sessionStale) await refreshSession();
       const others = [...app.accounts.values()].filter((box) => box !== app.mailboxes);
-      const calls = [...app.mailboxes.changeCalls(), ...app.list.changeCalls(app.client.accountId)];
+      const calls = [...app.mailboxes.changeCalls(), ...app.list.changeCalls(app.client.accountId), app.own().quotaCall()];
       others.forEach((box, i) => calls.push(...box.changeCalls(`a${i}.`)));
       const out = await app.client.request(calls);
       const gone = (answer) => answer && answer.error === "accountNotFound";
@@ -172,7 +172,7 @@ app.sync = async (changed = null) => {
       }
       if (out.eg && !out.eg.error) for (const e of out.eg.list) app.reader.refresh(e);
       renderMailboxes(app);
-      await app.own().loadQuota();
+      app.own().showQuota(out.qq);
       if (!mailboxesDone || !listDone || !othersDone || sessionStale) again = true;
     } while (again && ++rounds < 10); // a change that cannot be followed waits for the next push
   } catch (e) {
