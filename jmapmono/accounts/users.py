@@ -84,6 +84,15 @@ class AccountAccess:
     shares: Mapping[str, frozenset[str]] | None = None
 
 
+#: The ids of every user who can see an account (its id bound to each ``?``): the owner, its delegates and the
+#: sharees of its mailboxes. One text, for whoever needs that set (push targets too).
+USERS_WITH_ACCESS = (
+    "SELECT u.id FROM users u WHERE u.account_id = ? "
+    "UNION SELECT d.delegate_id FROM delegations d JOIN users o ON o.id = d.owner_id WHERE o.account_id = ? "
+    "UNION SELECT s.sharee_user_id FROM mailbox_shares s WHERE s.account_id = ?"
+)
+
+
 def normalize_email(email: str) -> str:
     email = email.strip().lower()
     if not EMAIL_RE.match(email):
@@ -329,13 +338,7 @@ class Accounts:
     def users_with_access(self, account_id: str) -> builtins.list[int]:
         """Ids of every user who can see ``account_id`` (the owner, its delegates and sharees)."""
         with self.db.read() as tx:
-            rows = tx.query(
-                "SELECT u.id FROM users u WHERE u.account_id = ? "
-                "UNION SELECT d.delegate_id FROM delegations d JOIN users u ON u.id = d.owner_id "
-                "WHERE u.account_id = ? "
-                "UNION SELECT s.sharee_user_id FROM mailbox_shares s WHERE s.account_id = ?",
-                (account_id, account_id, account_id),
-            )
+            rows = tx.query(USERS_WITH_ACCESS, (account_id,) * USERS_WITH_ACCESS.count("?"))
         return [r["id"] for r in rows]
 
     def credentials_revoked(self, tx: Transaction, revocation: Revocation) -> None:

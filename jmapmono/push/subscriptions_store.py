@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jmapmono.accounts.principal import Principal
-from jmapmono.accounts.users import APP_PASSWORD, PASSWORD, Revocation
+from jmapmono.accounts.users import APP_PASSWORD, PASSWORD, USERS_WITH_ACCESS, Revocation
 from jmapmono.clock import now_ms
 from jmapmono.ids import OrderedIds
 from jmapmono.store import Database, Transaction
@@ -226,12 +226,8 @@ class PushSubscriptions:
         with self.db.read() as tx:
             rows = tx.query(
                 f"SELECT {_COLUMNS} FROM push_subscriptions WHERE verified = 1 AND expires_at > ? AND {_CURRENT} "
-                "AND user_id IN ("
-                "SELECT u.id FROM users u WHERE u.account_id = ? "
-                "UNION SELECT d.delegate_id FROM delegations d JOIN users o ON o.id = d.owner_id "
-                "WHERE o.account_id = ? "
-                "UNION SELECT s.sharee_user_id FROM mailbox_shares s WHERE s.account_id = ?) ORDER BY id",
-                (now_ms(), account_id, account_id, account_id),
+                f"AND user_id IN ({USERS_WITH_ACCESS}) ORDER BY id",
+                (now_ms(), *(account_id,) * USERS_WITH_ACCESS.count("?")),
             )
         return [_row(r) for r in rows]
 
