@@ -86,6 +86,9 @@ class OutboxRelay:
         self._wake = gevent.event.Event()
         #: Also called at every wake-up (commit here, doorbell, not the poll): the outbox tail reads then.
         self.on_wake: list[Callable[[], None]] = []
+        #: Called with (bus name, event) just before each event is published: an early, best-effort use of it
+        #: (the flow sends the key copies of its push from here). A hook that fails never stops publishing.
+        self.before_publish: list[Callable[[str, Event], None]] = []
         self._greenlet: gevent.Greenlet | None = None
         self._unsubscribe: Any = None
         self._doorbell: Any = None
@@ -222,6 +225,11 @@ class OutboxRelay:
                     log.error(kv(event="relay_malformed_event", outbox_id=row_id, bus=bus, error=str(e)))
                     done.append(row_id)
                     continue
+                for hook in self.before_publish:
+                    try:
+                        hook(bus, event)
+                    except Exception as e:
+                        log.warning(kv(event="relay_hook_failed", outbox_id=row_id, error=f"{type(e).__name__}: {e}"))
                 self.buses[bus].dispatch(event)
                 done.append(row_id)
                 metrics.RELAY_LAG.observe(max(0, now_ms() - created) / 1000)

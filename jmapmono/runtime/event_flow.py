@@ -27,6 +27,13 @@ JMAP event (``to_jmap``, a pure function of the event) and tells its own key lis
 claiming process also delivers has the same event id and is absorbed by the bus. On amqp:// the broker
 routes key copies to every process that listens, and there is no tail.
 
+Pushes one hop early (amqp://): the JMAP event is a pure function of the mailbox event, so the relay that
+publishes a mailbox event first sends the key copies of its JMAP event (``EventBus.dispatch_keys``: no
+group copy). Sockets on every node then hear of a commit one broker hop after the relay's claim instead
+of after the group hop and the MailboxChangeListener's claim (cluster push latency, docs/adr/0008). The
+listener still dispatches the JMAP event in full (group copies for web push, key copies again): it is
+what makes the push at least as reliable as before, and receivers take one copy per (event id, key).
+
 Revocations: the flow listens to ``credentials:revoked`` (every ``CredentialsRevoked``, whoever it
 concerns) and drops the user's entries from this process's credential cache, so no node answers a new
 request from a cached check of a revoked credential. The connections opened with it end through their
@@ -41,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from jmapmono.events.bus import Event, Registration
+from jmapmono.events.bus import BusUnavailable, Event, Registration
 from jmapmono.events.outbox_relay import OutboxRelay
 from jmapmono.events.outbox_tail import OutboxTail
 from jmapmono.log import kv
@@ -75,6 +82,8 @@ class EventFlow:
         if services.config.broker_url.startswith("memory:"):
             self.tail = OutboxTail(services.db, MAILBOX_BUS, self._deliver_locally)
             self.relay.on_wake.append(self.tail.wake)  # the relay's wake-ups: commits here and the doorbell
+        else:
+            self.relay.before_publish.append(self._push_early)
         self._watcher: gevent.Greenlet | None = None
         self._revocations: Registration | None = None
         self._stopped = False
@@ -142,6 +151,18 @@ class EventFlow:
             self.jmap_bus.deliver_local(change.to_event(), [change.key])
         log.info(kv(event="push_resync", accounts=len(accounts), users=len(users), ms=_ms(started)))
         return len(accounts) + len(users)
+
+    def _push_early(self, bus: str, event: Event) -> None:
+        """amqp://: the key copies of a mailbox event's JMAP event, sent by the relay before it publishes the
+        mailbox event itself (see the module docstring)."""
+        translated = to_jmap(event) if bus == MAILBOX_BUS else None
+        if translated is None:
+            return
+        jmap_event, keys = translated
+        try:
+            self.jmap_bus.dispatch_keys(jmap_event, keys)
+        except BusUnavailable:
+            self.jmap_bus.stats["early_keys_failed"] += 1  # the MailboxChangeListener's dispatch carries them
 
     def _deliver_locally(self, event: Event) -> None:
         """A mailbox event read by the tail: its JMAP event, to this process's key listeners only."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 
+import gevent.event
 import pytest
 
 from jmapmono.events.bus import EventBus
 from jmapmono.mailbox import changes
+from jmapmono.push.change_listener import MailboxChangeListener
 from jmapmono.runtime import Runtime
 from jmapmono.runtime.event_flow import EventFlow
 from jmapmono.store import open_database
@@ -91,6 +93,34 @@ def test_delivery_on_a_reaches_b_and_the_listener_runs_once_per_event(services, 
     assert all("EmailDelivery" in e.payload["changed"] for e in pushes.events)
     assert handled_in_cluster(services, [a, b]) == (count, count)
     assert a.relay.stats["published"] + b.relay.stats["published"] >= count
+
+
+def test_the_push_leaves_with_the_relay_before_the_listener_runs(services, alice, start_node, monkeypatch):
+    """The relay sends a mailbox event's StateChange key copies before it publishes the event: node B pushes
+    while every MailboxChangeListener is held, and the listener's own copies, later, are absorbed."""
+    held = gevent.event.Event()
+    handle = MailboxChangeListener.__call__
+
+    def held_listener(listener: MailboxChangeListener, event) -> None:
+        held.wait(30)
+        handle(listener, event)
+
+    monkeypatch.setattr(MailboxChangeListener, "__call__", held_listener)
+    a, b = start_node(), start_node()
+    pushes = Recorder()
+    b.jmap_bus.register_key(alice.account_id, pushes)
+    count = 3
+
+    for n in range(count):
+        a.services.mailboxes.deliver(alice.email, message(n))
+    pushes.wait_count(count, timeout=20)
+    assert handled_in_cluster(services, [a, b])[1] == 0  # no listener has dispatched anything yet
+    assert all("EmailDelivery" in e.payload["changed"] for e in pushes.events)
+
+    held.set()
+    wait_until(lambda: handled_in_cluster(services, [a, b]) == (count, count), 20, message="every event handled")
+    wait_until(lambda: b.jmap_bus.stats["key_duplicates"] == count, 20, message="the listener's copies absorbed")
+    assert len(pushes.events) == count
 
 
 def test_broker_outage_piles_events_up_and_delivers_them_all_afterwards(services, alice, start_node, rabbitmq):
