@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from jmapmono.accounts import share_rights
 from jmapmono.accounts.principal import Principal
@@ -163,9 +164,7 @@ class Accounts:
             email = normalize_email(email)
         except AccountError:
             return None
-        with self.db.read() as tx:
-            row = tx.one("SELECT id, email, account_id, created_at FROM users WHERE email = ?", (email,))
-        return _user(row) if row else None
+        return self._one_user("email", email)
 
     def require(self, email: str) -> User:
         user = self.get(email)
@@ -174,14 +173,15 @@ class Accounts:
         return user
 
     def by_id(self, user_id: int) -> User | None:
-        with self.db.read() as tx:
-            row = tx.one("SELECT id, email, account_id, created_at FROM users WHERE id = ?", (user_id,))
-        return _user(row) if row else None
+        return self._one_user("id", user_id)
 
     def by_account_id(self, account_id: str) -> User | None:
-        with self.db.read() as tx:
-            row = tx.one("SELECT id, email, account_id, created_at FROM users WHERE account_id = ?", (account_id,))
-        return _user(row) if row else None
+        return self._one_user("account_id", account_id)
+
+    def _one_user(self, column: Literal["email", "id", "account_id"], value: object) -> User | None:
+        """The user whose unique ``column`` is ``value``: one statement alone (one round trip)."""
+        rows = self.db.query_alone(f"SELECT id, email, account_id, created_at FROM users WHERE {column} = ?", (value,))
+        return _user(rows[0]) if rows else None
 
     def list(self) -> list[User]:
         with self.db.read() as tx:

@@ -26,6 +26,8 @@ class CountDeltas:
 
     def __init__(self) -> None:
         self.deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        #: The counts each mailbox had after its last update here (the event carries them: no read-back).
+        self.after: dict[str, Counts] = {}
 
     def add(self, mailbox_id: str, thread_id: str, emails: int, unread: int) -> None:
         d = self.deltas[(mailbox_id, thread_id)]
@@ -82,11 +84,16 @@ class CountDeltas:
                 "ON CONFLICT (mailbox_id, thread_id) DO UPDATE SET emails = excluded.emails, unread = excluded.unread",
             )
             if any(totals):
-                tx.execute(
+                row = tx.one(
                     "UPDATE mailboxes SET total_emails = total_emails + ?, unread_emails = unread_emails + ?, "
-                    "total_threads = total_threads + ?, unread_threads = unread_threads + ? WHERE id = ?",
+                    "total_threads = total_threads + ?, unread_threads = unread_threads + ? WHERE id = ? "
+                    "RETURNING total_emails, unread_emails, total_threads, unread_threads",
                     (*totals, mailbox_id),
                 )
+                if row is not None:
+                    self.after[mailbox_id] = Counts(
+                        row["total_emails"], row["unread_emails"], row["total_threads"], row["unread_threads"]
+                    )
                 changed.add(mailbox_id)
         self.deltas.clear()
         return changed

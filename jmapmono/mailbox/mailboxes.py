@@ -61,11 +61,14 @@ class MailboxOps:
         m = Mutation(tx, user.account_id)
         self._ensure_defaults(tx, m, user, force=True)
 
-    def _ensure_defaults(self, tx: Transaction, m: Mutation, user: User, force: bool = False) -> None:
-        """Create the default mailboxes the account lacks (when it has no Inbox); writes the event if ``force``."""
+    def _ensure_defaults(self, tx: Transaction, m: Mutation, user: User, force: bool = False) -> str | None:
+        """Create the default mailboxes the account lacks (when it has no Inbox); writes the event if ``force``.
+        Returns the Inbox's id when it was there already (a delivery need not look it up again)."""
         account_id = user.account_id
-        if not force and tx.value("SELECT id FROM mailboxes WHERE account_id = ? AND role = 'inbox'", (account_id,)):
-            return
+        if not force:
+            inbox = tx.value("SELECT id FROM mailboxes WHERE account_id = ? AND role = 'inbox'", (account_id,))
+            if inbox:
+                return str(inbox)
         rows = tx.query(
             "SELECT role, name_key FROM mailboxes WHERE account_id = ? AND parent_id IS NULL", (account_id,)
         )
@@ -85,6 +88,7 @@ class MailboxOps:
         if force and created:
             m.finish(MailboxAdded(account_id=account_id, mailboxes=created))
             log.info(kv(event="mailboxes_provisioned", account=account_id, mailboxes=len(created)))
+        return None
 
     def _insert_mailbox(
         self, tx: Transaction, account_id: str, name: str, parent_id: str | None, role: str | None, order: int
@@ -97,8 +101,11 @@ class MailboxOps:
         )
         return mailbox_id
 
-    def _mailbox_for_delivery(self, tx: Transaction, account_id: str, name: str | None) -> str:
-        """The mailbox called ``name`` (case-insensitive; a top-level one first, or a ``a/b`` path), else the Inbox."""
+    def _mailbox_for_delivery(
+        self, tx: Transaction, account_id: str, name: str | None, inbox: str | None = None
+    ) -> str:
+        """The mailbox called ``name`` (case-insensitive; a top-level one first, or a ``a/b`` path), else the Inbox
+        (``inbox``, when the caller knows its id)."""
         if name and name.strip():
             found = tx.value(
                 "SELECT id FROM mailboxes WHERE account_id = ? AND name_key = ? "
@@ -118,6 +125,8 @@ class MailboxOps:
                 found = parent
             if found is not None:
                 return found
+        if inbox is not None:
+            return inbox
         return tx.value("SELECT id FROM mailboxes WHERE account_id = ? AND role = 'inbox'", (account_id,))
 
     # -- checks -------------------------------------------------------------------------------------------------

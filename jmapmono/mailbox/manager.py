@@ -171,8 +171,8 @@ class MailboxManager(MailboxOps, MailboxBatchOps, ShareOps, ShareNotificationOps
             if refused:
                 raise quota.OverQuota(refused)
             m.quota_limits = account.limits
-            self._ensure_defaults(tx, m, user)
-            target = self._mailbox_for_delivery(tx, user.account_id, mailbox_name)
+            inbox = self._ensure_defaults(tx, m, user)
+            target = self._mailbox_for_delivery(tx, user.account_id, mailbox_name, inbox)
             mailboxes, keywords = {target}, frozenset[str]()
             if outcome is not None:
                 mailboxes, keywords, problems = filing.resolve(tx, m, user.id, outcome.targets, target)

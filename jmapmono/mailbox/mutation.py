@@ -86,7 +86,11 @@ class Mutation:
             return states
         event.account_id = self.account_id
         event.states = states
-        event.counts = {k: v.to_json() for k, v in sorted(counts.read(self.tx, moved).items())}
+        gone = set(self._destroyed.get("Mailbox", ()))
+        known = {k: self.counts.after[k] for k in moved if k in self.counts.after and k not in gone}
+        if len(known) + len(gone & moved) < len(moved):  # not all updated here: read what the table says
+            known = counts.read(self.tx, moved)
+        event.counts = {k: v.to_json() for k, v in sorted(known.items())}
         touched = set(self._created.get("Mailbox", ())) | set(self._updated.get("Mailbox", ()))
         touched |= set(self._destroyed.get("Mailbox", ())) | moved
         event.mailbox_ids = sorted(set(event.mailbox_ids) | touched)

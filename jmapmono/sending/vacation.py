@@ -275,11 +275,10 @@ class Vacation:
         did not store, nor one its vacation action answers."""
         if not delivered.message_id or delivered.vacation is not None:
             return
-        with self.db.read() as tx:
-            enabled = tx.value(
-                "SELECT is_enabled FROM vacation_responses WHERE account_id = ?", (delivered.account_id,)
-            )
-        if not enabled:
+        rows = self.db.query_alone(
+            "SELECT is_enabled FROM vacation_responses WHERE account_id = ?", (delivered.account_id,)
+        )
+        if not rows or not rows[0]["is_enabled"]:
             return
         self._replies.start(
             delivered.message_id,

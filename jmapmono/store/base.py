@@ -123,6 +123,13 @@ class Database(ABC):
     def read(self) -> AbstractContextManager[Transaction]:
         """A read-only transaction."""
 
+    def query_alone(self, sql: str, params: Params = ()) -> list[Row]:
+        """One query on its own: a single statement sees one consistent state by itself, so it needs no
+        transaction around it (on Postgres, a transaction's BEGIN and COMMIT are two more round trips).
+        Inside a transaction of this thread, it runs in that transaction."""
+        with self.read() as tx:
+            return tx.query(sql, params)
+
     def pooled_connections(self) -> int:
         """Idle connections kept open for reuse (a pool grows with concurrent transactions, up to its size)."""
         return 0

@@ -199,6 +199,22 @@ class PostgresDatabase(Database):
     def transaction(self) -> AbstractContextManager[Transaction]:
         return self._tx(read_only=False)
 
+    def query_alone(self, sql: str, params: Params = ()) -> list[Row]:
+        """One round trip: the connection is in autocommit, so the statement is its own transaction."""
+        current = getattr(self._local, "tx", None)
+        if current is not None:
+            return current.query(sql, params)
+        conn = self._acquire()
+        try:
+            with psycopg.RawCursor(conn, row_factory=dict_row) as cur:
+                cur.execute(translate(sql), tuple(params))
+                return cur.fetchall()
+        except psycopg.OperationalError as e:  # the database went away: a temporary failure
+            conn.close()
+            raise StoreError(f"postgres: {str(e).strip().splitlines()[0]}") from e
+        finally:
+            self._release(conn)  # a connection left mid-query (an interruption) is closed, not pooled
+
     def read(self) -> AbstractContextManager[Transaction]:
         return self._tx(read_only=True)
 

@@ -62,6 +62,48 @@ def test_percent_and_placeholders_survive_translation(db):
         assert tx.value("SELECT id FROM blobs WHERE id LIKE 'G%'") == "G%1"
 
 
+def test_a_query_alone_reads_committed_rows_and_joins_an_open_transaction(db):
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO blobs (id, size, data, created_at) VALUES ('Gq', 1, ?, 0)", (b"q",))
+        assert db.query_alone("SELECT id FROM blobs WHERE id = ?", ("Gq",)) == [{"id": "Gq"}]  # its own write
+        assert db.query_alone("SELECT id FROM blobs WHERE id = ?", ("Gr",)) == []
+    assert db.query_alone("SELECT id, size FROM blobs ORDER BY id") == [{"id": "Gq", "size": 1}]
+    with pytest.raises(Exception):  # noqa: B017 (each backend has its own error class for bad SQL)
+        db.query_alone("SELECT no_such_column FROM blobs")
+    assert db.query_alone("SELECT COUNT(*) AS n FROM blobs") == [{"n": 1}]  # the failure left nothing behind
+
+
+def test_a_killed_query_alone_does_not_go_back_to_the_pool(postgres_url):
+    import psycopg
+
+    from jmapmono.store import open_database
+    from tests.support.waiting import wait_until
+
+    db = open_database(postgres_url)
+    try:
+        started = gevent.event.Event()
+
+        def slow() -> None:
+            started.set()
+            db.query_alone("SELECT pg_sleep(5)")
+
+        worker = gevent.spawn(slow)
+        assert started.wait(5)
+        with psycopg.connect(postgres_url, autocommit=True) as watcher:  # the kill must land mid-query
+
+            def sleeping() -> bool:
+                sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)' AND state = 'active'"
+                return watcher.execute(sql).fetchone() == (1,)
+
+            wait_until(sleeping, 5, message="the query to run")
+        worker.kill(block=True, timeout=5)
+        assert worker.dead
+        assert db.pooled_connections() == 0  # closed, not pooled mid-query
+        assert db.query_alone("SELECT 1 AS one") == [{"one": 1}]
+    finally:
+        db.close()
+
+
 def test_postgres_dialect_rewrite():
     assert to_postgres("id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER, d BLOB") == (
         "id BIGSERIAL PRIMARY KEY, n BIGINT, d BYTEA"
