@@ -12,6 +12,7 @@ from jmapmono.jmap import registry
 from jmapmono.log import kv
 from jmapmono.push import subscription_methods
 from jmapmono.web import health
+from jmapmono.web.api import ApiEndpoint
 from jmapmono.web.auth import challenge
 from jmapmono.web.context import WebServices
 from jmapmono.web.proxy import ClientAddress
@@ -24,6 +25,7 @@ def create_app(services: WebServices) -> Flask:
     app = Flask("jmapmono", static_folder=None)
     app.config["SERVICES"] = services
     app.config["MAX_CONTENT_LENGTH"] = None  # each route enforces its own limit
+    app.wsgi_app = ApiEndpoint(app.wsgi_app, services)  # type: ignore[method-assign]  # the API skips Flask
     if services.config.trusted_proxies:  # the client address behind them, for every route and log
         app.wsgi_app = ClientAddress(app.wsgi_app, services.config.trusted_proxies)  # type: ignore[method-assign]
     registry.load_all()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from jmapmono.web import api, app_passwords, blobs, eventsource, html_part, inbox, session, websocket
+from jmapmono.web import app_passwords, blobs, eventsource, html_part, inbox, session, websocket
 
 BLUEPRINTS: list[Blueprint] = [
     session.bp,
-    api.bp,
     blobs.bp,
     app_passwords.bp,
     websocket.bp,

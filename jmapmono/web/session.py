@@ -8,8 +8,7 @@ from flask import Blueprint, Response, g
 
 from jmapmono.jmap.session import build_session
 from jmapmono.store import StoreError
-from jmapmono.web.api import unavailable
-from jmapmono.web.auth import require_auth
+from jmapmono.web.auth import problem_response, require_auth
 from jmapmono.web.context import current_services
 
 bp = Blueprint("session", __name__)
@@ -23,7 +22,7 @@ def session() -> Response:
     try:
         document = build_session(current_services(), g.principal).document
     except StoreError:
-        return unavailable()
+        return problem_response(503, "Service Unavailable", "try again later", {"Retry-After": "5"})
     response = Response(json.dumps(document, ensure_ascii=False), content_type="application/json")
     # RFC 8620 §2: the client refetches on a sessionState change, never from an HTTP cache.
     response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"

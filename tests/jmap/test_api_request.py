@@ -123,6 +123,26 @@ def test_requires_credentials(client, alice):
 def test_get_is_not_allowed_without_a_500(client, alice):
     r = client.get("/jmap/api", headers=basic(alice.email))
     assert r.status_code == 405
+    assert r.headers["Allow"] == "POST"
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert r.get_json()["status"] == 405
+
+
+def test_each_api_request_has_the_request_log_line_of_every_route(client, alice, caplog):
+    caplog.set_level(logging.INFO, logger="jmapmono.http")
+    post(client, echo_request(), basic(alice.email))
+    post(client, echo_request(), basic(alice.email, "wrong"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("event=http ")]
+    assert len(lines) == 2
+    assert "method=POST path=/jmap/api status=200 user=alice@example.org" in lines[0] and " ms=" in lines[0]
+    assert "status=401 user=- " in lines[1]
+
+
+def test_a_response_carries_its_length_and_language(client, alice):
+    r = post(client, echo_request(), basic(alice.email))
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.headers["Content-Language"] == "en"
+    assert int(r.headers["Content-Length"]) == len(r.data)
 
 
 # --- notJSON -------------------------------------------------------------------------------------------------------
