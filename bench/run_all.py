@@ -42,7 +42,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("search_query.py", ["--messages", "10000", "--seconds", "2", "--deliveries", "20"]),
     ("inbox_first_paint.py", ["--messages", "10000", "--samples", "5", "--deliveries", "10"]),
     ("bulk_append.py", ["--messages", "2000", "--batch", "100", "--deliveries", "50"]),
-    ("websocket_idle_memory.py", ["--connections", "200", "--echoes", "300"]),
+    ("websocket_idle_memory.py", ["--connections", "200", "--echoes", "300", "--ours-only"]),
     ("websocket_lifecycle.py", ["--cycles", "500", "--deliveries", "50"]),
     ("stop_time.py", ["--repeat", "3"]),
     ("parse_speed.py", ["--repeat", "10"]),
@@ -78,6 +78,8 @@ def main(argv: list[str]) -> int:
     chosen = [(s, a) for s, a in BENCHMARKS if (BENCH / s).exists() and (only is None or s.removesuffix(".py") in only)]
     started = time.monotonic()
     print(f"jmapmono benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load {load_average()}")
+    speed = common.python_speed()
+    print(f"this machine's Python: 10**6 additions in {speed:.0f} ms (compare figures only between like machines)")
     with common.temp_dir("jmapmono-bench-all-") as work:
         postgres, rabbitmq = PostgresServer(), None
         try:
@@ -96,7 +98,10 @@ def main(argv: list[str]) -> int:
                 rabbitmq.close()
             postgres.stop()
 
-    print(f"\n\n==== all figures ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load {load_average()})")
+    print(
+        f"\n\n==== all figures ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load {load_average()};"
+        f" Python: 10**6 additions in {speed:.0f} ms)"
+    )
     print(common.HEADER)
     for row in rows:
         print(common.format_row(common.Row(**row)))

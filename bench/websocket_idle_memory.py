@@ -225,6 +225,9 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--takeover", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ours-only", action="store_true", help="only jmapmono's rows, not the libraries compared in ADR 0003"
+    )
     args = parser.parse_args()
     if args.serve == "jmap":
         return serve_jmap(args.port, args.takeover)
@@ -237,6 +240,9 @@ def main() -> None:
     idle_memory("jmap", n, deflate=False)
     idle_memory("jmap", n, deflate=True)
     idle_memory("jmap", n, deflate=True, takeover=True)
+    if args.ours_only:
+        echo_round_trip("jmap", args.echoes)
+        return None
     for kind in ("wsproto-echo", "flask-sock-echo"):
         idle_memory(kind, n, deflate=False)
         idle_memory(kind, n, deflate=True)
