@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
-from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -74,28 +73,28 @@ class PostgresTransaction(Transaction):
         #: Whether BEGIN was sent (a transaction that ran nothing has nothing to end).
         self.started = False
         self.relaxed = False
+        #: One cursor for every statement of the transaction (a cursor per statement cost ~25 µs of set-up).
+        self._cur: psycopg.RawCursor[Row] | None = None
 
     def leases_only(self) -> None:
         self.relaxed = True
 
-    def _run(self, cur: psycopg.RawCursor[Any], sql: str, params: Params) -> None:
-        if self.started:
-            cur.execute(translate(sql), tuple(params))
-            return
-        self.started = True
-        # One simple-protocol query (no parameters), so the two statements of a relaxed begin are one round trip.
-        self.conn.execute(self.begin + _RELAXED if self.relaxed else self.begin)
+    def _run(self, sql: str, params: Params) -> psycopg.RawCursor[Row]:
+        cur = self._cur
+        if cur is None:
+            cur = self._cur = psycopg.RawCursor(self.conn, row_factory=dict_row)
+        if not self.started:
+            self.started = True
+            # One simple-protocol query (no parameters): the two statements of a relaxed begin are one round trip.
+            cur.execute(self.begin + _RELAXED if self.relaxed else self.begin)
         cur.execute(translate(sql), tuple(params))
+        return cur
 
     def execute(self, sql: str, params: Params = ()) -> int:
-        with psycopg.RawCursor(self.conn) as cur:
-            self._run(cur, sql, params)
-            return cur.rowcount
+        return self._run(sql, params).rowcount
 
     def query(self, sql: str, params: Params = ()) -> list[Row]:
-        with psycopg.RawCursor(self.conn, row_factory=dict_row) as cur:
-            self._run(cur, sql, params)
-            return cur.fetchall()
+        return self._run(sql, params).fetchall()
 
     def announce_change(self) -> None:
         """A NOTIFY on the doorbell channel (sent at commit): every serving process's listener hears it."""
@@ -105,7 +104,11 @@ class PostgresTransaction(Transaction):
         """COMMIT or ROLLBACK, if anything was begun."""
         if self.started:
             self.started = False
-            self.conn.execute(command)
+            assert self._cur is not None  # made by the first statement
+            self._cur.execute(command)
+        if self._cur is not None:
+            self._cur.close()
+            self._cur = None
 
 
 class PostgresDatabase(Database):

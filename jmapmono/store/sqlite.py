@@ -82,6 +82,9 @@ class SQLiteDatabase(Database):
         conn.execute("PRAGMA foreign_keys = ON")
         conn.row_factory = _dict_row
         self.conn = conn
+        #: Reads ``PRAGMA data_version`` (every request does, for the change stamp): a kept cursor, plain rows.
+        self._version_cursor = conn.cursor()
+        self._version_cursor.row_factory = None
         # threading.RLock becomes a greenlet-aware lock once gevent has patched the process.
         self._lock = threading.RLock()
         self._depth = 0
@@ -141,7 +144,7 @@ class SQLiteDatabase(Database):
         """``PRAGMA data_version`` changes with every commit of another connection to the file (any process):
         exact, and no I/O beyond the shared-memory index."""
         with self._lock:
-            version = self.conn.execute("PRAGMA data_version").fetchone()["data_version"]
+            version = self._version_cursor.execute("PRAGMA data_version").fetchone()[0]
         return (self.commits, self.external_changes, version)
 
     def close(self) -> None:
