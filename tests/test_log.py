@@ -40,6 +40,19 @@ def test_the_formatter_keeps_a_message_and_its_traceback_on_one_line():
     assert "\n" not in text and "Traceback (most recent call last):\\n" in text and "bad\\r\\nthing" in text
 
 
+def test_the_process_line_is_the_standard_formatters_text_escaped():
+    from jmapmono.log import LINE_FORMAT, OneLineFormatter
+
+    standard, ours = logging.Formatter(LINE_FORMAT), OneLineFormatter(LINE_FORMAT)
+    for created in (1_800_000_000.0071, 1_800_000_000.9999, 1_800_000_001.5):  # the date is kept per second
+        record = logging.LogRecord("jmapmono.api", logging.INFO, __file__, 1, "event=api user=%s", ("a",), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == standard.format(record)
+    forged = logging.LogRecord("t", logging.WARNING, __file__, 1, "event=x user=%s", (FORGED,), None)
+    line = ours.format(forged)
+    assert "\r" not in line and "\n" not in line and "user=mallory\\r2026-01-01" in line
+
+
 def test_a_user_name_with_a_cr_cannot_forge_a_log_line(services, config, tmp_path):
     services.accounts.create_user("alice@example.org")  # not a first start: no user is created and logged
     server = start_serve(config.database_url, tmp_path, lmtp=False)
