@@ -31,7 +31,7 @@ from jmapmono import metrics
 from jmapmono.jmap import registry
 from jmapmono.jmap.errors import MethodError, RequestError
 from jmapmono.jmap.registry import Invocation, MethodSpec
-from jmapmono.jmap.session import Session, build_session
+from jmapmono.jmap.session import Session
 from jmapmono.log import kv
 from jmapmono.store import StoreError
 
@@ -361,7 +361,7 @@ def execute(
     limit = services.config.limits.max_calls_in_request
     if len(calls) > limit:
         raise RequestError("limit", f"{len(calls)} method calls exceed the limit of {limit}", limit="maxCallsInRequest")
-    run = _Run(services, principal, request, session or build_session(services, principal))
+    run = _Run(services, principal, request, session or services.sessions.get(principal))
     for name, args, call_id in calls:
         run.call(name, args, call_id)
     response: dict[str, Any] = {"methodResponses": run.responses, "sessionState": run.session.state}

@@ -5,7 +5,8 @@ its ``sessionState`` and the account checks (which accounts the user can see,
 which capabilities each supports, which are read-only). It is rebuilt on each
 request, so a delegation granted by another process shows up at once (the
 accounts a user sees are kept in memory until a commit anywhere, see
-:meth:`Accounts.accessible_accounts`); every
+:meth:`Accounts.accessible_accounts`, and so is a principal's whole Session,
+:class:`SessionCache`); every
 capability's ``session_value`` / ``account_value`` is therefore expected to be
 cheap (no database round trip per account where avoidable).
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,3 +113,31 @@ def build_session(services: JmapServices, principal: Principal) -> Session:
     }
     document["state"] = session_state(document)
     return Session(document, access)
+
+
+class SessionCache:
+    """The Session of each recent principal, kept until a commit anywhere (the store's change stamp): every
+    input of a Session is either configuration or something a commit changes, so an HTTP request whose
+    principal's Session did not change uses it as it is (building it was a tenth of a ``Core/echo``).
+    A kept Session is shared by the requests of one principal and never changed by them."""
+
+    def __init__(self, services: JmapServices, max_entries: int = 1024) -> None:
+        self.services = services
+        self.max_entries = max_entries
+        self._kept: OrderedDict[Principal, tuple[object, Session]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, principal: Principal) -> Session:
+        stamp = self.services.db.change_stamp()  # before building: what is built is current as of it
+        with self._lock:
+            kept = self._kept.get(principal)
+            if kept is not None and kept[0] == stamp:
+                self._kept.move_to_end(principal)
+                return kept[1]
+        session = build_session(self.services, principal)
+        with self._lock:
+            self._kept[principal] = (stamp, session)
+            self._kept.move_to_end(principal)
+            while len(self._kept) > self.max_entries:
+                self._kept.popitem(last=False)
+        return session

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from jmapmono.accounts.users import Accounts, Revocation, User
     from jmapmono.events.bus import EventBus
     from jmapmono.jmap.api import CallPolicy, ConcurrencyGuard
+    from jmapmono.jmap.session import SessionCache
     from jmapmono.mailbox.blobs import BlobStore
     from jmapmono.mailbox.changes import ChangeLog
     from jmapmono.mailbox.identities import Identities
@@ -127,6 +128,13 @@ class Runtime:
         # A script's redirects go out through the SMTP relay (or to a local user) before the message is stored.
         manager.redirector = lambda account, rcpt, raw, to: self.sieve_actions.redirect(account, rcpt, raw, to)
         return manager
+
+    @cached_property
+    def sessions(self) -> SessionCache:
+        """Each recent principal's Session, kept until the next commit anywhere."""
+        from jmapmono.jmap.session import SessionCache
+
+        return SessionCache(self)
 
     @cached_property
     def parsed_messages(self) -> ParsedMessages:

@@ -6,7 +6,6 @@ import json
 
 from flask import Blueprint, Response, g
 
-from jmapmono.jmap.session import build_session
 from jmapmono.store import StoreError
 from jmapmono.web.auth import problem_response, require_auth
 from jmapmono.web.context import current_services
@@ -20,7 +19,7 @@ bp = Blueprint("session", __name__)
 def session() -> Response:
     """Served directly at the well-known URL (no redirect): one round trip for autodiscovery."""
     try:
-        document = build_session(current_services(), g.principal).document
+        document = current_services().sessions.get(g.principal).document
     except StoreError:
         return problem_response(503, "Service Unavailable", "try again later", {"Retry-After": "5"})
     response = Response(json.dumps(document, ensure_ascii=False), content_type="application/json")

@@ -125,7 +125,9 @@ def test_delegated_account_appears_and_changes_the_state(client, services, alice
 
 def test_state_follows_account_capabilities_and_api_session_state(client, services, alice, notes_capability):
     first = get_session(client, alice.email)
-    notes_capability[alice.account_id] = None  # the account loses the capability
+    notes_capability[alice.account_id] = None  # the account loses the capability: capabilities are read when
+    with services.db.transaction() as tx:  # a Session is built, and a principal's is kept until a commit
+        tx.execute("UPDATE users SET email = email WHERE id = ?", (alice.id,))
     second = get_session(client, alice.email)
     assert TEST_CAP not in second["accounts"][alice.account_id]["accountCapabilities"]
     assert TEST_CAP not in second["primaryAccounts"]
@@ -137,6 +139,24 @@ def test_state_follows_account_capabilities_and_api_session_state(client, servic
         content_type="application/json",
     )
     assert r.get_json() == {"methodResponses": [], "sessionState": second["state"]}
+
+
+def test_a_principals_session_is_kept_until_a_commit_anywhere(services, alice):
+    from jmapmono.accounts.principal import Principal
+
+    services.db.hears_others = True  # as under a running event flow (Postgres: the doorbell tells of others)
+    sessions = services.sessions
+    alice_p = Principal(alice.id, alice.email, alice.account_id)
+    sessions.get(alice_p)  # the first Session ever makes the web push key (a commit), as the app's start does
+    first = sessions.get(alice_p)
+    assert sessions.get(alice_p) is first  # nothing committed: the same Session, not built again
+    bob, _ = services.accounts.create_user("bob@example.org", PASSWORD)
+    bob_p = Principal(bob.id, bob.email, bob.account_id)
+    assert sessions.get(bob_p).document["username"] == "bob@example.org"  # kept per principal
+    services.accounts.delegate(bob.email, alice.email)  # a commit
+    after = sessions.get(alice_p)
+    assert after is not first and bob.account_id in after.accounts
+    assert after.state != first.state
 
 
 def test_state_follows_configured_limits(services, alice):
