@@ -78,15 +78,20 @@ def handled_in_cluster(services, flows: list[EventFlow]) -> tuple[int, int]:
     return sum(f.listener.stats["handled"] for f in flows), int(done)
 
 
-def test_delivery_on_a_reaches_b_and_the_listener_runs_once_per_event(services, alice, start_node):
+def delivered_on_a_heard_on_b(start_node, alice, count: int) -> tuple[EventFlow, EventFlow, Recorder]:
+    """Two nodes; ``count`` deliveries through node A, once node B's key listener has had them all."""
     a, b = start_node(), start_node()
     pushes = Recorder()
     b.jmap_bus.register_key(alice.account_id, pushes)
-    count = 20
-
     for n in range(count):
         a.services.mailboxes.deliver(alice.email, message(n))
     pushes.wait_count(count, timeout=20)
+    return a, b, pushes
+
+
+def test_delivery_on_a_reaches_b_and_the_listener_runs_once_per_event(services, alice, start_node):
+    count = 20
+    a, b, pushes = delivered_on_a_heard_on_b(start_node, alice, count)
     wait_until(lambda: handled_in_cluster(services, [a, b])[1] == count, 20, message="every event handled")
 
     assert len({e.id for e in pushes.events}) == len(pushes.events) == count
@@ -106,14 +111,8 @@ def test_the_push_leaves_with_the_relay_before_the_listener_runs(services, alice
         handle(listener, event)
 
     monkeypatch.setattr(MailboxChangeListener, "__call__", held_listener)
-    a, b = start_node(), start_node()
-    pushes = Recorder()
-    b.jmap_bus.register_key(alice.account_id, pushes)
     count = 3
-
-    for n in range(count):
-        a.services.mailboxes.deliver(alice.email, message(n))
-    pushes.wait_count(count, timeout=20)
+    a, b, pushes = delivered_on_a_heard_on_b(start_node, alice, count)
     assert handled_in_cluster(services, [a, b])[1] == 0  # no listener has dispatched anything yet
     assert all("EmailDelivery" in e.payload["changed"] for e in pushes.events)
 
