@@ -130,9 +130,4 @@ def email_changes(inv: Invocation) -> dict[str, Any]:
         changes.updated,
         changes.destroyed,
     )
-    shared = sharing.view(inv)
-    if shared is not None:
-        changed = [*response["created"], *response["updated"]]
-        visible = inv.services.mailboxes.visible_messages(inv.account_id, changed, shared.readable)
-        response = sharing.filter_changes(response, visible)
-    return response
+    return sharing.changes_as_seen(inv, response, inv.services.mailboxes.visible_messages)

@@ -20,6 +20,7 @@ from jmapmono.jmap.method_args import (
     parse_get,
     parse_query,
     query_response,
+    query_window,
     reject_unknown_arguments,
 )
 from jmapmono.jmap.registry import MAIL, PRINCIPALS, PRINCIPALS_OWNER, Invocation, capability, method
@@ -129,12 +130,7 @@ def principal_query(inv: Invocation) -> dict[str, Any]:
 
         records.sort(key=key, reverse=not c.is_ascending)
     ids = [r["id"] for r in records]
-    position = query.position if query.position >= 0 else max(0, len(ids) + query.position)
-    if query.anchor is not None:
-        if query.anchor not in ids:
-            raise MethodError("anchorNotFound", f"anchor {query.anchor!r} is not in the results")
-        position = max(0, ids.index(query.anchor) + query.anchor_offset)
-    page = ids[position:] if query.limit is None else ids[position : position + query.limit]
+    position, page, _ = query_window(query, ids)
     return query_response(query, _state(users), min(position, len(ids)), page, len(ids))
 
 

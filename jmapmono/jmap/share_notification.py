@@ -21,6 +21,7 @@ from jmapmono.jmap.method_args import (
     parse_query,
     parse_set,
     query_response,
+    query_window,
     reject_unknown_arguments,
     set_response,
 )
@@ -123,12 +124,7 @@ def share_notification_query(inv: Invocation) -> dict[str, Any]:
     if query.filter is not None:
         found = [n for n in found if _matches(n, query.filter)]
     ids = [n.id for n in (reversed(found) if descending else found)]
-    position = query.position if query.position >= 0 else max(0, len(ids) + query.position)
-    if query.anchor is not None:
-        if query.anchor not in ids:
-            raise MethodError("anchorNotFound", f"anchor {query.anchor!r} is not in the results")
-        position = max(0, ids.index(query.anchor) + query.anchor_offset)
-    page = ids[position:] if query.limit is None else ids[position : position + query.limit]
+    position, page, _ = query_window(query, ids)
     return query_response(query, state, min(position, len(ids)), page, len(ids))
 
 

@@ -8,7 +8,7 @@ the shared mailboxes among its ``mailboxIds``; a thread shows only its visible e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -84,6 +84,18 @@ def filter_changes(response: dict, visible: Iterable[str]) -> dict:
     gone = [i for i in response["updated"] if i not in shown]
     destroyed = list(dict.fromkeys([*response["destroyed"], *gone]))
     return {**response, "created": created, "updated": updated, "destroyed": destroyed}
+
+
+def changes_as_seen(
+    inv: Invocation, response: dict, visible: Callable[[str, list[str], frozenset[str]], Iterable[str]]
+) -> dict:
+    """A /changes response as the caller sees it: as it is for the owner or a delegate; for a sharee,
+    :func:`filter_changes` by ``visible(account id, changed ids, readable mailboxes)``."""
+    shared = view(inv)
+    if shared is None:
+        return response
+    changed = [*response["created"], *response["updated"]]
+    return filter_changes(response, visible(inv.account_id, changed, shared.readable))
 
 
 def shown(mailboxes: list[Mailbox], view: ShareView) -> list[Mailbox]:

@@ -43,9 +43,4 @@ def thread_get(inv: Invocation) -> dict[str, Any]:
 def thread_changes(inv: Invocation) -> dict[str, Any]:
     """Standard /changes over the Thread change log."""
     response = changes_since(inv, "Thread")[0]
-    shared = sharing.view(inv)
-    if shared is not None:
-        changed = [*response["created"], *response["updated"]]
-        visible = inv.services.mailboxes.visible_threads(inv.account_id, changed, shared.readable)
-        response = sharing.filter_changes(response, visible)
-    return response
+    return sharing.changes_as_seen(inv, response, inv.services.mailboxes.visible_threads)

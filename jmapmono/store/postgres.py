@@ -63,6 +63,11 @@ BEGIN_WRITE = b"BEGIN"
 _RELAXED = b"; SET LOCAL synchronous_commit TO OFF"
 
 
+def _unavailable(e: psycopg.OperationalError) -> StoreError:
+    """The database went away: a temporary failure, named by the first line of psycopg's message."""
+    return StoreError(f"postgres: {str(e).strip().splitlines()[0]}")
+
+
 class PostgresTransaction(Transaction):
     dialect = "postgres"
 
@@ -193,7 +198,7 @@ class PostgresDatabase(Database):
                 self.commits += 1
         except psycopg.OperationalError as e:  # the database went away: a temporary failure
             conn.close()
-            raise StoreError(f"postgres: {str(e).strip().splitlines()[0]}") from e
+            raise _unavailable(e) from e
         finally:
             self._local.tx = None
             self._release(conn)
@@ -214,7 +219,7 @@ class PostgresDatabase(Database):
                 return cur.fetchall()
         except psycopg.OperationalError as e:  # the database went away: a temporary failure
             conn.close()
-            raise StoreError(f"postgres: {str(e).strip().splitlines()[0]}") from e
+            raise _unavailable(e) from e
         finally:
             self._release(conn)  # a connection left mid-query (an interruption) is closed, not pooled
 

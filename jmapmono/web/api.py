@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES  # the reason phrases Flask's responses carried
 
 from jmapmono.accounts.authn import AuthError, RateLimited
 from jmapmono.jmap.api import check_content_type, dump_response, execute, parse_request, read_body
@@ -36,23 +37,10 @@ PATH = "/jmap/api"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Headers = list[tuple[str, str]]
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    405: "Method Not Allowed",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
 
 def _problem(status: int, detail: str, headers: Headers | None = None) -> tuple[int, Headers, bytes]:
     """An RFC 7807 problem document, as every route of the front end answers errors."""
-    title = _REASONS.get(status, "Error")
+    title = HTTP_STATUS_CODES.get(status, "Error")
     body = json.dumps({"type": "about:blank", "status": status, "title": title, "detail": detail}).encode()
     return status, [("Content-Type", "application/problem+json"), *(headers or [])], body
 
@@ -82,7 +70,7 @@ class ApiEndpoint:
             log.exception(kv(event="http_error", path=PATH, error=type(e).__name__))
             status, headers, body = _problem(500, "see the server log")
         headers.append(("Content-Length", str(len(body))))
-        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Error')}", headers)
         http_log.info(
             kv(
                 event="http",
