@@ -271,9 +271,13 @@ class EventBus:
         retries: int | None = None,
         backoff: float | None = None,
         concurrency: int | None = None,
+        wants: Callable[[Event], bool] | None = None,
     ) -> None:
         """Add a group listener: every event, once per cluster, retried ``retries`` times (first delay
-        ``backoff`` seconds, doubling), then parked as a dead letter. Before or after :meth:`start`."""
+        ``backoff`` seconds, doubling), then parked as a dead letter. Before or after :meth:`start`.
+
+        ``wants``, if given, is asked first: an event it declines is taken as handled with no bookkeeping
+        (nothing to do, so nothing to de-duplicate), which spares the claim and the mark."""
         _check_name("group", group, 100)
         if group in self.groups:
             raise ValueError(f"group {group!r} is already registered on bus {self.name}")
@@ -283,6 +287,7 @@ class EventBus:
             self.retries if retries is None else retries,
             self.retry_backoff if backoff is None else backoff,
             self.group_concurrency if concurrency is None else concurrency,
+            wants,
         )
         if spec.retries < 0 or spec.backoff < 0 or spec.concurrency < 1:
             raise ValueError("retries and backoff must be 0 or more, concurrency at least 1")

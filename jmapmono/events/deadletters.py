@@ -161,23 +161,24 @@ class ProcessedIds:
         self.db = db
 
     def claim(self, bus: str, group: str, event_id: str, lease_ms: int) -> Claim:
-        """Take the right to handle ``event_id`` for ``group`` (a new claim, or one whose lease ran out)."""
+        """Take the right to handle ``event_id`` for ``group`` (a new claim, or one whose lease ran out).
+
+        One ``lease_write`` (lost in a crash, the event is claimed again: the push need not wait for the
+        disk); only a refused claim reads why."""
         now = now_ms()
-        with self.db.transaction() as tx:
-            tx.leases_only()  # lost in a crash, the event is claimed again: the push need not wait for the disk
-            if tx.execute(
-                "INSERT INTO event_processed (bus, group_name, event_id, done, lease_until, updated_at)"
-                " VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (bus, group_name, event_id) DO UPDATE SET"
-                " lease_until = excluded.lease_until, updated_at = excluded.updated_at"
-                " WHERE event_processed.done = 0 AND event_processed.lease_until < ?",
-                (bus, group, event_id, now + lease_ms, now, now),
-            ):
-                return Claim.CLAIMED
-            done = tx.value(
-                "SELECT done FROM event_processed WHERE bus = ? AND group_name = ? AND event_id = ?",
-                (bus, group, event_id),
-            )
-        return Claim.DONE if done else Claim.BUSY
+        if self.db.lease_write(
+            "INSERT INTO event_processed (bus, group_name, event_id, done, lease_until, updated_at)"
+            " VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (bus, group_name, event_id) DO UPDATE SET"
+            " lease_until = excluded.lease_until, updated_at = excluded.updated_at"
+            " WHERE event_processed.done = 0 AND event_processed.lease_until < ? RETURNING done",
+            (bus, group, event_id, now + lease_ms, now, now),
+        ):
+            return Claim.CLAIMED
+        rows = self.db.query_alone(
+            "SELECT done FROM event_processed WHERE bus = ? AND group_name = ? AND event_id = ?",
+            (bus, group, event_id),
+        )
+        return Claim.DONE if rows and rows[0]["done"] else Claim.BUSY
 
     def extend(self, bus: str, group: str, event_id: str, lease_ms: int) -> None:
         """Renew this worker's claim (before a retry) so no other node takes over a live handler."""
@@ -189,17 +190,22 @@ class ProcessedIds:
             )
 
     def mark_done(self, bus: str, group: str, event_id: str, dead_letter_id: int | None = None) -> None:
-        """Record ``event_id`` as handled (and drop its dead letter when it was a redelivery)."""
+        """Record ``event_id`` as handled (and drop its dead letter when it was a redelivery).
+
+        A mark lost in a crash only lets a redelivered copy run the handler again (at least once), so it is a
+        ``lease_write``; dropping a dead letter is a transaction of its own."""
         now = now_ms()
+        mark = (
+            "INSERT INTO event_processed (bus, group_name, event_id, done, lease_until, updated_at)"
+            " VALUES (?, ?, ?, 1, 0, ?) ON CONFLICT (bus, group_name, event_id) DO UPDATE SET"
+            " done = 1, lease_until = 0, updated_at = excluded.updated_at"
+        )
+        if dead_letter_id is None:
+            self.db.lease_write(mark, (bus, group, event_id, now))
+            return
         with self.db.transaction() as tx:
-            tx.execute(
-                "INSERT INTO event_processed (bus, group_name, event_id, done, lease_until, updated_at)"
-                " VALUES (?, ?, ?, 1, 0, ?) ON CONFLICT (bus, group_name, event_id) DO UPDATE SET"
-                " done = 1, lease_until = 0, updated_at = excluded.updated_at",
-                (bus, group, event_id, now),
-            )
-            if dead_letter_id is not None:
-                tx.execute("DELETE FROM event_dead_letters WHERE id = ?", (dead_letter_id,))
+            tx.execute(mark, (bus, group, event_id, now))
+            tx.execute("DELETE FROM event_dead_letters WHERE id = ?", (dead_letter_id,))
 
     def release(self, bus: str, group: str, event_id: str) -> None:
         """Give up an unfinished claim (the handler was interrupted)."""

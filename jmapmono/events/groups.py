@@ -46,6 +46,8 @@ class GroupSpec:
     retries: int
     backoff: float
     concurrency: int
+    #: Asked before the claim: False means nothing to do for this event (see ``EventBus.register_group``).
+    wants: Callable[[Event], bool] | None = None
     pool: gevent.pool.Pool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +93,11 @@ class GroupRunner:
             finished.set()
 
     def _handle(self, spec: GroupSpec, event: Event, dead_letter_id: int | None) -> None:
+        if not self._wanted(spec, event):
+            self.stats["group_declined"] += 1
+            if dead_letter_id is not None:  # nothing to do any more
+                self._with_db(lambda: self.dead_letters.remove(dead_letter_id))
+            return
         if not self._claim(spec, event):
             self.stats["group_duplicates"] += 1
             log.debug(kv(event="bus_duplicate_skipped", bus=self.bus, group=spec.group, event_id=event.id))
@@ -157,6 +164,18 @@ class GroupRunner:
                     ms=ms,
                 )
             )
+
+    def _wanted(self, spec: GroupSpec, event: Event) -> bool:
+        """Whether the listener has anything to do for ``event`` (store errors retried; any other failure
+        of the check leaves the decision to the handler and its retries)."""
+        wants = spec.wants
+        if wants is None:
+            return True
+        try:
+            return bool(self._with_db(lambda: wants(event)))
+        except Exception as e:
+            log.debug(kv(event="bus_wants_failed", bus=self.bus, group=spec.group, error=_error_text(e)))
+            return True
 
     def _claim(self, spec: GroupSpec, event: Event) -> bool:
         """True when this worker should run the handler; False for an already handled event."""

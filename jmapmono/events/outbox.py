@@ -93,15 +93,18 @@ def pending(tx: Transaction, limit: int = 100, bus: str | None = None) -> list[O
     return [OutboxEntry(int(r["id"]), r["bus"], json.loads(r["event"]), int(r["created_at"])) for r in rows]
 
 
-def mark_dispatched(tx: Transaction, ids: Iterable[int]) -> int:
-    """Mark events as published; return how many were still pending."""
+def mark_dispatched(db: Database, ids: Iterable[int]) -> int:
+    """Mark events as published; return how many were still pending. A mark lost in a crash only publishes
+    the event again (receivers take one copy per event id), so it is a ``lease_write``."""
     ids = list(ids)
     done = 0
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        done += tx.execute(
-            "UPDATE event_outbox SET dispatched_at = ? WHERE dispatched_at IS NULL "
-            f"AND id IN ({', '.join('?' * len(chunk))})",
-            (now_ms(), *chunk),
+        done += len(
+            db.lease_write(
+                "UPDATE event_outbox SET dispatched_at = ? WHERE dispatched_at IS NULL "
+                f"AND id IN ({', '.join('?' * len(chunk))}) RETURNING id",
+                (now_ms(), *chunk),
+            )
         )
     return done

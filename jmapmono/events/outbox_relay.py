@@ -200,17 +200,16 @@ class OutboxRelay:
         return total
 
     def _claim(self) -> list[tuple[int, str, str, int]]:
-        """Lease the oldest claimable rows (one statement: the latency of every push goes through it)."""
+        """Lease the oldest claimable rows: one statement, one round trip, its commit not waiting for the disk
+        (a lease lost in a crash lapses anyway and the row is claimed again). Every push goes through it."""
         now = now_ms()
         lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
-        with self.db.transaction() as tx:
-            tx.leases_only()  # a lease lost in a crash lapses anyway: the row is claimed again
-            rows = tx.query(
-                "UPDATE event_outbox SET claimed_until = ? WHERE id IN (SELECT id FROM event_outbox"
-                " WHERE dispatched_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"
-                f" AND bus IN ({self._marks}) ORDER BY id LIMIT ?{lock}) RETURNING id, bus, event, created_at",
-                (now + self.lease_ms, now, *self.buses, self.batch_size),
-            )
+        rows = self.db.lease_write(
+            "UPDATE event_outbox SET claimed_until = ? WHERE id IN (SELECT id FROM event_outbox"
+            " WHERE dispatched_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"
+            f" AND bus IN ({self._marks}) ORDER BY id LIMIT ?{lock}) RETURNING id, bus, event, created_at",
+            (now + self.lease_ms, now, *self.buses, self.batch_size),
+        )
         return sorted((int(r["id"]), r["bus"], r["event"], int(r["created_at"])) for r in rows)
 
     def _publish(self, claimed: list[tuple[int, str, str, int]]) -> int:
@@ -249,19 +248,20 @@ class OutboxRelay:
         return len(done)
 
     def _settle(self, claimed: list[tuple[int, str, str, int]], done: list[int]) -> None:
-        """Mark what was published; release the rest of the claim so any relay may retry it at once."""
+        """Mark what was published; release the rest of the claim so any relay may retry it at once.
+
+        Bookkeeping whose loss only repeats work (``lease_write``): a mark lost in a crash publishes the row
+        again when its lease lapses, and every receiver takes one copy per event id."""
         published = set(done)
         rest = [c[0] for c in claimed if c[0] not in published]
         try:
-            with self.db.transaction() as tx:
-                if done:
-                    outbox.mark_dispatched(tx, done)
-                if rest:
-                    tx.execute(
-                        "UPDATE event_outbox SET claimed_until = NULL WHERE dispatched_at IS NULL"
-                        f" AND id IN ({', '.join('?' * len(rest))})",
-                        rest,
-                    )
+            outbox.mark_dispatched(self.db, done)
+            if rest:
+                self.db.lease_write(
+                    "UPDATE event_outbox SET claimed_until = NULL WHERE dispatched_at IS NULL"
+                    f" AND id IN ({', '.join('?' * len(rest))})",
+                    rest,
+                )
         except StoreError as e:  # the lease lapses and the rows are published again: duplicates, never loss
             log.warning(kv(event="relay_mark_failed", rows=len(claimed), error=str(e)))
 

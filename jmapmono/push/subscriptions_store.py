@@ -36,6 +36,15 @@ _CURRENT = (
     "(app_password_id IS NOT NULL OR password_epoch = "
     "(SELECT w.password_epoch FROM users w WHERE w.id = push_subscriptions.user_id))"
 )
+#: Subscriptions that get the pushes of an account (``?``: the time, then the account id for each user clause).
+_TARGETS = (
+    f"FROM push_subscriptions WHERE verified = 1 AND expires_at > ? AND {_CURRENT} "
+    f"AND user_id IN ({USERS_WITH_ACCESS}) ORDER BY id"
+)
+
+
+def _targets_params(account_id: str) -> tuple[object, ...]:
+    return (now_ms(), *(account_id,) * USERS_WITH_ACCESS.count("?"))
 
 
 #: 32 hex digits, as before, that sort in creation order: ``list`` is oldest first within a millisecond too.
@@ -223,13 +232,11 @@ class PushSubscriptions:
     def targets(self, account_id: str) -> builtins.list[Subscription]:
         """Verified, unexpired subscriptions in force of every user who can see ``account_id`` (owner, delegates,
         sharees of its mailboxes)."""
-        with self.db.read() as tx:
-            rows = tx.query(
-                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE verified = 1 AND expires_at > ? AND {_CURRENT} "
-                f"AND user_id IN ({USERS_WITH_ACCESS}) ORDER BY id",
-                (now_ms(), *(account_id,) * USERS_WITH_ACCESS.count("?")),
-            )
-        return [_row(r) for r in rows]
+        return [_row(r) for r in self.db.query_alone(f"SELECT {_COLUMNS} {_TARGETS}", _targets_params(account_id))]
+
+    def has_targets(self, account_id: str) -> bool:
+        """Whether :meth:`targets` would return any (one query)."""
+        return bool(self.db.query_alone(f"SELECT 1 {_TARGETS} LIMIT 1", _targets_params(account_id)))
 
     def delete(self, sub_id: str) -> bool:
         """Remove a subscription the push service says is gone (404/410)."""

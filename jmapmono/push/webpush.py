@@ -179,7 +179,7 @@ class WebPushSender:
 
     def register(self, jmap_bus: EventBus) -> None:
         """Add the group listener to the JMAP bus (before it starts). Expired rows go at housekeeping."""
-        jmap_bus.register_group(GROUP, self)
+        jmap_bus.register_group(GROUP, self, wants=self.wants)
 
     def stop(self) -> None:
         """Drop what is pending and stop every worker (a push is never worth holding shutdown for)."""
@@ -193,6 +193,12 @@ class WebPushSender:
         return self._workers.join(timeout=timeout, raise_error=False) and not self._pending
 
     # -- the group handler -----------------------------------------------------------------------------
+
+    def wants(self, event: Event) -> bool:
+        """Whether anyone may get ``event`` by web push (one query): most accounts have no subscription, and
+        for their StateChanges the group then claims and marks nothing."""
+        change = StateChange.from_event(event)
+        return change is not None and bool(change.changed) and self.store.has_targets(change.account_id)
 
     def __call__(self, event: Event) -> None:
         """Queue a StateChange for every subscription that should get it. Raises on a store error

@@ -130,6 +130,14 @@ class Database(ABC):
         with self.read() as tx:
             return tx.query(sql, params)
 
+    @abstractmethod
+    def lease_write(self, sql: str, params: Params = ()) -> list[Row]:
+        """One write on its own (its rows, if it returns any) that records only bookkeeping whose loss in a
+        crash is harmless because the work is then done again: a lease on an outbox row, a group's claim
+        of an event or its mark that the event was handled. Its commit need not wait for the disk, and it
+        changes nothing the change stamp guards. Inside a transaction of this thread, it runs in that
+        transaction."""
+
     def pooled_connections(self) -> int:
         """Idle connections kept open for reuse (a pool grows with concurrent transactions, up to its size)."""
         return 0

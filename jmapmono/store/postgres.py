@@ -26,12 +26,15 @@ from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from jmapmono.store.base import NOTIFY_CHANNEL, Database, Params, Row, StoreError, Transaction
 
 #: An idle connection older than this is pinged before reuse (dead after a database restart).
 PING_AFTER_IDLE_S = 1.0
+#: Connections for :meth:`PostgresDatabase.lease_write` (one round trip each; their users retry on StoreError).
+LEASE_POOL_SIZE = 4
 
 
 #: Statement texts up to this length are remembered translated (longer ones are multi-row inserts).
@@ -116,29 +119,32 @@ class PostgresTransaction(Transaction):
             self._cur = None
 
 
-class PostgresDatabase(Database):
-    dialect = "postgres"
+class ConnectionPool:
+    """Autocommit connections to one database, at most ``size`` in use, opened on demand and kept for reuse."""
 
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, size: int, connect_timeout: float, options: str = "") -> None:
         self.url = url
-        self.pool_size = pool_size
-        #: The longest a call waits for a connection (a pool slot, then a new connection if none is idle):
-        #: while the database is away, requests fail fast (StoreError: 503, LMTP 451) instead of piling up.
+        #: Server settings for every connection of this pool (libpq ``options``, added to the URL's own).
+        self.options = options
         self.connect_timeout = connect_timeout
         self._idle: list[tuple[psycopg.Connection, float]] = []
-        self._slots = threading.BoundedSemaphore(pool_size)
+        self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
-        self._local = threading.local()
-        # Fail fast at start with a clear message when the database is unreachable.
-        self._release(self._acquire())
+
+    def __len__(self) -> int:
+        return len(self._idle)
 
     def _connect(self) -> psycopg.Connection:
+        conninfo = self.url
+        if self.options:
+            given = conninfo_to_dict(self.url).get("options")
+            conninfo = make_conninfo(self.url, options=f"{given} {self.options}" if given else self.options)
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, math.ceil(self.connect_timeout)))
+            return psycopg.connect(conninfo, autocommit=True, connect_timeout=max(1, math.ceil(self.connect_timeout)))
         except psycopg.OperationalError as e:
             raise StoreError(f"postgres: cannot connect: {str(e).strip().splitlines()[0]}") from e
 
-    def _acquire(self) -> psycopg.Connection:
+    def acquire(self) -> psycopg.Connection:
         if not self._slots.acquire(timeout=self.connect_timeout):
             raise StoreError(f"postgres: no connection free within {self.connect_timeout:g}s")
         while True:
@@ -164,7 +170,8 @@ class PostgresDatabase(Database):
         except psycopg.Error:
             return False
 
-    def _release(self, conn: psycopg.Connection) -> None:
+    def release(self, conn: psycopg.Connection) -> None:
+        """Take ``conn`` back; one left inside a transaction or mid-query (an interruption) is closed instead."""
         if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             with self._lock:
                 self._idle.append((conn, time.monotonic()))
@@ -172,13 +179,49 @@ class PostgresDatabase(Database):
             conn.close()
         self._slots.release()
 
+    def one_statement(self, sql: str, params: Params) -> list[Row]:
+        """Run one statement as its own transaction (one round trip)."""
+        conn = self.acquire()
+        try:
+            with psycopg.RawCursor(conn, row_factory=dict_row) as cur:
+                cur.execute(translate(sql), tuple(params))
+                return cur.fetchall() if cur.description is not None else []
+        except psycopg.OperationalError as e:  # the database went away: a temporary failure
+            conn.close()
+            raise _unavailable(e) from e
+        finally:
+            self.release(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn, _ in self._idle:
+                conn.close()
+            self._idle.clear()
+
+
+class PostgresDatabase(Database):
+    dialect = "postgres"
+
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        #: The longest a call waits for a connection (a pool slot, then a new connection if none is idle):
+        #: while the database is away, requests fail fast (StoreError: 503, LMTP 451) instead of piling up.
+        self.connect_timeout = connect_timeout
+        self._pool = ConnectionPool(url, pool_size, connect_timeout)
+        #: For :meth:`lease_write`: its commits do not wait for the disk (few, as its statements are short).
+        self._lease_pool = ConnectionPool(url, LEASE_POOL_SIZE, connect_timeout, "-c synchronous_commit=off")
+        self._local = threading.local()
+        # Fail fast at start with a clear message when the database is unreachable.
+        self._pool.release(self._pool.acquire())
+
     @contextmanager
     def _tx(self, read_only: bool) -> Iterator[Transaction]:
         current = getattr(self._local, "tx", None)
         if current is not None:  # nested: join the enclosing transaction
             yield current
             return
-        conn = self._acquire()
+        conn = self._pool.acquire()
         tx = PostgresTransaction(conn, BEGIN_READ if read_only else BEGIN_WRITE)
         tx.local_listeners = self.local_listeners
         self._local.tx = tx
@@ -201,7 +244,7 @@ class PostgresDatabase(Database):
             raise _unavailable(e) from e
         finally:
             self._local.tx = None
-            self._release(conn)
+            self._pool.release(conn)
         tx._run_after_commit()
 
     def transaction(self) -> AbstractContextManager[Transaction]:
@@ -212,25 +255,22 @@ class PostgresDatabase(Database):
         current = getattr(self._local, "tx", None)
         if current is not None:
             return current.query(sql, params)
-        conn = self._acquire()
-        try:
-            with psycopg.RawCursor(conn, row_factory=dict_row) as cur:
-                cur.execute(translate(sql), tuple(params))
-                return cur.fetchall()
-        except psycopg.OperationalError as e:  # the database went away: a temporary failure
-            conn.close()
-            raise _unavailable(e) from e
-        finally:
-            self._release(conn)  # a connection left mid-query (an interruption) is closed, not pooled
+        return self._pool.one_statement(sql, params)
+
+    def lease_write(self, sql: str, params: Params = ()) -> list[Row]:
+        """One round trip, on a connection whose commits do not wait for the disk (``synchronous_commit``
+        off, set when it connects: no statement added)."""
+        current = getattr(self._local, "tx", None)
+        if current is not None:
+            return current.query(sql, params)
+        return self._lease_pool.one_statement(sql, params)
 
     def read(self) -> AbstractContextManager[Transaction]:
         return self._tx(read_only=True)
 
     def pooled_connections(self) -> int:
-        return len(self._idle)
+        return len(self._pool) + len(self._lease_pool)
 
     def close(self) -> None:
-        with self._lock:
-            for conn, _ in self._idle:
-                conn.close()
-            self._idle.clear()
+        self._pool.close()
+        self._lease_pool.close()

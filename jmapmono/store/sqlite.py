@@ -103,7 +103,7 @@ class SQLiteDatabase(Database):
                 time.sleep(0.01)
 
     @contextmanager
-    def _tx(self, begin: str) -> Iterator[Transaction]:
+    def _tx(self, begin: str, counts: bool = True) -> Iterator[Transaction]:
         with self._lock:
             if self._depth:  # nested: join the enclosing transaction
                 assert self._current is not None  # set with _depth
@@ -127,7 +127,7 @@ class SQLiteDatabase(Database):
                 except sqlite3.OperationalError as e:
                     self.conn.execute("ROLLBACK")
                     raise _translate(e) from e
-                if begin != BEGIN_READ:
+                if begin != BEGIN_READ and counts:
                     self.commits += 1
             finally:
                 self._depth = 0
@@ -139,6 +139,12 @@ class SQLiteDatabase(Database):
 
     def read(self) -> AbstractContextManager[Transaction]:
         return self._tx(BEGIN_READ)
+
+    def lease_write(self, sql: str, params: Params = ()) -> list[Row]:
+        """A write transaction of one statement, not counted in the change stamp (this process's commits
+        wait for the disk only where ``synchronous = FULL`` was asked, and no serving process asks it)."""
+        with self._tx("BEGIN IMMEDIATE", counts=False) as tx:
+            return tx.query(sql, params)
 
     def change_stamp(self) -> object:
         """``PRAGMA data_version`` changes with every commit of another connection to the file (any process):

@@ -246,6 +246,35 @@ def test_every_group_handles_each_event_once(make_bus, db):
         assert tx.value("SELECT COUNT(*) FROM event_processed WHERE bus = 'mailbox' AND done = 1") == 42
 
 
+def test_events_a_group_declines_are_neither_handled_nor_recorded(make_bus, db):
+    bus = make_bus()
+    handled = Recorder()
+    bus.register_group("picky", handled, wants=lambda event: event.payload["n"] % 2 == 0)
+    bus.start()
+    events = [Event.new("Added", {"n": n}) for n in range(6)]
+    for event in events:
+        bus.dispatch(event)
+    assert handled.wait_count(3)
+    wait_until(lambda: bus.stats["group_handled"] + bus.stats["group_declined"] == 6, message="every copy")
+    assert sorted(handled.ids) == sorted(e.id for e in events[::2]) and bus.stats["group_declined"] == 3
+    with db.read() as tx:  # no claim and no mark for a declined event
+        assert sorted(r["event_id"] for r in tx.query("SELECT event_id FROM event_processed")) == sorted(handled.ids)
+
+
+def test_a_failing_wants_check_leaves_the_event_to_the_handler(make_bus):
+    bus = make_bus()
+    handled = Recorder()
+
+    def broken(event: Event) -> bool:
+        raise ValueError("the check itself is broken")
+
+    bus.register_group("g", handled, wants=broken)
+    bus.start()
+    event = Event.new("Added", {})
+    bus.dispatch(event)
+    assert handled.wait_count(1) and handled.ids == [event.id]
+
+
 def test_group_registered_after_start_gets_later_events(make_bus):
     bus = make_bus()
     bus.start()

@@ -247,5 +247,5 @@ def test_after_commit_listeners_get_the_event_only_when_committed(world):
     with world.services.db.transaction() as tx:
         pending = outbox.pending(tx, limit=1000)
         assert pending[-1].event["type"] == "FlagsUpdated" and pending[-1].bus == "mailbox"
-        assert outbox.mark_dispatched(tx, [p.id for p in pending]) == len(pending)
+        assert outbox.mark_dispatched(world.services.db, [p.id for p in pending]) == len(pending)
         assert outbox.pending(tx) == []

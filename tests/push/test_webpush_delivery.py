@@ -18,6 +18,7 @@ from jmapmono.push import webpush
 from jmapmono.push.subscriptions_store import PushSubscriptions
 from jmapmono.runtime.event_flow import EventFlow
 from tests.push.test_subscription import create, ok
+from tests.support.events import group_outcomes
 from tests.support.jmap import JmapClient
 from tests.support.push_receiver import PushReceiver, UserAgentKeys
 from tests.support.servers import start_http
@@ -74,8 +75,8 @@ def settle(services, flow: EventFlow, timeout: float = 10.0) -> None:
     wait_until(lambda: flow.relay.pending() == 0, timeout, message="the outbox to be published")
     mb, jb = flow.mailbox_bus.stats, flow.jmap_bus.stats
     published = flow.relay.stats["published"]
-    wait_until(lambda: mb["group_handled"] + mb["group_duplicates"] + mb["dead_lettered"] >= published, timeout)
-    wait_until(lambda: jb["group_handled"] + jb["group_duplicates"] + jb["dead_lettered"] >= jb["dispatched"], timeout)
+    wait_until(lambda: group_outcomes(mb) >= published, timeout)
+    wait_until(lambda: group_outcomes(jb) >= jb["dispatched"], timeout)
     assert services.webpush.wait_idle(timeout)
 
 
@@ -207,6 +208,20 @@ def test_a_delegate_gets_the_owners_changes_and_others_nothing(services, alice, 
     receiver.wait("/alice", 4)
     settle(services, flow)
     assert len(receiver.at("/bob")) == 2
+
+
+def test_changes_of_an_account_nobody_subscribed_to_cost_no_bookkeeping(services, alice, bob, receiver, flow):
+    subscribe(alice, receiver, "/alice")
+    declined = flow.jmap_bus.stats["group_declined"]
+    services.mailboxes.deliver(bob.email, message(1, bob.email))  # bob has no subscription: declined
+    services.mailboxes.deliver(alice.email, message(2))
+    receiver.wait("/alice", 2)
+    settle(services, flow)
+    assert flow.jmap_bus.stats["group_declined"] == declined + 1
+    handled = services.db.query_alone(
+        "SELECT event_id FROM event_processed WHERE bus = 'jmap' AND group_name = ?", (webpush.GROUP,)
+    )
+    assert len(handled) == 1  # alice's StateChange; none for bob's
 
 
 # -- failures -------------------------------------------------------------------------------------------------------

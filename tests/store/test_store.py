@@ -73,6 +73,41 @@ def test_a_query_alone_reads_committed_rows_and_joins_an_open_transaction(db):
     assert db.query_alone("SELECT COUNT(*) AS n FROM blobs") == [{"n": 1}]  # the failure left nothing behind
 
 
+def test_a_lease_write_commits_alone_joins_an_open_transaction_and_leaves_the_stamp(db):
+    db.hears_others = True  # as in a serving process: the stamp moves with this process's commits
+    stamp = db.change_stamp()
+    insert = "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, 1) RETURNING holder"
+    assert db.lease_write(insert, ("job", "node-a")) == [{"holder": "node-a"}]
+    assert db.lease_write("UPDATE leases SET expires_at = 2 WHERE name = 'job'") == []  # no RETURNING: no rows
+    assert db.query_alone("SELECT holder, expires_at FROM leases") == [{"holder": "node-a", "expires_at": 2}]
+    assert db.change_stamp() == stamp  # bookkeeping: nothing a cache keeps under the stamp moved
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.lease_write(insert, ("other", "node-b"))  # part of the open transaction …
+            raise RuntimeError("boom")
+    assert db.query_alone("SELECT name FROM leases") == [{"name": "job"}]  # … so rolled back with it
+    with db.transaction() as tx:
+        tx.execute("UPDATE leases SET expires_at = 3")
+    assert db.change_stamp() != stamp  # while a real commit does move it
+
+
+def test_lease_writes_do_not_wait_for_the_disk_and_keep_the_url_options(postgres_url):
+    from urllib.parse import quote
+
+    from jmapmono.store import open_database
+
+    sep = "&" if "?" in postgres_url else "?"
+    db = open_database(f"{postgres_url}{sep}options={quote('-c statement_timeout=4321')}")
+    try:
+        settings = "SELECT current_setting('synchronous_commit') AS sync, current_setting('statement_timeout') AS t"
+        assert db.query_alone(settings) == [{"sync": "on", "t": "4321ms"}]
+        assert db.lease_write(settings) == [{"sync": "off", "t": "4321ms"}]
+        with db.transaction() as tx:  # durable transactions keep the server's setting
+            assert tx.query(settings) == [{"sync": "on", "t": "4321ms"}]
+    finally:
+        db.close()
+
+
 def test_a_killed_query_alone_does_not_go_back_to_the_pool(postgres_url):
     import psycopg
 

@@ -52,13 +52,18 @@ class Recorder:
         self.events.clear()
 
 
+def group_outcomes(stats) -> int:
+    """Group copies a bus is done with: handled, skipped as duplicates, declined by ``wants``, parked."""
+    return stats["group_handled"] + stats["group_duplicates"] + stats["group_declined"] + stats["dead_lettered"]
+
+
 def settle(flow, timeout: float = 10.0) -> None:
     """Wait until everything committed so far went all the way through the flow to the key listeners."""
     wait_until(lambda: flow.relay.pending() == 0, timeout, message="the outbox to be published")
     published = flow.relay.stats["published"]
     stats = flow.mailbox_bus.stats
     wait_until(
-        lambda: stats["group_handled"] + stats["group_duplicates"] + stats["dead_lettered"] >= published,
+        lambda: group_outcomes(stats) >= published,
         timeout,
         message="the MailboxChangeListener to handle every event",
     )  # its key listeners were called inline, before the handler returned

@@ -5,7 +5,9 @@
         SIGKILL itself in the after-commit hook of that last transaction: after its commit, before
         anything of it was published (and before its doorbell rang). With --flow the process runs the
         whole event flow (relay included, on memory://) and kills itself after the FIRST delivery's commit,
-        before its own relay could publish it.
+        before its own relay could publish it. That relay may have claimed the row already (woken by the
+        commit's NOTIFY on Postgres while the commit's answer was on its way): its claims lapse after a
+        second, as a dead relay's do after ``lease_seconds``.
 
     python tests/support/outbox_writer.py serve
         Read one recipient per line on standard input, deliver a message to it, and print one JSON line
@@ -57,7 +59,7 @@ def crash(services: Runtime, email: str, count: int) -> None:
 
     outbox.subscribe(services.db, on_commit)
     if FLOW:
-        services.start()
+        services.start(lease_seconds=1.0)
     delivered = [services.mailboxes.deliver(email, _message(email, n)) for n in range(count)]
     services.mailboxes.set_keywords(delivered[0].account_id, [d.message_id for d in delivered], add=["$seen"])
     raise SystemExit("still alive after the last commit")
