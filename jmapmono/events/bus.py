@@ -205,15 +205,6 @@ class EventBus:
         Local key listeners are called first, in-process. Raises :class:`BusUnavailable` when the broker
         did not take the event (retry the dispatch later); ValueError for a payload that is not JSON.
         """
-        self._send(event, keys, groups=True)
-
-    def dispatch_keys(self, event: Event, keys: Iterable[str]) -> None:
-        """Send ``event`` to the key listeners of ``keys`` only, here and on every node, with no group copy:
-        an early copy of an event that is dispatched in full later with the same id (receivers take one of
-        the two). Raises like :meth:`dispatch`."""
-        self._send(event, keys, groups=False)
-
-    def _send(self, event: Event, keys: Iterable[str], groups: bool) -> None:
         keys = list(dict.fromkeys(keys))
         for key in keys:
             _check_name("registration key", key, 200)
@@ -221,10 +212,10 @@ class EventBus:
             body = event.to_json()
         except (TypeError, ValueError) as e:
             raise ValueError(f"event {event.id} ({event.type}) is not JSON-serialisable: {e}") from None
-        self.stats["dispatched" if groups else "dispatched_keys"] += 1
+        self.stats["dispatched"] += 1
         for key in keys:
             self._deliver_key(key, event)
-        self.transport.publish(body, event, keys, groups)
+        self.transport.publish(body, event, keys)
 
     def _deliver_key(self, key: str, event: Event) -> None:
         """Call each local listener of ``key`` inline (once per event id and key); see :data:`KeyListener`."""

@@ -52,9 +52,8 @@ class MemoryTransport:
         for event in queue:
             spec.pool.spawn(self.bus.run_group, spec, event)  # blocks while the pool is full
 
-    def publish(self, body: str, event: Event, keys: list[str], groups: bool = True) -> None:
-        if not groups:
-            return  # the key listeners are local: the bus called them already
+    def publish(self, body: str, event: Event, keys: list[str]) -> None:
+        # The key listeners are local: the bus called them already.
         for queue in self._queues.values():
             queue.put(Event.from_json(body))  # a private copy per group: handlers cannot disturb each other
 

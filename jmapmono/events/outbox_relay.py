@@ -87,8 +87,9 @@ class OutboxRelay:
         #: Also called at every wake-up (commit here, doorbell, not the poll): the outbox tail reads then.
         self.on_wake: list[Callable[[], None]] = []
         #: Called with (bus name, event) just before each event is published: an early, best-effort use of it
-        #: (the flow sends the key copies of its push from here). A hook that fails never stops publishing.
-        self.before_publish: list[Callable[[str, Event], None]] = []
+        #: (the flow dispatches its JMAP event from here). A hook may return the event to publish instead (the
+        #: same id, annotated); one that fails never stops publishing.
+        self.before_publish: list[Callable[[str, Event], Event | None]] = []
         self._greenlet: gevent.Greenlet | None = None
         self._unsubscribe: Any = None
         self._doorbell: Any = None
@@ -226,7 +227,7 @@ class OutboxRelay:
                     continue
                 for hook in self.before_publish:
                     try:
-                        hook(bus, event)
+                        event = hook(bus, event) or event
                     except Exception as e:
                         log.warning(kv(event="relay_hook_failed", outbox_id=row_id, error=f"{type(e).__name__}: {e}"))
                 self.buses[bus].dispatch(event)

@@ -161,10 +161,10 @@ class RabbitMQTransport:
         self._drop_publisher()
         self._down_until = time.monotonic() + DOWN_FOR
 
-    def publish(self, body: str, event: Event, keys: list[str], groups: bool = True) -> None:
-        """One copy per key (first: push latency), then the group copy (unless ``groups`` is false); every
-        copy is confirmed by the broker. Any failure raises BusUnavailable: the caller retries the whole
-        dispatch later, and the receiving nodes skip the key copies they already delivered."""
+    def publish(self, body: str, event: Event, keys: list[str]) -> None:
+        """One copy per key (first: push latency), then the group copy; every copy is confirmed by the
+        broker. Any failure raises BusUnavailable: the caller retries the whole dispatch later, and the
+        receiving nodes skip the key copies they already delivered."""
         origin = self.bus.origin
         common = {"content_type": "application/json", "content_encoding": "utf-8", "message_id": event.id}
         if time.monotonic() < self._down_until:
@@ -177,9 +177,8 @@ class RabbitMQTransport:
                     for key in keys:
                         headers = {"origin": origin, "key": key}
                         publish(body, routing_key=KEY_PREFIX + key, delivery_mode=1, headers=headers, **common)
-                    if groups:
-                        headers = {"origin": origin}
-                        publish(body, routing_key=GROUPS_ROUTING_KEY, delivery_mode=2, headers=headers, **common)
+                    headers = {"origin": origin}
+                    publish(body, routing_key=GROUPS_ROUTING_KEY, delivery_mode=2, headers=headers, **common)
             except Exception as e:
                 self._failed(e)
                 self._log_drop(event, keys, _describe(e))

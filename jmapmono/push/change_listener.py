@@ -72,6 +72,20 @@ RETRIES = 6
 BACKOFF = 0.5
 
 
+#: Set in a mailbox event's payload by a relay that dispatched its JMAP event itself (runtime/event_flow.py).
+DISPATCHED = "jmap_dispatched"
+
+
+def dispatched(event: Event) -> Event:
+    """``event`` as published once its JMAP event was dispatched in full: the listener has nothing left to do."""
+    return Event(event.id, event.type, {**event.payload, DISPATCHED: True})
+
+
+def needs_dispatch(event: Event) -> bool:
+    """Whether the listener must still dispatch this mailbox event's JMAP event (it declines the others)."""
+    return not event.payload.get(DISPATCHED)
+
+
 def to_jmap(event: Event) -> tuple[Event, list[str]] | None:
     """The JMAP bus event (and its registration keys) for one mailbox bus event; None when there is none."""
     data: dict[str, Any] = event.payload
@@ -116,7 +130,7 @@ class MailboxChangeListener:
         self.stats: Counter = Counter()
 
     def register(self, mailbox_bus: EventBus) -> None:
-        mailbox_bus.register_group(GROUP, self, retries=RETRIES, backoff=BACKOFF)
+        mailbox_bus.register_group(GROUP, self, retries=RETRIES, backoff=BACKOFF, wants=needs_dispatch)
 
     def __call__(self, event: Event) -> None:
         """Raises BusUnavailable when the broker refuses the group copy: the bus retries this event."""

@@ -28,11 +28,14 @@ claiming process also delivers has the same event id and is absorbed by the bus.
 routes key copies to every process that listens, and there is no tail.
 
 Pushes one hop early (amqp://): the JMAP event is a pure function of the mailbox event, so the relay that
-publishes a mailbox event first sends the key copies of its JMAP event (``EventBus.dispatch_keys``: no
-group copy). Sockets on every node then hear of a commit one broker hop after the relay's claim instead
-of after the group hop and the MailboxChangeListener's claim (cluster push latency, docs/adr/0008). The
-listener still dispatches the JMAP event in full (group copies for web push, key copies again): it is
-what makes the push at least as reliable as before, and receivers take one copy per (event id, key).
+publishes a mailbox event first dispatches its JMAP event in full (key copies first, then the group copy
+for web push, each confirmed by the broker), with the MailboxChangeListener's own translation. Sockets on
+every node then hear of a commit one broker hop after the relay's claim instead of after the group hop
+and the listener's claim (cluster push latency, docs/adr/0008). The mailbox event then goes out marked
+``jmap_dispatched``, and the listener declines it (no claim, no mark, no second dispatch). When the broker
+refused a copy, the event goes out unmarked and the listener dispatches it as before, with its retries;
+a relay that dies between the two publishes dispatches again after its lease, and receivers take one
+copy per event id (web push: the group's claim; push sockets: per key).
 
 Revocations: the flow listens to ``credentials:revoked`` (every ``CredentialsRevoked``, whoever it
 concerns) and drops the user's entries from this process's credential cache, so no node answers a new
@@ -53,7 +56,7 @@ from jmapmono.events.outbox_relay import OutboxRelay
 from jmapmono.events.outbox_tail import OutboxTail
 from jmapmono.log import kv
 from jmapmono.mailbox.events import MAILBOX_BUS
-from jmapmono.push.change_listener import MailboxChangeListener, to_jmap
+from jmapmono.push.change_listener import MailboxChangeListener, dispatched, to_jmap
 from jmapmono.push.jmap_bus_events import REVOCATIONS_KEY, AccessChanged, CredentialsRevoked, StateChange
 
 if TYPE_CHECKING:
@@ -83,7 +86,7 @@ class EventFlow:
             self.tail = OutboxTail(services.db, MAILBOX_BUS, self._deliver_locally)
             self.relay.on_wake.append(self.tail.wake)  # the relay's wake-ups: commits here and the doorbell
         else:
-            self.relay.before_publish.append(self._push_early)
+            self.relay.before_publish.append(self._dispatch_early)
         self._watcher: gevent.Greenlet | None = None
         self._revocations: Registration | None = None
         self._stopped = False
@@ -152,17 +155,20 @@ class EventFlow:
         log.info(kv(event="push_resync", accounts=len(accounts), users=len(users), ms=_ms(started)))
         return len(accounts) + len(users)
 
-    def _push_early(self, bus: str, event: Event) -> None:
-        """amqp://: the key copies of a mailbox event's JMAP event, sent by the relay before it publishes the
-        mailbox event itself (see the module docstring)."""
+    def _dispatch_early(self, bus: str, event: Event) -> Event | None:
+        """amqp://: the JMAP event of a mailbox event, dispatched in full by the relay before it publishes the
+        mailbox event, which then goes out marked so that the MailboxChangeListener declines it (see the
+        module docstring). Unmarked when the broker refused a copy: the listener dispatches it as before."""
         translated = to_jmap(event) if bus == MAILBOX_BUS else None
         if translated is None:
-            return
+            return None
         jmap_event, keys = translated
         try:
-            self.jmap_bus.dispatch_keys(jmap_event, keys)
+            self.jmap_bus.dispatch(jmap_event, keys)
         except BusUnavailable:
-            self.jmap_bus.stats["early_keys_failed"] += 1  # the MailboxChangeListener's dispatch carries them
+            self.jmap_bus.stats["early_dispatch_failed"] += 1
+            return None
+        return dispatched(event)
 
     def _deliver_locally(self, event: Event) -> None:
         """A mailbox event read by the tail: its JMAP event, to this process's key listeners only."""

@@ -176,28 +176,6 @@ def test_a_listener_unregistered_by_an_earlier_one_is_not_called(make_bus):
     assert later.calls == 0 and bus.listener_count("acc1") == 1
 
 
-def test_dispatch_keys_tells_key_listeners_only_and_a_later_full_dispatch_is_absorbed(make_bus):
-    bus = make_bus()
-    pushes, group = Recorder(), Recorder()
-    bus.register_key("acc1", pushes)
-    bus.register_group("G", group)
-    bus.start()
-    event = Event.new("StateChange", {"n": 1})
-
-    bus.dispatch_keys(event, ["acc1"])
-    assert pushes.ids == [event.id]  # inline, before anything else runs
-    sentinel = Event.new("StateChange", {"n": 2})
-    bus.dispatch(sentinel)
-    group.wait_count(1)
-    assert group.ids == [sentinel.id]  # the early copy had no group copy
-
-    bus.dispatch(event, ["acc1"])  # the full dispatch of the same event, later
-    group.wait_count(2)
-    assert group.ids == [sentinel.id, event.id]
-    assert pushes.ids == [event.id]  # the key listener took one of the two copies
-    assert bus.stats["key_duplicates"] == 1
-
-
 def test_dispatch_refuses_what_cannot_travel(make_bus):
     bus = make_bus()
     with pytest.raises(ValueError, match="JSON"):

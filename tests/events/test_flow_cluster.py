@@ -2,7 +2,8 @@
 
 Each node is a Runtime object with its own database pool and bus connections, running the whole
 flow (relay, MailboxChangeListener, both buses). A delivery through node A reaches a key listener on
-node B; the MailboxChangeListener runs once per event across the cluster; with the broker stopped,
+node B; the relay dispatches each StateChange and the MailboxChangeListener declines it, or, when the
+broker refused that dispatch, runs once per event across the cluster; with the broker stopped,
 events pile up in the outbox and all go through once it is back, and node B's listener ends up with
 the latest states (the resync after its reconnect covers key copies lost meanwhile).
 """
@@ -12,12 +13,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 
-import gevent.event
 import pytest
 
-from jmapmono.events.bus import EventBus
+from jmapmono.events.bus import BusUnavailable, EventBus
 from jmapmono.mailbox import changes
-from jmapmono.push.change_listener import MailboxChangeListener
 from jmapmono.runtime import Runtime
 from jmapmono.runtime.event_flow import EventFlow
 from jmapmono.store import open_database
@@ -89,37 +88,44 @@ def delivered_on_a_heard_on_b(start_node, alice, count: int) -> tuple[EventFlow,
     return a, b, pushes
 
 
-def test_delivery_on_a_reaches_b_and_the_listener_runs_once_per_event(services, alice, start_node):
+def test_the_relay_dispatches_each_push_once_and_the_listener_declines_it(services, alice, start_node):
+    """amqp://: the relay that publishes a mailbox event dispatches its StateChange itself (key copies and the
+    group copy for web push); the MailboxChangeListener declines the marked event: no claim, no dispatch."""
     count = 20
     a, b, pushes = delivered_on_a_heard_on_b(start_node, alice, count)
-    wait_until(lambda: handled_in_cluster(services, [a, b])[1] == count, 20, message="every event handled")
+    flows = [a, b]
+    declined = lambda bus: sum(getattr(f, bus).stats["group_declined"] for f in flows)  # noqa: E731
+    wait_until(lambda: declined("mailbox_bus") == count, 20, message="every mailbox event declined")
+    wait_until(lambda: declined("jmap_bus") == count, 20, message="every group copy seen by web push")
 
     assert len({e.id for e in pushes.events}) == len(pushes.events) == count
     assert all("EmailDelivery" in e.payload["changed"] for e in pushes.events)
-    assert handled_in_cluster(services, [a, b]) == (count, count)
-    assert a.relay.stats["published"] + b.relay.stats["published"] >= count
+    assert handled_in_cluster(services, flows) == (0, 0)
+    assert sum(f.relay.stats["published"] for f in flows) >= count
+    assert sum(f.jmap_bus.stats["early_dispatch_failed"] for f in flows) == 0
 
 
-def test_the_push_leaves_with_the_relay_before_the_listener_runs(services, alice, start_node, monkeypatch):
-    """The relay sends a mailbox event's StateChange key copies before it publishes the event: node B pushes
-    while every MailboxChangeListener is held, and the listener's own copies, later, are absorbed."""
-    held = gevent.event.Event()
-    handle = MailboxChangeListener.__call__
+def test_a_refused_early_dispatch_is_left_to_the_listener(services, alice, start_node, monkeypatch):
+    """When the broker refuses the relay's dispatch of a StateChange, the mailbox event goes out unmarked and
+    the MailboxChangeListener dispatches it, once in the cluster."""
+    dispatch_early = EventFlow._dispatch_early
 
-    def held_listener(listener: MailboxChangeListener, event) -> None:
-        held.wait(30)
-        handle(listener, event)
+    def refused(flow: EventFlow, bus: str, event):
+        def refuse(*args, **kwargs):
+            raise BusUnavailable("refused for the test")
 
-    monkeypatch.setattr(MailboxChangeListener, "__call__", held_listener)
+        vars(flow.jmap_bus)["dispatch"] = refuse  # this call only: nothing else runs until it returns
+        try:
+            return dispatch_early(flow, bus, event)
+        finally:
+            del vars(flow.jmap_bus)["dispatch"]
+
+    monkeypatch.setattr(EventFlow, "_dispatch_early", refused)
     count = 3
     a, b, pushes = delivered_on_a_heard_on_b(start_node, alice, count)
-    assert handled_in_cluster(services, [a, b])[1] == 0  # no listener has dispatched anything yet
-    assert all("EmailDelivery" in e.payload["changed"] for e in pushes.events)
-
-    held.set()
     wait_until(lambda: handled_in_cluster(services, [a, b]) == (count, count), 20, message="every event handled")
-    wait_until(lambda: b.jmap_bus.stats["key_duplicates"] == count, 20, message="the listener's copies absorbed")
-    assert len(pushes.events) == count
+    assert len({e.id for e in pushes.events}) == len(pushes.events) == count
+    assert sum(f.jmap_bus.stats["early_dispatch_failed"] for f in (a, b)) == count
 
 
 def test_broker_outage_piles_events_up_and_delivers_them_all_afterwards(services, alice, start_node, rabbitmq):
@@ -142,7 +148,12 @@ def test_broker_outage_piles_events_up_and_delivers_them_all_afterwards(services
 
     assert a.wait_ready(60) and b.wait_ready(60), "the nodes did not reconnect"
     wait_until(lambda: a.relay.pending() == 0, 60, message="the piled-up events to be published")
-    wait_until(lambda: handled_in_cluster(services, [a, b]) == (count, count), 60, message="each event handled once")
+    declined = lambda: sum(f.mailbox_bus.stats["group_declined"] for f in (a, b))  # noqa: E731
+    wait_until(
+        lambda: declined() + handled_in_cluster(services, [a, b])[1] == count,
+        60,
+        message="each StateChange dispatched once, by a relay or by the listener",
+    )
     latest = services.changes.state(alice.account_id, "Email")
     wait_until(
         lambda: any(e.payload["changed"].get("Email") == latest for e in pushes.events),
