@@ -37,11 +37,6 @@ class Transaction(ABC):
         #: The in-process listeners of the database this transaction runs on (:attr:`Database.local_listeners`).
         self.local_listeners: list[Callable[..., None]] = []
 
-    def leases_only(self) -> None:  # noqa: B027 (a no-op unless the store can do better)
-        """Say, before its first statement, that this transaction writes only leases (claims that a crash
-        may lose: the work is then claimed again): its commit need not wait for the disk. Postgres:
-        ``synchronous_commit`` off for it; SQLite: nothing to do (its commits do not wait by default)."""
-
     @abstractmethod
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run a statement; return the number of rows it changed."""

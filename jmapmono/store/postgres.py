@@ -62,8 +62,6 @@ def translate(sql: str) -> str:
 #: How each kind of transaction starts (one statement: no ``SET TRANSACTION`` round trip).
 BEGIN_READ = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 BEGIN_WRITE = b"BEGIN"
-#: A write whose loss in a crash is harmless (a lease: it is claimed again) need not wait for the disk.
-_RELAXED = b"; SET LOCAL synchronous_commit TO OFF"
 
 
 def _unavailable(e: psycopg.OperationalError) -> StoreError:
@@ -80,12 +78,8 @@ class PostgresTransaction(Transaction):
         self.begin = begin
         #: Whether BEGIN was sent (a transaction that ran nothing has nothing to end).
         self.started = False
-        self.relaxed = False
         #: One cursor for every statement of the transaction (a cursor per statement cost ~25 µs of set-up).
         self._cur: psycopg.RawCursor[Row] | None = None
-
-    def leases_only(self) -> None:
-        self.relaxed = True
 
     def _run(self, sql: str, params: Params) -> psycopg.RawCursor[Row]:
         cur = self._cur
@@ -93,8 +87,7 @@ class PostgresTransaction(Transaction):
             cur = self._cur = psycopg.RawCursor(self.conn, row_factory=dict_row)
         if not self.started:
             self.started = True
-            # One simple-protocol query (no parameters): the two statements of a relaxed begin are one round trip.
-            cur.execute(self.begin + _RELAXED if self.relaxed else self.begin)
+            cur.execute(self.begin)
         cur.execute(translate(sql), tuple(params))
         return cur
 
