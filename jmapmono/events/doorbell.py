@@ -12,7 +12,8 @@ because the relay always reads what is pending in the database.
   process is told in-process, see ``outbox.subscribe``). A socket nobody listens on any more
   (a relay that crashed) refuses the datagram and is removed. Every error is ignored: ringing never
   delays or fails a delivery.
-- Postgres: ``NOTIFY jmapmono_outbox`` inside the writing transaction (Postgres delivers it at commit,
+- Postgres: ``NOTIFY jmapmono_outbox`` as part of the writing transaction, sent with its ``COMMIT`` in the
+  same round trip (Postgres delivers it at commit,
   drops it on rollback, and folds repeats within one transaction into one) to every relay that
   ``LISTEN``s on that database, on any node, through a dedicated autocommit connection.
 
@@ -77,7 +78,7 @@ def ring_after_commit(tx: Transaction) -> None:
         return
     setattr(tx, _RUNG, True)
     if tx.dialect == "postgres":
-        tx.execute(f"NOTIFY {CHANNEL}")  # a statement of the transaction: sent at commit, never on rollback
+        tx.announce_change()  # the NOTIFY goes with the COMMIT: delivered at commit, never on rollback
         return
     try:
         db_file = _sqlite_file(tx)

@@ -62,6 +62,8 @@ def translate(sql: str) -> str:
 #: How each kind of transaction starts (one statement: no ``SET TRANSACTION`` round trip).
 BEGIN_READ = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 BEGIN_WRITE = b"BEGIN"
+#: The end of a transaction that announces a change (the NOTIFY is part of it: sent at commit, never on rollback).
+_NOTIFY_AND_COMMIT = f"NOTIFY {NOTIFY_CHANNEL}; COMMIT".encode()
 
 
 def _unavailable(e: psycopg.OperationalError) -> StoreError:
@@ -78,6 +80,8 @@ class PostgresTransaction(Transaction):
         self.begin = begin
         #: Whether BEGIN was sent (a transaction that ran nothing has nothing to end).
         self.started = False
+        #: Whether COMMIT carries the doorbell's NOTIFY (:meth:`announce_change`).
+        self.notifies = False
         #: One cursor for every statement of the transaction (a cursor per statement cost ~25 µs of set-up).
         self._cur: psycopg.RawCursor[Row] | None = None
 
@@ -98,14 +102,17 @@ class PostgresTransaction(Transaction):
         return self._run(sql, params).fetchall()
 
     def announce_change(self) -> None:
-        """A NOTIFY on the doorbell channel (sent at commit): every serving process's listener hears it."""
-        self.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        """A NOTIFY on the doorbell channel, delivered at commit: every serving process's listener hears it.
+        Sent with the COMMIT, in its round trip (one simple-protocol query of two statements)."""
+        self.notifies = True
 
     def end(self, command: bytes) -> None:
         """COMMIT or ROLLBACK, if anything was begun."""
         if self.started:
             self.started = False
             assert self._cur is not None  # made by the first statement
+            if self.notifies and command == b"COMMIT":
+                command = _NOTIFY_AND_COMMIT
             self._cur.execute(command)
         if self._cur is not None:
             self._cur.close()

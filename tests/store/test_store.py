@@ -108,6 +108,43 @@ def test_lease_writes_do_not_wait_for_the_disk_and_keep_the_url_options(postgres
         db.close()
 
 
+def test_an_announced_change_is_notified_with_the_commit_and_never_on_rollback(postgres_url, monkeypatch):
+    import psycopg
+
+    from jmapmono.store import open_database
+    from jmapmono.store.base import NOTIFY_CHANNEL
+    from jmapmono.store.postgres import PostgresTransaction
+
+    statements: list[str] = []
+    run = PostgresTransaction._run
+
+    def counted(tx, sql, params):
+        statements.append(sql)
+        return run(tx, sql, params)
+
+    monkeypatch.setattr(PostgresTransaction, "_run", counted)
+    db = open_database(postgres_url)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as listener:
+            listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            with pytest.raises(RuntimeError):
+                with db.transaction() as tx:
+                    tx.execute("INSERT INTO leases (name, holder, expires_at) VALUES ('a', 'x', 1)")
+                    tx.announce_change()
+                    raise RuntimeError("rolled back")
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO leases (name, holder, expires_at) VALUES ('b', 'x', 1)")
+                tx.announce_change()
+            heard = list(listener.notifies(timeout=5, stop_after=1))
+            assert [n.channel for n in heard] == [NOTIFY_CHANNEL]
+            assert list(listener.notifies(timeout=0.2)) == []  # nothing from the rolled back one
+        assert [sql.split("VALUES")[1] for sql in statements] == [" ('a', 'x', 1)", " ('b', 'x', 1)"]
+        # no statement of its own: the NOTIFY travels with the COMMIT
+        assert db.query_alone("SELECT name FROM leases") == [{"name": "b"}]
+    finally:
+        db.close()
+
+
 def test_a_killed_query_alone_does_not_go_back_to_the_pool(postgres_url):
     import psycopg
 
