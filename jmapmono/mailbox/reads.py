@@ -52,20 +52,26 @@ def read_mailboxes(
     return sorted(out, key=lambda mb: (mb.sort_order, mb.name.casefold(), mb.id))
 
 
+#: Each dialect's aggregate of a column into a JSON array (text), for a message's keywords and mailboxes.
+_JSON_ARRAY = {"sqlite": "json_group_array({})", "postgres": "json_agg({})::text"}
+
+
 def read_messages(tx: Transaction, account_id: str, ids: Iterable[str]) -> dict[str, Message]:
-    """The account's messages among ``ids`` (missing ones are left out), keywords and mailboxes included."""
-    rows: dict[str, dict[str, Any]] = {}
-    keywords: dict[str, set[str]] = {}
-    mailboxes: dict[str, set[str]] = {}
+    """The account's messages among ``ids`` (missing ones are left out), keywords and mailboxes included.
+
+    One statement per chunk of ids (each message's keywords and mailboxes aggregated beside its row): on
+    Postgres each statement is a round trip, and ``Email/get`` is mostly this."""
+    agg = _JSON_ARRAY[tx.dialect]
+    sql = (
+        f"SELECT m.*, (SELECT {agg.format('k.keyword')} FROM message_keywords k WHERE k.message_id = m.id)"
+        f" AS keywords_json, (SELECT {agg.format('b.mailbox_id')} FROM message_mailboxes b"
+        " WHERE b.message_id = m.id) AS mailboxes_json FROM messages m WHERE m.account_id = ? AND m.id IN ({})"
+    )
+    out: dict[str, Message] = {}
     for chunk in chunks(sorted(set(ids))):
-        m = marks(len(chunk))
-        for r in tx.query(f"SELECT * FROM messages WHERE account_id = ? AND id IN ({m})", (account_id, *chunk)):
-            rows[r["id"]] = r
-        for r in tx.query(f"SELECT message_id, keyword FROM message_keywords WHERE message_id IN ({m})", chunk):
-            keywords.setdefault(r["message_id"], set()).add(r["keyword"])
-        for r in tx.query(f"SELECT message_id, mailbox_id FROM message_mailboxes WHERE message_id IN ({m})", chunk):
-            mailboxes.setdefault(r["message_id"], set()).add(r["mailbox_id"])
-    return {i: _message(r, keywords.get(i, ()), mailboxes.get(i, ())) for i, r in rows.items()}
+        for r in tx.query(sql.format(marks(len(chunk))), (account_id, *chunk)):
+            out[r["id"]] = _message(r)
+    return out
 
 
 #: The JSON columns of a message row, decoded together: one ``json.loads`` per row, not ten.
@@ -82,12 +88,23 @@ _JSON_COLUMNS = (
 )
 
 
-def _message(r: dict[str, Any], keywords: Iterable[str], mailboxes: Iterable[str]) -> Message:
+def _message(r: dict[str, Any]) -> Message:
     fields = [r[c] for c in _JSON_COLUMNS]
-    fields.append(r["problems_json"] or "[]")
-    from_, sender, to, cc, bcc, reply_to, message_id, in_reply_to, references, problems = json.loads(
-        "[" + ",".join(fields) + "]"
-    )
+    fields += (r["problems_json"] or "[]", r["keywords_json"] or "[]", r["mailboxes_json"] or "[]")
+    (
+        from_,
+        sender,
+        to,
+        cc,
+        bcc,
+        reply_to,
+        message_id,
+        in_reply_to,
+        references,
+        problems,
+        keywords,
+        mailboxes,
+    ) = json.loads("[" + ",".join(fields) + "]")
     return Message(
         id=r["id"],
         account_id=r["account_id"],
