@@ -26,7 +26,7 @@ from jmapmono.mailbox.model import (
 from jmapmono.mailbox.mutation import Mutation
 from jmapmono.store import Transaction, multirow
 
-_CHUNK = 400
+CHUNK = 400
 _MAX_SEARCH_TEXT = 256 * 1024
 
 
@@ -34,7 +34,7 @@ def marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
+def chunks(items: list, size: int = CHUNK) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

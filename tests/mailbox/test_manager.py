@@ -248,6 +248,50 @@ def test_message_summary_is_stored_for_email_get(services, alice):
     assert m.preview.startswith("Shall we meet") and m.keywords == frozenset() and state != "0"
 
 
+def test_messages_come_with_their_keywords_mailboxes_and_the_state_of_the_same_moment(services, alice):
+    mgr, acc = services.mailboxes, alice.account_id
+    inbox, archive = by_role(services, acc)["inbox"], by_role(services, acc)["archive"]
+    first = mgr.deliver("alice@example.org", raw("one"))
+    second = mgr.deliver("alice@example.org", raw("two"))
+    mgr.set_keywords(acc, [first.message_id], add=["$seen", "$flagged"])
+    mgr.move_messages(acc, [first.message_id], add=[archive])
+    state = services.changes.state(acc, "Email")
+
+    found, got = mgr.get_messages(acc, [first.message_id, second.message_id, "Mmissing"])
+    assert got == state
+    assert found[first.message_id].keywords == {"$seen", "$flagged"}
+    assert found[first.message_id].mailbox_ids == {inbox, archive}
+    assert found[second.message_id].keywords == frozenset() and found[second.message_id].mailbox_ids == {inbox}
+    assert mgr.get_messages(acc, ["Mmissing"]) == ({}, state)  # no row to carry the state: read alone
+    assert mgr.get_messages(acc, []) == ({}, state)
+    many = [f"M{n}" for n in range(500)] + [second.message_id]  # more ids than one statement takes
+    assert mgr.get_messages(acc, many) == ({second.message_id: found[second.message_id]}, state)
+
+
+def test_messages_are_read_by_one_statement_outside_any_transaction(services, alice, monkeypatch):
+    delivered = services.mailboxes.deliver("alice@example.org", raw("one"))
+    state = services.changes.state(alice.account_id, "Email")
+    db, statements = services.db, []
+    query_alone, read = db.query_alone, db.read
+
+    def alone(*args):
+        statements.append(args)
+        monkeypatch.setattr(db, "read", read)  # SQLite's query_alone is a read of its own: allowed there
+        try:
+            return query_alone(*args)
+        finally:
+            monkeypatch.setattr(db, "read", refused)
+
+    def refused():
+        pytest.fail("a read transaction around the statements (on Postgres, BEGIN and COMMIT: two round trips)")
+
+    monkeypatch.setattr(db, "query_alone", alone)
+    monkeypatch.setattr(db, "read", refused)
+    found, got = services.mailboxes.get_messages(alice.account_id, [delivered.message_id])
+    assert set(found) == {delivered.message_id} and got == state
+    assert len(statements) == 1
+
+
 def test_appends_and_updates_are_refused_per_item_with_typed_errors(services, alice):
     mgr, acc = services.mailboxes, alice.account_id
     inbox = by_role(services, acc)["inbox"]
