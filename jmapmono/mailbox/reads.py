@@ -36,20 +36,37 @@ def _mailbox(r: dict, subscribed: bool | None) -> Mailbox:
     )
 
 
+#: Whether ``user_id`` (the parameter) subscribed to the row's mailbox, as a column.
+_SUBSCRIBED = "EXISTS (SELECT 1 FROM mailbox_subscriptions s WHERE s.user_id = ? AND s.mailbox_id = m.id) AS subscribed"
+#: The current Mailbox state, as a column beside the mailbox rows (one statement: one snapshot).
+_MAILBOX_STATE = "(SELECT state FROM change_states WHERE account_id = ? AND type = 'Mailbox') AS mailbox_state"
+
+
+def _mailboxes_query(account_id: str, user_id: int | None, with_state: bool = False) -> tuple[str, tuple]:
+    """The account's mailbox rows, with ``subscribed`` for ``user_id`` and the Mailbox state if asked."""
+    columns, params = [_MAILBOX_COLUMNS], list[object]()  # parameters in the order of their ``?``
+    if user_id is not None:
+        columns.append(_SUBSCRIBED)
+        params.append(user_id)
+    if with_state:
+        columns.append(_MAILBOX_STATE)
+        params.append(account_id)
+    return f"SELECT {', '.join(columns)} FROM mailboxes m WHERE m.account_id = ?", (*params, account_id)
+
+
+def _mailboxes(rows: list[dict], ids: Iterable[str] | None, user_id: int | None) -> list[Mailbox]:
+    if ids is not None:
+        wanted = set(ids)
+        rows = [r for r in rows if r["id"] in wanted]
+    out = [_mailbox(r, None if user_id is None else bool(r["subscribed"])) for r in rows]
+    return sorted(out, key=lambda mb: (mb.sort_order, mb.name.casefold(), mb.id))
+
+
 def read_mailboxes(
     tx: Transaction, account_id: str, ids: Iterable[str] | None = None, user_id: int | None = None
 ) -> list[Mailbox]:
     """The account's mailboxes (all, or those of ``ids`` that exist), sorted by sortOrder then name."""
-    sub = "SELECT mailbox_id FROM mailbox_subscriptions WHERE user_id = ?"
-    rows = tx.query(f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes m WHERE m.account_id = ?", (account_id,))
-    if ids is not None:
-        wanted = set(ids)
-        rows = [r for r in rows if r["id"] in wanted]
-    subscribed: set[str] = set()
-    if user_id is not None:
-        subscribed = {r["mailbox_id"] for r in tx.query(sub, (user_id,))}
-    out = [_mailbox(r, None if user_id is None else r["id"] in subscribed) for r in rows]
-    return sorted(out, key=lambda mb: (mb.sort_order, mb.name.casefold(), mb.id))
+    return _mailboxes(tx.query(*_mailboxes_query(account_id, user_id)), ids, user_id)
 
 
 #: Each dialect's aggregate of a column into a JSON array (text), for a message's keywords and mailboxes.
@@ -160,7 +177,11 @@ class Reads:
     def get_mailboxes(
         self, account_id: str, ids: Iterable[str] | None = None, user_id: int | None = None
     ) -> tuple[list[Mailbox], str]:
-        """Mailboxes (with counts, and ``is_subscribed`` for ``user_id``) and the Mailbox state."""
+        """Mailboxes (with counts, and ``is_subscribed`` for ``user_id``) and the Mailbox state: one statement
+        alone (it sees one snapshot by itself; on Postgres one round trip instead of five)."""
+        rows = self.db.query_alone(*_mailboxes_query(account_id, user_id, with_state=True))
+        if rows:  # else no row carries the state: read it below
+            return _mailboxes(rows, ids, user_id), changes.token(int(rows[0]["mailbox_state"] or 0))
         with self.db.read() as tx:
             state = changes.state(tx, account_id, "Mailbox")
             return read_mailboxes(tx, account_id, ids, user_id), state

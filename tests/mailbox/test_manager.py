@@ -2,6 +2,8 @@
 subscriptions, delivery by name, appends and updates refused with typed errors, on both backends."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -268,10 +270,10 @@ def test_messages_come_with_their_keywords_mailboxes_and_the_state_of_the_same_m
     assert mgr.get_messages(acc, many) == ({second.message_id: found[second.message_id]}, state)
 
 
-def test_messages_are_read_by_one_statement_outside_any_transaction(services, alice, monkeypatch):
-    delivered = services.mailboxes.deliver("alice@example.org", raw("one"))
-    state = services.changes.state(alice.account_id, "Email")
-    db, statements = services.db, []
+@contextmanager
+def alone_only(db, monkeypatch) -> Iterator[list]:
+    """The statements run alone inside the block; a read transaction of its own fails the test."""
+    statements: list = []
     query_alone, read = db.query_alone, db.read
 
     def alone(*args):
@@ -287,9 +289,32 @@ def test_messages_are_read_by_one_statement_outside_any_transaction(services, al
 
     monkeypatch.setattr(db, "query_alone", alone)
     monkeypatch.setattr(db, "read", refused)
-    found, got = services.mailboxes.get_messages(alice.account_id, [delivered.message_id])
-    assert set(found) == {delivered.message_id} and got == state
-    assert len(statements) == 1
+    try:
+        yield statements
+    finally:
+        monkeypatch.setattr(db, "query_alone", query_alone)
+        monkeypatch.setattr(db, "read", read)
+
+
+def test_messages_are_read_by_one_statement_outside_any_transaction(services, alice, monkeypatch):
+    delivered = services.mailboxes.deliver("alice@example.org", raw("one"))
+    state = services.changes.state(alice.account_id, "Email")
+    with alone_only(services.db, monkeypatch) as statements:
+        found, got = services.mailboxes.get_messages(alice.account_id, [delivered.message_id])
+    assert set(found) == {delivered.message_id} and got == state and len(statements) == 1
+
+
+def test_mailboxes_are_read_by_one_statement_with_each_subscription(services, alice, monkeypatch):
+    mgr, acc = services.mailboxes, alice.account_id
+    unsubscribed = mgr.create_mailbox(acc, "Projects").id  # nobody subscribed
+    state = services.changes.state(acc, "Mailbox")
+    with alone_only(services.db, monkeypatch) as statements:
+        mine, got = mgr.get_mailboxes(acc, user_id=alice.id)
+        plain, _ = mgr.get_mailboxes(acc, ids=[unsubscribed, "Mmissing"])
+    assert got == state and len(statements) == 2
+    subscribed = {mb.id: mb.is_subscribed for mb in mine}
+    assert subscribed.pop(unsubscribed) is False and set(subscribed.values()) == {True}
+    assert [(mb.id, mb.name, mb.is_subscribed) for mb in plain] == [(unsubscribed, "Projects", None)]
 
 
 def test_appends_and_updates_are_refused_per_item_with_typed_errors(services, alice):
