@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from jmapmono.clock import now_ms
 from jmapmono.config import Config
@@ -173,11 +174,27 @@ def record_all(tx: Transaction, account_id: str, batches: Iterable[Batch]) -> di
     return {type: token(state) for type, state in states.items()}
 
 
+_STATE = "SELECT state FROM change_states WHERE account_id = ? AND type = ?"
+#: The column :func:`state_column` adds, read back by :func:`column_state`.
+STATE_COLUMN = "current_state"
+
+
 def state(tx: Transaction, account_id: str, type: str) -> str:
     """The current state token of ``type`` in ``account_id`` ("0" before any change)."""
     _check_type(type)
-    value = tx.value("SELECT state FROM change_states WHERE account_id = ? AND type = ?", (account_id, type))
-    return token(int(value or 0))
+    return token(int(tx.value(_STATE, (account_id, type)) or 0))
+
+
+def state_column(type: str) -> str:
+    """The current state of ``type`` as a column of another statement (one parameter: the account id), so
+    that rows and their state come from one statement, which sees one snapshot by itself."""
+    _check_type(type)
+    return f"(SELECT state FROM change_states WHERE account_id = ? AND type = '{type}') AS {STATE_COLUMN}"
+
+
+def column_state(row: dict[str, Any]) -> str:
+    """The state token carried by a row of a statement with :func:`state_column`."""
+    return token(int(row[STATE_COLUMN] or 0))
 
 
 def states(tx: Transaction, account_id: str, types: Iterable[str] = TYPES) -> dict[str, str]:

@@ -38,8 +38,6 @@ def _mailbox(r: dict, subscribed: bool | None) -> Mailbox:
 
 #: Whether ``user_id`` (the parameter) subscribed to the row's mailbox, as a column.
 _SUBSCRIBED = "EXISTS (SELECT 1 FROM mailbox_subscriptions s WHERE s.user_id = ? AND s.mailbox_id = m.id) AS subscribed"
-#: The current Mailbox state, as a column beside the mailbox rows (one statement: one snapshot).
-_MAILBOX_STATE = "(SELECT state FROM change_states WHERE account_id = ? AND type = 'Mailbox') AS mailbox_state"
 
 
 def _mailboxes_query(account_id: str, user_id: int | None, with_state: bool = False) -> tuple[str, tuple]:
@@ -49,7 +47,7 @@ def _mailboxes_query(account_id: str, user_id: int | None, with_state: bool = Fa
         columns.append(_SUBSCRIBED)
         params.append(user_id)
     if with_state:
-        columns.append(_MAILBOX_STATE)
+        columns.append(changes.state_column("Mailbox"))
         params.append(account_id)
     return f"SELECT {', '.join(columns)} FROM mailboxes m WHERE m.account_id = ?", (*params, account_id)
 
@@ -71,8 +69,6 @@ def read_mailboxes(
 
 #: Each dialect's aggregate of a column into a JSON array (text), for a message's keywords and mailboxes.
 _JSON_ARRAY = {"sqlite": "json_group_array({})", "postgres": "json_agg({})::text"}
-#: The current Email state, as a column beside the message rows (one statement: one snapshot).
-_EMAIL_STATE = "(SELECT state FROM change_states WHERE account_id = ? AND type = 'Email') AS email_state, "
 
 
 def _messages_sql(dialect: str, count: int, with_state: bool = False) -> str:
@@ -80,7 +76,7 @@ def _messages_sql(dialect: str, count: int, with_state: bool = False) -> str:
     [the account id, if ``with_state``], the account id, the ids)."""
     agg = _JSON_ARRAY[dialect]
     return (
-        f"SELECT {_EMAIL_STATE if with_state else ''}m.*,"
+        f"SELECT {changes.state_column('Email') + ', ' if with_state else ''}m.*,"
         f" (SELECT {agg.format('k.keyword')} FROM message_keywords k WHERE k.message_id = m.id) AS keywords_json,"
         f" (SELECT {agg.format('b.mailbox_id')} FROM message_mailboxes b WHERE b.message_id = m.id)"
         f" AS mailboxes_json FROM messages m WHERE m.account_id = ? AND m.id IN ({marks(count)})"
@@ -181,7 +177,7 @@ class Reads:
         alone (it sees one snapshot by itself; on Postgres one round trip instead of five)."""
         rows = self.db.query_alone(*_mailboxes_query(account_id, user_id, with_state=True))
         if rows:  # else no row carries the state: read it below
-            return _mailboxes(rows, ids, user_id), changes.token(int(rows[0]["mailbox_state"] or 0))
+            return _mailboxes(rows, ids, user_id), changes.column_state(rows[0])
         with self.db.read() as tx:
             state = changes.state(tx, account_id, "Mailbox")
             return read_mailboxes(tx, account_id, ids, user_id), state
@@ -199,10 +195,10 @@ class Reads:
             sql = _messages_sql(self.db.dialect, len(wanted), with_state=True)
             rows = self.db.query_alone(sql, (account_id, account_id, *wanted))
             if rows:  # else no row carries the state: read it below
-                return {r["id"]: _message(r) for r in rows}, changes.token(int(rows[0]["email_state"] or 0))
+                return {r["id"]: _message(r) for r in rows}, changes.column_state(rows[0])
         with self.db.read() as tx:
             state = changes.state(tx, account_id, "Email")
-            return read_messages(tx, account_id, ids), state
+            return read_messages(tx, account_id, wanted), state
 
     def find_by_message_id(self, account_id: str, message_id: str) -> str | None:
         """The newest message of the account whose Message-ID is ``message_id`` (no angle brackets), if any:

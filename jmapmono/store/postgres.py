@@ -252,18 +252,19 @@ class PostgresDatabase(Database):
 
     def query_alone(self, sql: str, params: Params = ()) -> list[Row]:
         """One round trip: the connection is in autocommit, so the statement is its own transaction."""
-        current = getattr(self._local, "tx", None)
-        if current is not None:
-            return current.query(sql, params)
-        return self._pool.one_statement(sql, params)
+        return self._alone(self._pool, sql, params)
 
     def lease_write(self, sql: str, params: Params = ()) -> list[Row]:
         """One round trip, on a connection whose commits do not wait for the disk (``synchronous_commit``
         off, set when it connects: no statement added)."""
+        return self._alone(self._lease_pool, sql, params)
+
+    def _alone(self, pool: ConnectionPool, sql: str, params: Params) -> list[Row]:
+        """One statement on a connection of ``pool``, or in this thread's open transaction if there is one."""
         current = getattr(self._local, "tx", None)
         if current is not None:
             return current.query(sql, params)
-        return self._lease_pool.one_statement(sql, params)
+        return pool.one_statement(sql, params)
 
     def read(self) -> AbstractContextManager[Transaction]:
         return self._tx(read_only=True)

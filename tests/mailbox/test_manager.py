@@ -268,6 +268,7 @@ def test_messages_come_with_their_keywords_mailboxes_and_the_state_of_the_same_m
     assert mgr.get_messages(acc, []) == ({}, state)
     many = [f"M{n}" for n in range(500)] + [second.message_id]  # more ids than one statement takes
     assert mgr.get_messages(acc, many) == ({second.message_id: found[second.message_id]}, state)
+    assert mgr.get_messages(acc, iter(many)) == ({second.message_id: found[second.message_id]}, state)  # read once
 
 
 @contextmanager
