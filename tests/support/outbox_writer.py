@@ -50,16 +50,22 @@ def crash(services: Runtime, email: str, count: int) -> None:
     commits = 0
     last = 1 if FLOW else count + 1  # count deliveries, then one bulk flag change
 
+    def die(committed: int) -> None:
+        print(json.dumps({"killing": committed}), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
     def on_commit(_outbox_id: int, _bus: str, _event: object) -> None:
         nonlocal commits
         commits += 1
         if commits == last:
-            print(json.dumps({"killing": commits}), flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
+            die(commits)
+
+    def before_publish(_bus: str, _event: object) -> None:
+        die(last)  # the relay only sees committed rows: this is after the (one) commit too, before any publish
 
     outbox.subscribe(services.db, on_commit)
     if FLOW:
-        services.start(lease_seconds=1.0)
+        services.start(lease_seconds=1.0).flow.relay.before_publish.insert(0, before_publish)
     delivered = [services.mailboxes.deliver(email, _message(email, n)) for n in range(count)]
     services.mailboxes.set_keywords(delivered[0].account_id, [d.message_id for d in delivered], add=["$seen"])
     raise SystemExit("still alive after the last commit")
