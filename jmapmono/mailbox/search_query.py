@@ -185,16 +185,37 @@ class ViewSQL:
             params += [limit, offset]
         return sql, params
 
+    def page_alone_sql(self, limit: int, offset: int, with_total: bool) -> tuple[str, list[object]]:
+        """One page with the Email state (and the total) on each row, and only when the view is the account's:
+        one statement, which sees one snapshot by itself. No row: an empty page, or not the account's view."""
+        columns = [f"{self.id} AS id", changes.state_column("Email")]
+        params: list[object] = [self.account_id]
+        if with_total:
+            columns.append(f"({self._total_sql()}) AS total")
+            params.append(self.view.mailbox_id or self.account_id)
+        owned = ""
+        if self.view.mailbox_id is not None:
+            owned = " AND EXISTS (SELECT 1 FROM mailboxes b WHERE b.id = ? AND b.account_id = ?)"
+        sql = (
+            f"SELECT {', '.join(columns)} FROM {self.src} WHERE {self.where}{owned} "
+            f"ORDER BY {self.order} LIMIT ? OFFSET ?"
+        )
+        owner = [self.view.mailbox_id, self.account_id] if owned else []
+        return sql, [*params, *self.scope_params, *owner, limit, offset]
+
     def rows(self, tx: Transaction, limit: int | None, offset: int = 0) -> list[str]:
         return [r["id"] for r in tx.query(*self.page_sql(limit, offset))]
 
     def total(self, tx: Transaction) -> int:
+        return int(tx.value(self._total_sql(), (self.view.mailbox_id or self.account_id,)) or 0)
+
+    def _total_sql(self) -> str:
+        """The view's total (one parameter: the mailbox id, or the account id for the account's view)."""
         if self.view.mailbox_id is not None:  # maintained with every change: agrees with Mailbox/get
             column = "total_threads" if self.view.collapse else "total_emails"
-            value = tx.value(f"SELECT {column} FROM mailboxes WHERE id = ?", (self.view.mailbox_id,))
-            return int(value or 0)
+            return f"SELECT {column} FROM mailboxes WHERE id = ?"
         what = "COUNT(DISTINCT thread_id)" if self.view.collapse else "COUNT(*)"
-        return int(tx.value(f"SELECT {what} AS n FROM messages WHERE account_id = ?", (self.account_id,)) or 0)
+        return f"SELECT {what} AS n FROM messages WHERE account_id = ?"
 
     def index_of(self, tx: Transaction, message_id: str) -> int | None:
         """The index of ``message_id`` in the results, None when it is not in them."""
@@ -338,6 +359,8 @@ def _sql_page(tx: Transaction, account_id: str, query: EmailQuery, window: Windo
 def run_query(db: Database, account_id: str, query: EmailQuery, window: Window) -> Page:
     """The page of results ``window`` asks for, and the query state (Email state) they belong to."""
     view = indexed_view(query)
+    if view is not None and (alone := _view_page_alone(db, account_id, view, window)) is not None:
+        return alone
     with db.read() as tx:
         state = changes.state(tx, account_id, "Email")
         if view is not None:
@@ -349,6 +372,23 @@ def run_query(db: Database, account_id: str, query: EmailQuery, window: Window) 
             where_is = {i: n for n, i in enumerate(everything)} if window.anchor is not None else {}
             ids, position, total, capped = _window(window, everything, where_is.get)
     return Page(ids, position, total, MAX_LIMIT if capped else None, state, view is not None)
+
+
+def _view_page_alone(db: Database, account_id: str, view: View, window: Window) -> Page | None:
+    """The common case of a view (a page from a position, no anchor) as one statement alone: on Postgres one
+    round trip instead of five (BEGIN, state, mailbox, page, COMMIT). None when it returned no row (an empty
+    page, or a mailbox that is not the account's): the transaction's path tells those apart."""
+    if window.anchor is not None or window.position < 0:
+        return None
+    limit = MAX_LIMIT if window.limit is None else min(window.limit, MAX_LIMIT)
+    vs = ViewSQL(view, account_id)
+    rows = db.query_alone(*vs.page_alone_sql(limit + 1, window.position, window.calculate_total))
+    if not rows:
+        return None
+    capped = len(rows) > limit and (window.limit is None or window.limit > MAX_LIMIT)
+    total = int(rows[0]["total"] or 0) if window.calculate_total else None
+    state = changes.column_state(rows[0])
+    return Page([r["id"] for r in rows[:limit]], window.position, total, MAX_LIMIT if capped else None, state, True)
 
 
 # --- query changes -------------------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 subscriptions, delivery by name, appends and updates refused with typed errors, on both backends."""
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -22,6 +20,7 @@ from jmapmono.mailbox.model import (
     NotFound,
 )
 from tests.support.clock import one_millisecond
+from tests.support.statements import alone_only
 
 
 def raw(subject: str = "hello", msgid: str | None = None, body: str = "body") -> bytes:
@@ -269,32 +268,6 @@ def test_messages_come_with_their_keywords_mailboxes_and_the_state_of_the_same_m
     many = [f"M{n}" for n in range(500)] + [second.message_id]  # more ids than one statement takes
     assert mgr.get_messages(acc, many) == ({second.message_id: found[second.message_id]}, state)
     assert mgr.get_messages(acc, iter(many)) == ({second.message_id: found[second.message_id]}, state)  # read once
-
-
-@contextmanager
-def alone_only(db, monkeypatch) -> Iterator[list]:
-    """The statements run alone inside the block; a read transaction of its own fails the test."""
-    statements: list = []
-    query_alone, read = db.query_alone, db.read
-
-    def alone(*args):
-        statements.append(args)
-        monkeypatch.setattr(db, "read", read)  # SQLite's query_alone is a read of its own: allowed there
-        try:
-            return query_alone(*args)
-        finally:
-            monkeypatch.setattr(db, "read", refused)
-
-    def refused():
-        pytest.fail("a read transaction around the statements (on Postgres, BEGIN and COMMIT: two round trips)")
-
-    monkeypatch.setattr(db, "query_alone", alone)
-    monkeypatch.setattr(db, "read", refused)
-    try:
-        yield statements
-    finally:
-        monkeypatch.setattr(db, "query_alone", query_alone)
-        monkeypatch.setattr(db, "read", read)
 
 
 def test_messages_are_read_by_one_statement_outside_any_transaction(services, alice, monkeypatch):

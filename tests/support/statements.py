@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 
 from jmapmono.store.postgres import PostgresTransaction
@@ -21,3 +24,29 @@ def count_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
             monkeypatch.setattr(cls, name, counting)
     return sent
+
+
+@contextmanager
+def alone_only(db, monkeypatch) -> Iterator[list]:
+    """The statements run alone inside the block; a read transaction of its own fails the test."""
+    statements: list = []
+    query_alone, read = db.query_alone, db.read
+
+    def alone(*args):
+        statements.append(args)
+        monkeypatch.setattr(db, "read", read)  # SQLite's query_alone is a read of its own: allowed there
+        try:
+            return query_alone(*args)
+        finally:
+            monkeypatch.setattr(db, "read", refused)
+
+    def refused():
+        pytest.fail("a read transaction around the statements (on Postgres, BEGIN and COMMIT: two round trips)")
+
+    monkeypatch.setattr(db, "query_alone", alone)
+    monkeypatch.setattr(db, "read", refused)
+    try:
+        yield statements
+    finally:
+        monkeypatch.setattr(db, "query_alone", query_alone)
+        monkeypatch.setattr(db, "read", read)
