@@ -24,7 +24,7 @@ from typing import Any
 from jmapmono.clock import now_ms
 from jmapmono.config import Config
 from jmapmono.log import kv
-from jmapmono.store import Database, Transaction, multirow
+from jmapmono.store import Database, Row, Transaction, multirow
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,21 @@ TYPES = (
 )
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _BATCH = 500
+#: The account's last sequence number and one type's state and pruning point (parameters: the account id, the
+#: account id and the type): one row, NULLs where nothing was recorded yet.
+_HEAD = (
+    "SELECT (SELECT last FROM account_changes WHERE account_id = ?) AS last, s.state AS state, "
+    "s.pruned_through AS pruned FROM (SELECT 1 AS one) o "
+    "LEFT JOIN change_states s ON s.account_id = ? AND s.type = ?"
+)
+#: The head and the first batch of the type's log after a sequence number up to its state, in order (parameters:
+#: the head's, then the account id, the type, the sequence number and the batch size): the head on every row,
+#: one row of NULL log columns when the log has nothing in the window.
+_HEAD_AND_FIRST_BATCH = (
+    f"SELECT h.last, h.state, h.pruned, l.seq, l.object_id, l.kind, l.count_only FROM ({_HEAD}) h "
+    "LEFT JOIN change_log l ON l.account_id = ? AND l.type = ? AND l.seq > ? AND l.seq <= h.state "
+    "ORDER BY l.seq LIMIT ?"
+)
 
 
 class CannotCalculateChanges(Exception):
@@ -207,6 +222,41 @@ def states(tx: Transaction, account_id: str, types: Iterable[str] = TYPES) -> di
     return {t: token(found.get(t, 0)) for t in types}
 
 
+class _Fold:
+    """Log rows, in order, folded into the created, updated and destroyed ids of a window: an id's first
+    change says whether it was created in it, its last whether it is gone at the end."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.seen: dict[str, list[bool]] = {}  # id -> [created in the window, destroyed at the end]
+        self.count_only = True
+        self.more = False  # stopped at the limit
+        self.last_seq = 0
+
+    def add(self, rows: list[Row]) -> None:
+        for r in rows:
+            oid, kind = r["object_id"], r["kind"]
+            entry = self.seen.get(oid)
+            if entry is None:
+                if self.limit is not None and len(self.seen) >= self.limit:
+                    self.more = True
+                    return
+                entry = self.seen[oid] = [kind == "c", False]
+            entry[1] = kind == "d"
+            if kind != "u" or not r["count_only"]:
+                self.count_only = False
+            self.last_seq = int(r["seq"])
+
+    def changes(self, since_state: str, current: int) -> Changes:
+        """The window's changes: up to ``current``, or up to the last row taken when the limit stopped it."""
+        seen = self.seen
+        created = [i for i, (c, d) in seen.items() if c and not d]
+        updated = [i for i, (c, d) in seen.items() if not c and not d]
+        destroyed = [i for i, (c, d) in seen.items() if not c and d]
+        new = self.last_seq if self.more else current
+        return Changes(since_state, token(new), self.more, created, updated, destroyed, bool(seen) and self.count_only)
+
+
 class ChangeLog:
     """Reads and prunes the change log (writers use :func:`record` inside their transaction)."""
 
@@ -223,59 +273,54 @@ class ChangeLog:
             return states(tx, account_id, types)
 
     def changes_since(self, account_id: str, type: str, since_state: str, max_changes: int | None = None) -> Changes:
-        """What changed in ``type`` after ``since_state``, at most ``max_changes`` ids (None: all)."""
+        """What changed in ``type`` after ``since_state``, at most ``max_changes`` ids (None: all).
+
+        The account's position, the type's state and the first batch of its log come from one statement
+        alone (it sees one snapshot by itself: on Postgres one round trip instead of five); more than a batch
+        of changes is read in a transaction, batch after batch."""
         _check_type(type)
         if max_changes is not None and max_changes < 1:
             raise ValueError("max_changes must be positive")
         since = parse_token(since_state)
         if since is None:
             raise CannotCalculateChanges(f"{since_state!r} is not a {type} state")
+        rows = self.db.query_alone(
+            _HEAD_AND_FIRST_BATCH, (account_id, account_id, type, account_id, type, since, _BATCH)
+        )
+        head = rows[0]
+        current = self._check(type, since, since_state, head)
+        if since >= current:
+            return Changes(since_state, token(current), False)
+        fold = _Fold(max_changes)
+        if len(rows) < _BATCH:  # the whole window came with the head
+            fold.add([r for r in rows if r["seq"] is not None])
+            return fold.changes(since_state, current)
         with self.db.read() as tx:
-            last = int(tx.value("SELECT last FROM account_changes WHERE account_id = ?", (account_id,)) or 0)
-            row = tx.one(
-                "SELECT state, pruned_through FROM change_states WHERE account_id = ? AND type = ?", (account_id, type)
-            )
-            current, pruned = (int(row["state"]), int(row["pruned_through"])) if row else (0, 0)
-            if since > max(last, current):
-                raise CannotCalculateChanges(f"{type} state {since_state!r} is in the future")
-            if since < pruned:
-                raise CannotCalculateChanges(f"{type} state {since_state!r} is older than the change log")
-            if since >= current:
-                return Changes(since_state, token(current), False)
-            return self._page(tx, account_id, type, since, since_state, current, max_changes)
+            row = tx.one(_HEAD, (account_id, account_id, type))
+            assert row is not None  # one row of scalar subqueries
+            current = self._check(type, since, since_state, row)
+            cursor = since
+            while not fold.more and cursor < current:
+                batch = tx.query(
+                    "SELECT seq, object_id, kind, count_only FROM change_log "
+                    "WHERE account_id = ? AND type = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (account_id, type, cursor, current, _BATCH),
+                )
+                if not batch:
+                    break
+                fold.add(batch)
+                cursor = int(batch[-1]["seq"])
+            return fold.changes(since_state, current)
 
-    def _page(
-        self, tx: Transaction, account_id: str, type: str, since: int, since_state: str, current: int, limit: int | None
-    ) -> Changes:
-        seen: dict[str, list[bool]] = {}  # id -> [created in window, destroyed at the end]
-        count_only, new, more, cursor = True, since, False, since
-        while not more and cursor < current:
-            rows = tx.query(
-                "SELECT seq, object_id, kind, count_only FROM change_log "
-                "WHERE account_id = ? AND type = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                (account_id, type, cursor, current, _BATCH),
-            )
-            if not rows:
-                break
-            for r in rows:
-                oid, kind = r["object_id"], r["kind"]
-                entry = seen.get(oid)
-                if entry is None:
-                    if limit is not None and len(seen) >= limit:
-                        more = True
-                        break
-                    entry = seen[oid] = [kind == "c", False]
-                entry[1] = kind == "d"
-                if kind != "u" or not r["count_only"]:
-                    count_only = False
-                new = int(r["seq"])
-            cursor = int(rows[-1]["seq"])
-        if not more:
-            new = current
-        created = [i for i, (c, d) in seen.items() if c and not d]
-        updated = [i for i, (c, d) in seen.items() if not c and not d]
-        destroyed = [i for i, (c, d) in seen.items() if not c and d]
-        return Changes(since_state, token(new), more, created, updated, destroyed, bool(seen) and count_only)
+    @staticmethod
+    def _check(type: str, since: int, since_state: str, head: Row) -> int:
+        """The type's current state, once ``since`` is known to be answerable from the log."""
+        last, current, pruned = (int(head[k] or 0) for k in ("last", "state", "pruned"))
+        if since > max(last, current):
+            raise CannotCalculateChanges(f"{type} state {since_state!r} is in the future")
+        if since < pruned:
+            raise CannotCalculateChanges(f"{type} state {since_state!r} is older than the change log")
+        return current
 
     def prune(self, older_than_ms: int) -> int:
         """Delete change rows older than ``older_than_ms``; remember per type the oldest answerable state."""

@@ -7,13 +7,17 @@ import pytest
 
 from jmapmono.mailbox import changes, counts
 from jmapmono.mailbox.changes import CannotCalculateChanges, ChangeLog
+from tests.support.statements import alone_only
 from tests.support.waiting import wait_until
 
 ACC = "acc1"
 
 
-@pytest.fixture
-def log(db) -> ChangeLog:
+@pytest.fixture(params=[500, 2], ids=["whole-window", "in-batches"])
+def log(db, request, monkeypatch) -> ChangeLog:
+    """With the real batch, each window here comes with its head in one statement; with batches of 2, the
+    longer ones are read batch after batch in a transaction: the answers must not differ."""
+    monkeypatch.setattr(changes, "_BATCH", request.param)
     return ChangeLog(db)
 
 
@@ -124,6 +128,21 @@ def test_count_only_windows(db, log):
     c = log.changes_since(ACC, "Mailbox", base)
     assert c.updated == ["m1", "m2"] and not c.count_only_updates
     assert not log.changes_since(ACC, "Mailbox", "0").count_only_updates  # creations are not count changes
+
+
+def test_a_window_is_one_statement_alone_with_its_head(db, monkeypatch):
+    log = ChangeLog(db)
+    first = rec(db, created=["a", "b"])
+    rec(db, updated=["a"], destroyed=["b"])
+    rec(db, "Mailbox", created=["m"])
+    with alone_only(db, monkeypatch) as statements:
+        c = log.changes_since(ACC, "Email", first)
+        up_to_date = log.changes_since(ACC, "Email", c.new_state)
+        empty = log.changes_since("nobody", "Email", "0")
+    assert len(statements) == 3
+    assert (c.created, c.updated, c.destroyed, c.has_more_changes) == ([], ["a"], ["b"], False)
+    assert up_to_date == changes.Changes(c.new_state, c.new_state, False)
+    assert empty == changes.Changes("0", "0", False)
 
 
 def test_prune_keeps_recent_states_answerable(db, log):
