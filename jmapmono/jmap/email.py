@@ -2,20 +2,23 @@
 
 Email/get answers the fast properties (RFC 8621 §4.2's list) from the database alone and reads and
 parses a raw message only when a requested property needs it (headers, ``header:…``, the body
-properties), once per email per call. The state is read in the same transaction as the emails.
+properties), once per email per call. The emails and their state are one statement (one snapshot); the
+raw messages not parsed before are a second, and the rare email destroyed between the two sends the whole
+read into one transaction.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jmapmono.jmap import sharing
 from jmapmono.jmap.email_props import (
     DEFAULT_GET_PROPERTIES,
     FETCH_ARGUMENTS,
+    EmailFetch,
     parse_fetch,
     render,
 )
@@ -51,35 +54,15 @@ def email_get(inv: Invocation) -> dict[str, Any]:
     if ids is not None:
         check_max_objects_in_get(inv, len(ids))
     fetch = parse_fetch(args, DEFAULT_GET_PROPERTIES, with_id=True)
-    mailboxes = inv.services.mailboxes
-    with inv.services.db.read():  # the emails, their state and their raw messages: one transaction
-        if ids is None:
-            limit = inv.services.config.limits.max_objects_in_get
-            found, state = mailboxes.get_all_messages(inv.account_id, limit)
-            if found is None:
-                raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) emails")
-        else:
-            found, state = mailboxes.get_messages(inv.account_id, ids)
-        shared = sharing.view(inv)
-        if shared is not None:  # a sharee: only emails in a readable shared mailbox, only shared mailboxIds
-            found = {
-                i: replace(meta, mailbox_ids=shared.shown_mailboxes(meta.mailbox_ids))
-                for i, meta in found.items()
-                if shared.sees(meta)
-            }
-        # A parse kept from an earlier read is used as it is (a blob id names its content); only the others
-        # are read from the store, in this transaction, and parsed after it.
-        cache = inv.services.parsed_messages
-        kept: dict[str, MimeMessage] = {}
-        to_parse: list[Message] = []
-        for meta in found.values():
-            if fetch.needs_message_for(meta):
-                message = cache.get(meta.blob_id)
-                if message is None:
-                    to_parse.append(meta)
-                else:
-                    kept[meta.id] = message
-        raw = inv.services.blobs.read_stored(inv.account_id, [meta.blob_id for meta in to_parse]) if to_parse else {}
+    read = None
+    if ids is not None:  # the emails (with their state) in one statement, then the raw messages not kept
+        read = _read(inv, ids, fetch)
+        if any(meta.blob_id not in read.raw for meta in read.to_parse):
+            read = None  # the email was destroyed between the two statements: read both in one transaction
+    if read is None:
+        with inv.services.db.read():
+            read = _read(inv, ids, fetch)
+    found, state, kept, to_parse, raw = read.found, read.state, read.kept, read.to_parse, read.raw
     cached = len(kept)
     for meta in to_parse:
         kept[meta.id] = _parse(inv, meta, raw)
@@ -101,6 +84,49 @@ def email_get(inv: Invocation) -> dict[str, Any]:
         )
     )
     return response
+
+
+@dataclass
+class _Read:
+    found: dict[str, Message]
+    state: str
+    #: Parses kept from earlier reads (a blob id names its content), by email id.
+    kept: dict[str, MimeMessage]
+    #: The emails whose raw message must be read and parsed, and those raw messages by blob id.
+    to_parse: list[Message]
+    raw: dict[str, bytes]
+
+
+def _read(inv: Invocation, ids: list[str] | None, fetch: EmailFetch) -> _Read:
+    """The emails, their state, and the raw messages of those that need parsing and were not parsed before.
+    Inside a transaction all of it is one snapshot; outside, the emails and their state are (one statement)."""
+    mailboxes = inv.services.mailboxes
+    if ids is None:
+        limit = inv.services.config.limits.max_objects_in_get
+        found, state = mailboxes.get_all_messages(inv.account_id, limit)
+        if found is None:
+            raise MethodError("requestTooLarge", f"the account has more than maxObjectsInGet ({limit}) emails")
+    else:
+        found, state = mailboxes.get_messages(inv.account_id, ids)
+    shared = sharing.view(inv)
+    if shared is not None:  # a sharee: only emails in a readable shared mailbox, only shared mailboxIds
+        found = {
+            i: replace(meta, mailbox_ids=shared.shown_mailboxes(meta.mailbox_ids))
+            for i, meta in found.items()
+            if shared.sees(meta)
+        }
+    cache = inv.services.parsed_messages
+    kept: dict[str, MimeMessage] = {}
+    to_parse: list[Message] = []
+    for meta in found.values():
+        if fetch.needs_message_for(meta):
+            message = cache.get(meta.blob_id)
+            if message is None:
+                to_parse.append(meta)
+            else:
+                kept[meta.id] = message
+    raw = inv.services.blobs.read_stored(inv.account_id, [meta.blob_id for meta in to_parse]) if to_parse else {}
+    return _Read(found, state, kept, to_parse, raw)
 
 
 def _parse(inv: Invocation, meta: Message, raw: dict[str, bytes]) -> MimeMessage:

@@ -527,6 +527,40 @@ def test_statements_of_email_get_do_not_grow_with_the_emails(monkeypatch, servic
     assert len(sent) == for_two
 
 
+def test_a_page_of_emails_already_parsed_is_one_statement_outside_any_transaction(
+    monkeypatch, services, alice, deliver
+):
+    from tests.support.statements import alone_only
+
+    monkeypatch.setattr(services.db, "hears_others", True)  # as in a serving process: credentials kept
+    ids = [deliver(raw).message_id for raw in (SIMPLE, ATTACHMENTS)]
+    args = {"ids": ids, "properties": ["id", "subject", "bodyStructure", "preview"]}
+    first = alice.call("Email/get", args)  # parsed now, and the credentials and Session remembered
+    with alone_only(services.db, monkeypatch) as statements:
+        again = alice.call("Email/get", args)
+    assert again == first and len(statements) == 1
+
+
+def test_an_email_destroyed_between_the_two_reads_is_read_again_in_one_transaction(
+    monkeypatch, services, alice, deliver
+):
+    """Its raw message gone when the second statement runs: the emails, the state and the raw messages are read
+    again in one transaction, which sees them all or none."""
+    ids = [deliver(SIMPLE).message_id, deliver(ATTACHMENTS).message_id]
+    real_read = services.blobs.read_stored
+    reads: list[bool] = []
+
+    def first_misses(account_id, blob_ids):
+        found = real_read(account_id, blob_ids)
+        reads.append(bool(found))
+        return {} if len(reads) == 1 else found  # as if the emails were destroyed just before
+
+    monkeypatch.setattr(services.blobs, "read_stored", first_misses)
+    args = {"ids": ids, "properties": ["id", "subject", "bodyStructure"]}
+    found = alice.call("Email/get", args)["list"]
+    assert len(reads) == 2 and [e["id"] for e in found] == ids and all(e["bodyStructure"] for e in found)
+
+
 def test_unparsable_summary_falls_back_to_the_raw_message(services, alice, deliver):
     d = deliver(SIMPLE)
     with services.db.transaction() as tx:  # as stored when parsing failed at delivery
