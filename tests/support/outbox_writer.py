@@ -35,6 +35,7 @@ import time  # noqa: E402
 
 from jmapmono.config import load_config  # noqa: E402
 from jmapmono.events import outbox  # noqa: E402
+from jmapmono.events.event import Event  # noqa: E402
 from jmapmono.runtime import Runtime  # noqa: E402
 
 MESSAGE = (
@@ -60,8 +61,9 @@ def crash(services: Runtime, email: str, count: int) -> None:
         if commits == last:
             die(commits)
 
-    def before_publish(_bus: str, _event: object) -> None:
-        die(last)  # the relay only sees committed rows: this is after the (one) commit too, before any publish
+    def before_publish(_bus: str, event: Event) -> None:
+        if event.type == "Added":  # the relay only sees committed rows: after the delivery's commit, before its publish
+            die(last)
 
     outbox.subscribe(services.db, on_commit)
     if FLOW:
