@@ -296,8 +296,9 @@ def parse_date_offset(value: bytes | str) -> tuple[datetime, int] | None:
 
 
 def utc_date(when: datetime) -> str:
-    """RFC 3339 in the UTC "Z" form RFC 8620 asks for (no fraction when zero)."""
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in the UTC "Z" form RFC 8620 asks for, to the second. ``isoformat`` and not ``strftime``: the
+    latter writes the year 999 as "999", which no RFC 3339 reader takes."""
+    return when.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def offset_date(when: datetime, offset: int) -> str:
@@ -309,7 +310,8 @@ def offset_date(when: datetime, offset: int) -> str:
     except (OverflowError, ValueError):  # the local time would fall outside years 1-9999
         return utc_date(when)
     minutes = abs(offset) // 60
-    return local.strftime("%Y-%m-%dT%H:%M:%S") + f"{'+' if offset > 0 else '-'}{minutes // 60:02d}:{minutes % 60:02d}"
+    zone = f"{'+' if offset > 0 else '-'}{minutes // 60:02d}:{minutes % 60:02d}"
+    return local.replace(tzinfo=None).isoformat(timespec="seconds") + zone
 
 
 def date_form(value: bytes | str) -> str | None:

@@ -171,6 +171,17 @@ def test_date_form_keeps_the_zone_of_the_field(services, alice):
     assert one(alice, undated.message_id, ["sentAt"])["sentAt"] is None
 
 
+def test_dates_before_the_year_1000_keep_four_digits(services, alice):
+    """RFC 3339's date-fullyear is 4 digits: a Date field of the year 999 is "0999-…", in every form."""
+    message = raw(
+        "From: x@example.com", "Date: Mon, 01 Jan 999 10:00:00 +0200", "X-Seen: Mon, 01 Jan 999 10:00:00 +0000"
+    )
+    d = services.mailboxes.deliver(alice.email, message)
+    email = one(alice, d.message_id, ["sentAt", "header:Date:asDate", "header:X-Seen:asDate"])
+    assert email["sentAt"] == email["header:Date:asDate"] == "0999-01-01T10:00:00+02:00"
+    assert email["header:X-Seen:asDate"] == "0999-01-01T10:00:00Z"
+
+
 def test_sent_at_given_on_create_comes_back_as_given(services, alice):
     """§4.10's draft: sentAt "2018-07-10T11:03:11+10:00" is written as that Date field and read back unchanged."""
     drafts = roles(services, alice.account_id)["drafts"]
