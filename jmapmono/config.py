@@ -129,6 +129,8 @@ class Config:
     db_connect_timeout_seconds: int = 5
     #: Memory for parsed messages kept between requests (MiB; 0: parse on every read). Per process.
     parsed_cache_mb: int = 32
+    #: Memory for Email objects rendered by Email/get, kept between requests (MiB; 0: render on every read).
+    rendered_cache_mb: int = 16
     #: The web inbox (jmapmono/web/inbox.py) at ``/``; off: ``/`` is a 404 as any unknown path.
     web_inbox: bool = True
     #: Largest HTML body part ``GET /jmap/html/…`` cleans for display (octets); larger ones get 413.
@@ -461,6 +463,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         broker_node_queue_expires_seconds=_int(env, "JMAPMONO_BROKER_NODE_QUEUE_EXPIRES", 60, 1),
         db_connect_timeout_seconds=_int(env, "JMAPMONO_DB_CONNECT_TIMEOUT", 5, 1),
         parsed_cache_mb=_int(env, "JMAPMONO_PARSED_CACHE_MB", 32, 0),
+        rendered_cache_mb=_int(env, "JMAPMONO_RENDERED_CACHE_MB", 16, 0),
         web_inbox=_flag(env, "JMAPMONO_WEB_INBOX", True),
         max_html_part_bytes=_int(env, "JMAPMONO_MAX_HTML_PART_BYTES", 2_000_000, 1024),
         quota_storage=_quota(env, "JMAPMONO_QUOTA_STORAGE", sizes=True),

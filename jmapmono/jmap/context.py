@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from jmapmono.accounts.users import Accounts
     from jmapmono.config import Config
     from jmapmono.jmap.api import CallPolicy, ConcurrencyGuard
+    from jmapmono.jmap.rendered_cache import RenderedEmails
     from jmapmono.jmap.session import SessionCache
     from jmapmono.mailbox.blobs import BlobStore
     from jmapmono.mailbox.changes import ChangeLog
@@ -35,6 +36,8 @@ class JmapServices(Protocol):
     def mailboxes(self) -> MailboxManager: ...
     @property
     def parsed_messages(self) -> ParsedMessages: ...
+    @property
+    def rendered_emails(self) -> RenderedEmails: ...
     @property
     def sessions(self) -> SessionCache: ...
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,6 +22,7 @@ from jmapmono.jmap.email_props import (
     EmailFetch,
     parse_fetch,
     render,
+    with_mutable,
 )
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.method_args import (
@@ -54,21 +56,29 @@ def email_get(inv: Invocation) -> dict[str, Any]:
     if ids is not None:
         check_max_objects_in_get(inv, len(ids))
     fetch = parse_fetch(args, DEFAULT_GET_PROPERTIES, with_id=True)
+    asked = fetch.key()
     read = None
     if ids is not None:  # the emails (with their state) in one statement, then the raw messages not kept
-        read = _read(inv, ids, fetch)
+        read = _read(inv, ids, fetch, asked)
         if any(meta.blob_id not in read.raw for meta in read.to_parse):
             read = None  # the email was destroyed between the two statements: read both in one transaction
     if read is None:
         with inv.services.db.read():
-            read = _read(inv, ids, fetch)
+            read = _read(inv, ids, fetch, asked)
     found, state, kept, to_parse, raw = read.found, read.state, read.kept, read.to_parse, read.raw
     cached = len(kept)
     for meta in to_parse:
         kept[meta.id] = _parse(inv, meta, raw)
+    rendered = inv.services.rendered_emails
     records: dict[str, dict[str, Any]] = {}
     for message_id, meta in found.items():
-        records[message_id] = render(fetch, meta.blob_id, kept.get(message_id), meta)
+        immutable = read.rendered.get(message_id)
+        if immutable is None:
+            email = render(fetch, meta.blob_id, kept.get(message_id), meta)
+            rendered.put((meta.id, meta.blob_id, meta.thread_id, asked), email)
+            records[message_id] = email
+        else:
+            records[message_id] = with_mutable(fetch, immutable, meta)
     parsed = len(to_parse)
     response = get_response(GetArgs(inv.account_id, ids, fetch.properties), state, records)
     log.info(
@@ -80,6 +90,7 @@ def email_get(inv: Invocation) -> dict[str, Any]:
             not_found=len(response["notFound"]),
             parsed=parsed,
             cached=cached,
+            rendered=len(read.rendered),
             ms=round((time.monotonic() - started) * 1000, 1),
         )
     )
@@ -90,6 +101,8 @@ def email_get(inv: Invocation) -> dict[str, Any]:
 class _Read:
     found: dict[str, Message]
     state: str
+    #: The immutable properties rendered earlier with the same arguments, by email id: nothing else needed.
+    rendered: dict[str, dict[str, Any]]
     #: Parses kept from earlier reads (a blob id names its content), by email id.
     kept: dict[str, MimeMessage]
     #: The emails whose raw message must be read and parsed, and those raw messages by blob id.
@@ -97,9 +110,10 @@ class _Read:
     raw: dict[str, bytes]
 
 
-def _read(inv: Invocation, ids: list[str] | None, fetch: EmailFetch) -> _Read:
-    """The emails, their state, and the raw messages of those that need parsing and were not parsed before.
-    Inside a transaction all of it is one snapshot; outside, the emails and their state are (one statement)."""
+def _read(inv: Invocation, ids: list[str] | None, fetch: EmailFetch, asked: Hashable) -> _Read:
+    """The emails, their state, what was rendered of them before, and the raw messages of those that need
+    parsing and were neither rendered nor parsed before. Inside a transaction all of it is one snapshot;
+    outside, the emails and their state are (one statement)."""
     mailboxes = inv.services.mailboxes
     if ids is None:
         limit = inv.services.config.limits.max_objects_in_get
@@ -115,18 +129,22 @@ def _read(inv: Invocation, ids: list[str] | None, fetch: EmailFetch) -> _Read:
             for i, meta in found.items()
             if shared.sees(meta)
         }
-    cache = inv.services.parsed_messages
+    cache, rendered_emails = inv.services.parsed_messages, inv.services.rendered_emails
+    rendered: dict[str, dict[str, Any]] = {}
     kept: dict[str, MimeMessage] = {}
     to_parse: list[Message] = []
     for meta in found.values():
-        if fetch.needs_message_for(meta):
+        earlier = rendered_emails.get((meta.id, meta.blob_id, meta.thread_id, asked))
+        if earlier is not None:
+            rendered[meta.id] = earlier
+        elif fetch.needs_message_for(meta):
             message = cache.get(meta.blob_id)
             if message is None:
                 to_parse.append(meta)
             else:
                 kept[meta.id] = message
     raw = inv.services.blobs.read_stored(inv.account_id, [meta.blob_id for meta in to_parse]) if to_parse else {}
-    return _Read(found, state, kept, to_parse, raw)
+    return _Read(found, state, rendered, kept, to_parse, raw)
 
 
 def _parse(inv: Invocation, meta: Message, raw: dict[str, bytes]) -> MimeMessage:

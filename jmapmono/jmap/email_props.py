@@ -8,7 +8,7 @@ properties), the raw message parsed once. Email/parse renders from the parsed me
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from jmapmono.jmap.email_headers import (
 )
 from jmapmono.jmap.errors import MethodError
 from jmapmono.jmap.method_args import arg_bool, arg_unsigned_int, invalid
+from jmapmono.jmap.rendered_cache import MUTABLE
 from jmapmono.mailbox.mime import DATE_OFFSET, EMPTY_ADDRESS_LIST
 from jmapmono.mailbox.mime_fields import offset_date, utc_date
 from jmapmono.mailbox.mime_tree import MimeMessage
@@ -115,6 +116,12 @@ class EmailFetch:
     def needs_message(self) -> bool:
         """Whether some requested property can only come from the raw message."""
         return bool(self.headers) or not NEEDS_MESSAGE.isdisjoint(self.properties)
+
+    def key(self) -> Hashable:
+        """What was asked, as a key: two fetches with equal keys render an email the same."""
+        body = None if self.body_properties is None else tuple(self.body_properties)
+        flags = (self.fetch_text_body_values, self.fetch_html_body_values, self.fetch_all_body_values)
+        return (tuple(self.properties), body, flags, self.max_body_value_bytes)
 
     def needs_message_for(self, meta: Message) -> bool:
         """Whether rendering the stored email ``meta`` needs its raw message parsed."""
@@ -242,6 +249,12 @@ def render(
             assert message is not None, "header properties need the parsed message"
             out[prop] = convenience_value(message, prop)
     return out
+
+
+def with_mutable(fetch: EmailFetch, kept: dict[str, Any], meta: Message) -> dict[str, Any]:
+    """The Email object from its kept immutable properties (rendered earlier with the same ``fetch``) and the
+    mutable ones of its row as read now, in the order asked."""
+    return {p: _metadata(meta, p) if p in MUTABLE else kept[p] for p in fetch.properties}
 
 
 def _metadata(meta: Message, prop: str) -> Any:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from jmapmono.accounts.users import Accounts, Revocation, User
     from jmapmono.events.bus import EventBus
     from jmapmono.jmap.api import CallPolicy, ConcurrencyGuard
+    from jmapmono.jmap.rendered_cache import RenderedEmails
     from jmapmono.jmap.session import SessionCache
     from jmapmono.mailbox.blobs import BlobStore
     from jmapmono.mailbox.changes import ChangeLog
@@ -142,6 +143,13 @@ class Runtime:
         from jmapmono.mailbox.parsed_cache import ParsedMessages
 
         return ParsedMessages(self.config.parsed_cache_mb * 1024 * 1024)
+
+    @cached_property
+    def rendered_emails(self) -> RenderedEmails:
+        """Email objects rendered by ``Email/get``, kept between reads (``JMAPMONO_RENDERED_CACHE_MB``)."""
+        from jmapmono.jmap.rendered_cache import RenderedEmails
+
+        return RenderedEmails(self.config.rendered_cache_mb * 1024 * 1024)
 
     @cached_property
     def sieve_actions(self) -> SieveActions:

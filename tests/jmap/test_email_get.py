@@ -496,9 +496,10 @@ def test_raw_message_parsed_only_when_needed_and_once(monkeypatch, services, ali
 
 
 def test_kept_parses_change_nothing_in_the_answer(config, db, alice, bob, deliver):
-    """Every property of RFC 8621 §4.2 is the same whether the parse was kept or made for the request, and a
-    message with the same content in another account (one blob) is answered from its own email."""
-    uncached = Runtime(replace(config, parsed_cache_mb=0), db)
+    """Every property of RFC 8621 §4.2 is the same whether the parse and the rendering were kept or made for
+    the request, and a message with the same content in another account (one blob) is answered from its own
+    email."""
+    uncached = Runtime(replace(config, parsed_cache_mb=0, rendered_cache_mb=0), db)
     try:
         plain = JmapClient(create_app(uncached).test_client(), alice.email, alice.account_id)
         ids = [deliver(raw).message_id for raw in (SIMPLE, ATTACHMENTS)]
@@ -510,6 +511,22 @@ def test_kept_parses_change_nothing_in_the_answer(config, db, alice, bob, delive
         assert theirs["mailboxIds"] != first[0]["mailboxIds"]
     finally:
         uncached.stop()
+
+
+def test_a_kept_rendering_takes_keywords_and_mailboxes_from_the_email_as_it_is_now(services, alice, deliver, inbox):
+    email_id = deliver(SIMPLE).message_id
+    archive = services.mailboxes.create_mailbox(alice.account_id, "Elsewhere").id
+    args = {"ids": [email_id], "properties": RFC_DEFAULT + ["header:Subject:asText"], "fetchAllBodyValues": True}
+    [first] = alice.call("Email/get", args)["list"]
+    assert first["keywords"] == {} and first["mailboxIds"] == {inbox: True}
+    alice.call("Email/set", {"update": {email_id: {"keywords/$seen": True, "mailboxIds": {archive: True}}}})
+    hits = services.rendered_emails.hits
+    [now] = alice.call("Email/get", args)["list"]
+    assert services.rendered_emails.hits == hits + 1  # rendered once, kept
+    assert now["keywords"] == {"$seen": True} and now["mailboxIds"] == {archive: True}
+    assert list(now) == list(first) and {**now, "keywords": {}, "mailboxIds": {inbox: True}} == first
+    [fewer] = alice.call("Email/get", {"ids": [email_id], "properties": ["subject", "keywords"]})["list"]
+    assert fewer == {"id": email_id, "subject": "Dinner on Thursday?", "keywords": {"$seen": True}}  # asked apart
 
 
 def test_statements_of_email_get_do_not_grow_with_the_emails(monkeypatch, services, alice, deliver):
