@@ -75,7 +75,7 @@ def email_get(inv: Invocation) -> dict[str, Any]:
         immutable = read.rendered.get(message_id)
         if immutable is None:
             email = render(fetch, meta.blob_id, kept.get(message_id), meta)
-            rendered.put((meta.id, meta.blob_id, meta.thread_id, asked), email)
+            rendered.keep((meta.id, meta.blob_id, meta.thread_id, asked), email)
             records[message_id] = email
         else:
             records[message_id] = with_mutable(fetch, immutable, meta)

@@ -14,9 +14,10 @@ used out first. One per process, owned by the runtime; gevent runs one greenlet 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
+
+from jmapmono.lru import SizedLRU
 
 #: The properties of an Email that change after it exists: never kept, always read from its row.
 MUTABLE = frozenset({"keywords", "mailboxIds"})
@@ -29,44 +30,13 @@ def footprint(record: dict[str, Any]) -> int:
     return ENTRY_OVERHEAD + 2 * len(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
 
-class RenderedEmails:
+class RenderedEmails(SizedLRU[Hashable, dict[str, Any]]):
     """A least-recently-used map (email id, blob id, thread id, what was asked) → the rendered immutable
-    properties, under ``max_bytes`` (0: keep nothing)."""
+    properties (never to be changed by a caller), under ``max_bytes`` (0: keep nothing)."""
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, tuple[dict[str, Any], int]] = OrderedDict()
-        self.held_bytes = 0
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable) -> dict[str, Any] | None:
-        """The kept properties (never to be changed by the caller), or None."""
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return entry[0]
-
-    def put(self, key: Hashable, record: dict[str, Any]) -> dict[str, Any]:
+    def keep(self, key: Hashable, record: dict[str, Any]) -> dict[str, Any]:
         """Keep the immutable properties of ``record`` if they fit; return them."""
         kept = {k: v for k, v in record.items() if k not in MUTABLE}
-        if not self.max_bytes:
-            return kept
-        size = footprint(kept)
-        if size > self.max_bytes // 8:  # one huge email must not flush everything else out
-            return kept
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.held_bytes -= old[1]
-        self._entries[key] = (kept, size)
-        self.held_bytes += size
-        while self.held_bytes > self.max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self.held_bytes -= dropped
+        if self.max_bytes:
+            self.put(key, kept, footprint(kept))
         return kept
-
-    def __len__(self) -> int:
-        return len(self._entries)

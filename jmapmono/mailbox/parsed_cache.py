@@ -9,8 +9,7 @@ out first. One per process, owned by the runtime; gevent runs one greenlet at a 
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
+from jmapmono.lru import SizedLRU
 from jmapmono.mailbox.mime_tree import MimeMessage, parse_mime
 
 #: The estimated bytes a parsed part holds beyond the raw message (rounded up from measurement).
@@ -22,40 +21,11 @@ def footprint(message: MimeMessage) -> int:
     return len(message.raw) + PART_OVERHEAD * len(message.walk())
 
 
-class ParsedMessages:
+class ParsedMessages(SizedLRU[str, MimeMessage]):
     """A least-recently-used map blob id → parsed message, under ``max_bytes`` (0: keep nothing)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, tuple[MimeMessage, int]] = OrderedDict()
-        self.held_bytes = 0
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, blob_id: str) -> MimeMessage | None:
-        entry = self._entries.get(blob_id)
-        if entry is None:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(blob_id)
-        self.hits += 1
-        return entry[0]
 
     def parse(self, blob_id: str, raw: bytes) -> MimeMessage:
         """Parse ``raw`` (the content of ``blob_id``) and keep the result if it fits."""
         message = parse_mime(raw)
-        size = footprint(message)
-        if size > self.max_bytes // 8:  # one huge message must not flush everything else out
-            return message
-        old = self._entries.pop(blob_id, None)
-        if old is not None:
-            self.held_bytes -= old[1]
-        self._entries[blob_id] = (message, size)
-        self.held_bytes += size
-        while self.held_bytes > self.max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self.held_bytes -= dropped
+        self.put(blob_id, message, footprint(message))
         return message
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -12,7 +12,7 @@ def email(n: int, size: int = 100) -> dict:
 
 def test_only_the_immutable_properties_are_kept():
     cache = RenderedEmails(1 << 20)
-    kept = cache.put(("M1", "G1", "T1", "asked"), email(1))
+    kept = cache.keep(("M1", "G1", "T1", "asked"), email(1))
     assert kept == {"id": "M01", "subject": "x" * 100}
     assert cache.get(("M1", "G1", "T1", "asked")) == kept and cache.get(("M1", "G1", "T1", "other")) is None
     assert (cache.hits, cache.misses) == (1, 1)
@@ -22,10 +22,10 @@ def test_memory_stays_under_the_bound_and_the_least_recently_used_goes_first():
     one = footprint({"id": "M00", "subject": "x" * 100})
     cache = RenderedEmails(one * 10)
     for n in range(10):
-        cache.put(n, email(n))
+        cache.keep(n, email(n))
     assert len(cache) == 10 and cache.held_bytes == one * 10
     assert cache.get(0) is not None  # now the most recently used
-    cache.put(10, email(10))
+    cache.keep(10, email(10))
     assert cache.held_bytes <= cache.max_bytes and len(cache) == 10
     assert cache.get(1) is None and cache.get(0) is not None and cache.get(10) is not None
 
@@ -33,9 +33,9 @@ def test_memory_stays_under_the_bound_and_the_least_recently_used_goes_first():
 def test_an_email_too_big_for_its_share_is_not_kept_and_no_memory_keeps_nothing():
     small = footprint({"id": "M00", "subject": "x" * 100})
     cache = RenderedEmails(small * 8)
-    cache.put("small", email(0))
-    assert cache.put("big", email(1, size=small * 2))["subject"] and cache.get("big") is None
+    cache.keep("small", email(0))
+    assert cache.keep("big", email(1, size=small * 2))["subject"] and cache.get("big") is None
     assert cache.get("small") is not None
     nothing = RenderedEmails(0)
-    assert nothing.put("k", email(2)) == {"id": "M02", "subject": "x" * 100} and nothing.get("k") is None
+    assert nothing.keep("k", email(2)) == {"id": "M02", "subject": "x" * 100} and nothing.get("k") is None
     assert len(nothing) == 0
