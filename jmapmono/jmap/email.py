@@ -75,7 +75,7 @@ def email_get(inv: Invocation) -> dict[str, Any]:
         immutable = read.rendered.get(message_id)
         if immutable is None:
             email = render(fetch, meta.blob_id, kept.get(message_id), meta)
-            rendered.keep((meta.id, meta.blob_id, meta.thread_id, asked), email)
+            rendered.keep(_rendered_key(meta, asked), email)
             records[message_id] = email
         else:
             records[message_id] = with_mutable(fetch, immutable, meta)
@@ -134,7 +134,7 @@ def _read(inv: Invocation, ids: list[str] | None, fetch: EmailFetch, asked: Hash
     kept: dict[str, MimeMessage] = {}
     to_parse: list[Message] = []
     for meta in found.values():
-        earlier = rendered_emails.get((meta.id, meta.blob_id, meta.thread_id, asked))
+        earlier = rendered_emails.get(_rendered_key(meta, asked))
         if earlier is not None:
             rendered[meta.id] = earlier
         elif fetch.needs_message_for(meta):
@@ -145,6 +145,12 @@ def _read(inv: Invocation, ids: list[str] | None, fetch: EmailFetch, asked: Hash
                 kept[meta.id] = message
     raw = inv.services.blobs.read_stored(inv.account_id, [meta.blob_id for meta in to_parse]) if to_parse else {}
     return _Read(found, state, rendered, kept, to_parse, raw)
+
+
+def _rendered_key(meta: Message, asked: Hashable) -> Hashable:
+    """An email's entry in the rendered-email cache: what it is (its id, its content, its thread) and what was
+    asked of it."""
+    return (meta.id, meta.blob_id, meta.thread_id, asked)
 
 
 def _parse(inv: Invocation, meta: Message, raw: dict[str, bytes]) -> MimeMessage:

@@ -62,6 +62,14 @@ class Window:
     limit: int | None = None
     calculate_total: bool = False
 
+    def page_size(self) -> int:
+        """The most ids a page holds: the client's ``limit``, cut to the server's cap."""
+        return MAX_LIMIT if self.limit is None else min(self.limit, MAX_LIMIT)
+
+    def capped(self, more: bool) -> bool:
+        """Whether the server's cap, not the client's limit, cut short a page with ``more`` results after it."""
+        return more and (self.limit is None or self.limit > MAX_LIMIT)
+
 
 @dataclass(frozen=True)
 class Page:
@@ -268,10 +276,9 @@ def _run_view(tx: Transaction, account_id: str, view: View, window: Window) -> t
         position = max(0, index + window.anchor_offset)
     else:
         position = window.position if window.position >= 0 else max(0, (total or 0) + window.position)
-    limit = MAX_LIMIT if window.limit is None else min(window.limit, MAX_LIMIT)
+    limit = window.page_size()
     ids = vs.rows(tx, limit + 1, position)  # one more: did the cap cut the page short?
-    capped = len(ids) > limit and (window.limit is None or window.limit > MAX_LIMIT)
-    return ids[:limit], position, total, capped
+    return ids[:limit], position, total, window.capped(len(ids) > limit)
 
 
 def _window(
@@ -285,10 +292,9 @@ def _window(
         position = max(0, index + window.anchor_offset)
     else:
         position = window.position if window.position >= 0 else max(0, len(ids) + window.position)
-    limit = MAX_LIMIT if window.limit is None else min(window.limit, MAX_LIMIT)
+    limit = window.page_size()
     page = ids[position : position + limit]
-    capped = len(ids) > position + limit and (window.limit is None or window.limit > MAX_LIMIT)
-    return page, position, len(ids) if window.calculate_total else None, capped
+    return page, position, len(ids) if window.calculate_total else None, window.capped(len(ids) > position + limit)
 
 
 # --- the general path ----------------------------------------------------------------------------------------------
@@ -344,7 +350,7 @@ def _sql_page(tx: Transaction, account_id: str, query: EmailQuery, window: Windo
     order = [o.format(d="ASC" if s.ascending else "DESC") for s in sort for o in _SQL_ORDER[s.key]]
     condition, params = where(query.filter, tx.dialect)
     source = f"FROM messages m WHERE m.account_id = ? AND {condition}"
-    limit = MAX_LIMIT if window.limit is None else min(window.limit, MAX_LIMIT)
+    limit = window.page_size()
     rows = tx.query(
         f"SELECT m.id AS id {source} ORDER BY {', '.join(order)}, m.id ASC LIMIT ? OFFSET ?",
         [account_id, *params, limit + 1, window.position],
@@ -352,8 +358,7 @@ def _sql_page(tx: Transaction, account_id: str, query: EmailQuery, window: Windo
     total = None
     if window.calculate_total:
         total = int(tx.value(f"SELECT COUNT(*) AS n {source}", [account_id, *params]) or 0)
-    capped = len(rows) > limit and (window.limit is None or window.limit > MAX_LIMIT)
-    return [r["id"] for r in rows[:limit]], window.position, total, capped
+    return [r["id"] for r in rows[:limit]], window.position, total, window.capped(len(rows) > limit)
 
 
 def run_query(db: Database, account_id: str, query: EmailQuery, window: Window) -> Page:
@@ -380,15 +385,14 @@ def _view_page_alone(db: Database, account_id: str, view: View, window: Window) 
     page, or a mailbox that is not the account's): the transaction's path tells those apart."""
     if window.anchor is not None or window.position < 0:
         return None
-    limit = MAX_LIMIT if window.limit is None else min(window.limit, MAX_LIMIT)
+    limit = window.page_size()
     vs = ViewSQL(view, account_id)
     rows = db.query_alone(*vs.page_alone_sql(limit + 1, window.position, window.calculate_total))
     if not rows:
         return None
-    capped = len(rows) > limit and (window.limit is None or window.limit > MAX_LIMIT)
     total = int(rows[0]["total"] or 0) if window.calculate_total else None
-    state = changes.column_state(rows[0])
-    return Page([r["id"] for r in rows[:limit]], window.position, total, MAX_LIMIT if capped else None, state, True)
+    cap = MAX_LIMIT if window.capped(len(rows) > limit) else None
+    return Page([r["id"] for r in rows[:limit]], window.position, total, cap, changes.column_state(rows[0]), True)
 
 
 # --- query changes -------------------------------------------------------------------------------------------------
